@@ -1,0 +1,274 @@
+/* nabla computation graphs: leaves (inputs, variables, constants), op
+ * constructors, automatic differentiation, and inspection.
+ *
+ * Op constructors only record a node and infer its shape; nothing is computed
+ * until the graph is compiled into a plan (backend.h) and run.
+ *
+ * Errors are sticky: a constructor that fails (wrong shapes, bad argument)
+ * returns NULL and records the first error in the graph; every later
+ * constructor given a NULL input also returns NULL. Build the whole graph,
+ * then check nb_graph_status() once. */
+#ifndef NABLA_GRAPH_H
+#define NABLA_GRAPH_H
+
+#include <stdio.h>
+
+#include "tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nb_graph nb_graph;
+typedef struct nb_tensor nb_tensor;
+
+/* ---- graph ---------------------------------------------------------------- */
+
+nb_graph *nb_graph_new(void);
+void nb_graph_free(nb_graph *g);
+
+/* First error recorded while building (NB_OK if none), and its message. */
+nb_status nb_graph_status(const nb_graph *g);
+const char *nb_graph_error(const nb_graph *g);
+
+/* Nodes in creation order, which is always a valid execution order. */
+int nb_graph_node_count(const nb_graph *g);
+nb_tensor *nb_graph_node(const nb_graph *g, int i);
+/* First node with this name, or NULL. */
+nb_tensor *nb_graph_find(const nb_graph *g, const char *name);
+
+/* Writes the graph as Graphviz DOT. */
+nb_status nb_graph_write_dot(const nb_graph *g, FILE *f);
+
+/* ---- tensors (graph nodes) ------------------------------------------------ */
+
+int nb_tensor_ndim(const nb_tensor *t);
+const int64_t *nb_tensor_shape(const nb_tensor *t);
+int64_t nb_tensor_numel(const nb_tensor *t);
+nb_dtype nb_tensor_dtype(const nb_tensor *t);
+const char *nb_tensor_name(const nb_tensor *t); /* "" if unnamed */
+void nb_tensor_set_name(nb_tensor *t, const char *name);
+const char *nb_tensor_op_name(const nb_tensor *t);
+int nb_tensor_id(const nb_tensor *t);
+/* 1 if the node's elements are laid out densely in row-major order. */
+int nb_tensor_is_contiguous(const nb_tensor *t);
+/* Marks a node as a plan output: it keeps its own memory and can be read
+ * with nb_plan_get() after a run. */
+void nb_tensor_set_output(nb_tensor *t);
+/* Asks autodiff to produce this leaf's gradient (variables made with
+ * nb_param() already do). */
+void nb_tensor_set_requires_grad(nb_tensor *t, int on);
+int nb_tensor_requires_grad(const nb_tensor *t);
+
+/* ---- leaves --------------------------------------------------------------- */
+
+/* How a variable is filled the first time a state sees it. */
+typedef enum nb_init_kind {
+  NB_INIT_ZEROS = 0,
+  NB_INIT_CONSTANT, /* all elements = a */
+  NB_INIT_UNIFORM,  /* U(a, b) */
+  NB_INIT_NORMAL,   /* N(mean a, std b) */
+} nb_init_kind;
+
+typedef struct nb_init {
+  nb_init_kind kind;
+  float a, b;
+  uint64_t seed;
+} nb_init;
+
+/* Data fed at run time with nb_plan_set_input(). */
+nb_tensor *nb_input(nb_graph *g, const char *name, nb_dtype dt, int ndim, const int64_t *shape);
+/* Persistent named state (optimizer moments, running statistics). Lives in
+ * an nb_state, survives between runs, and is written only by nb_assign(). */
+nb_tensor *nb_variable(nb_graph *g, const char *name, nb_dtype dt, int ndim, const int64_t *shape,
+                       nb_init init);
+/* A trainable f32 variable (requires_grad on). */
+nb_tensor *nb_param(nb_graph *g, const char *name, int ndim, const int64_t *shape, nb_init init);
+/* Constant data, copied into the graph. */
+nb_tensor *nb_constant(nb_graph *g, nb_dtype dt, int ndim, const int64_t *shape, const void *data);
+/* A rank-0 f32 constant. */
+nb_tensor *nb_scalar(nb_graph *g, float value);
+
+/* Side effect: writes `value` into variable `var` at the end of the step (all
+ * reads of `var` in the same run see the old value). Returns the assign node;
+ * the compiler keeps it alive even though nothing consumes it. */
+nb_tensor *nb_assign(nb_graph *g, nb_tensor *var, nb_tensor *value);
+
+/* ---- elementwise (numpy broadcasting for every binary op) ---------------- */
+
+nb_tensor *nb_add(nb_graph *g, nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_sub(nb_graph *g, nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_mul(nb_graph *g, nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_div(nb_graph *g, nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_pow(nb_graph *g, nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_maximum(nb_graph *g, nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_minimum(nb_graph *g, nb_tensor *a, nb_tensor *b);
+/* Comparisons give an f32 mask of 0.0 / 1.0 and have zero gradient. */
+nb_tensor *nb_eq(nb_graph *g, nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_ne(nb_graph *g, nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_lt(nb_graph *g, nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_le(nb_graph *g, nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_gt(nb_graph *g, nb_tensor *a, nb_tensor *b);
+nb_tensor *nb_ge(nb_graph *g, nb_tensor *a, nb_tensor *b);
+/* cond != 0 ? a : b, broadcasting all three. */
+nb_tensor *nb_where(nb_graph *g, nb_tensor *cond, nb_tensor *a, nb_tensor *b);
+
+nb_tensor *nb_neg(nb_graph *g, nb_tensor *x);
+nb_tensor *nb_abs(nb_graph *g, nb_tensor *x);
+nb_tensor *nb_sign(nb_graph *g, nb_tensor *x);
+nb_tensor *nb_exp(nb_graph *g, nb_tensor *x);
+nb_tensor *nb_log(nb_graph *g, nb_tensor *x);
+nb_tensor *nb_sqrt(nb_graph *g, nb_tensor *x);
+nb_tensor *nb_rsqrt(nb_graph *g, nb_tensor *x);
+nb_tensor *nb_square(nb_graph *g, nb_tensor *x);
+nb_tensor *nb_reciprocal(nb_graph *g, nb_tensor *x);
+nb_tensor *nb_tanh(nb_graph *g, nb_tensor *x);
+nb_tensor *nb_sigmoid(nb_graph *g, nb_tensor *x);
+nb_tensor *nb_relu(nb_graph *g, nb_tensor *x);
+nb_tensor *nb_leaky_relu(nb_graph *g, nb_tensor *x, float slope);
+/* approximate = 0: exact erf form (PyTorch's default); 1: tanh form. */
+nb_tensor *nb_gelu(nb_graph *g, nb_tensor *x, int approximate);
+nb_tensor *nb_silu(nb_graph *g, nb_tensor *x);
+/* log(1 + exp(beta x)) / beta, linear above `threshold` like PyTorch. */
+nb_tensor *nb_softplus(nb_graph *g, nb_tensor *x, float beta, float threshold);
+nb_tensor *nb_clamp(nb_graph *g, nb_tensor *x, float lo, float hi);
+/* Converts dtype; gradients flow through float->float casts. */
+nb_tensor *nb_cast(nb_graph *g, nb_tensor *x, nb_dtype dt);
+
+/* ---- reductions ----------------------------------------------------------- */
+
+/* `axes` lists `naxes` axes (negative counts from the end); naxes == 0 means
+ * every axis. keepdim keeps reduced axes with size 1. */
+nb_tensor *nb_sum(nb_graph *g, nb_tensor *x, int naxes, const int *axes, int keepdim);
+nb_tensor *nb_mean(nb_graph *g, nb_tensor *x, int naxes, const int *axes, int keepdim);
+nb_tensor *nb_max(nb_graph *g, nb_tensor *x, int naxes, const int *axes, int keepdim);
+nb_tensor *nb_min(nb_graph *g, nb_tensor *x, int naxes, const int *axes, int keepdim);
+/* Variance with `correction` subtracted from the count (1 = unbiased). */
+nb_tensor *nb_var(nb_graph *g, nb_tensor *x, int naxes, const int *axes, int correction,
+                  int keepdim);
+nb_tensor *nb_logsumexp(nb_graph *g, nb_tensor *x, int naxes, const int *axes, int keepdim);
+/* Index (i64) of the first maximum along `axis`. */
+nb_tensor *nb_argmax(nb_graph *g, nb_tensor *x, int axis, int keepdim);
+
+/* ---- shape and data movement ---------------------------------------------- */
+
+/* One entry of `shape` may be -1 (inferred). A view when the input is
+ * contiguous, else a copy. */
+nb_tensor *nb_reshape(nb_graph *g, nb_tensor *x, int ndim, const int64_t *shape);
+/* Views: no data is moved. */
+nb_tensor *nb_permute(nb_graph *g, nb_tensor *x, const int *perm);
+nb_tensor *nb_transpose(nb_graph *g, nb_tensor *x, int axis0, int axis1);
+/* Python-style x[start:stop:step] along one axis (negative indices count
+ * from the end, out-of-range values are clamped, step > 0). */
+nb_tensor *nb_slice(nb_graph *g, nb_tensor *x, int axis, int64_t start, int64_t stop,
+                    int64_t step);
+nb_tensor *nb_broadcast_to(nb_graph *g, nb_tensor *x, int ndim, const int64_t *shape);
+/* Dense row-major copy (returns x itself if it already is). */
+nb_tensor *nb_contiguous(nb_graph *g, nb_tensor *x);
+nb_tensor *nb_concat(nb_graph *g, int n, nb_tensor *const *xs, int axis);
+/* pads[2*i], pads[2*i+1]: elements added before/after axis i (>= 0). */
+nb_tensor *nb_pad(nb_graph *g, nb_tensor *x, const int64_t *pads, float value);
+/* Selects entries of `x` along `axis` with an i32/i64 index vector. */
+nb_tensor *nb_index_select(nb_graph *g, nb_tensor *x, int axis, nb_tensor *index);
+/* out = zeros(shape of x) then out[index[i]] += src[i] along `axis`; the
+ * gradient of index_select. */
+nb_tensor *nb_index_add(nb_graph *g, nb_tensor *x, int axis, nb_tensor *index, nb_tensor *src);
+/* Integer labels of any shape -> f32 [..., num_classes]. */
+nb_tensor *nb_one_hot(nb_graph *g, nb_tensor *labels, int64_t num_classes);
+/* weight [V, D] looked up by integer ids of any shape -> [..., D]. */
+nb_tensor *nb_embedding(nb_graph *g, nb_tensor *weight, nb_tensor *ids);
+
+/* ---- linear algebra and convolution --------------------------------------- */
+
+/* Batched matrix product with broadcast batch dimensions: [..., m, k] x
+ * [..., k, n] -> [..., m, n]; 1-d operands are promoted like numpy. */
+nb_tensor *nb_matmul(nb_graph *g, nb_tensor *a, nb_tensor *b);
+
+typedef struct nb_conv2d_params {
+  int stride[2];   /* default 1 */
+  int padding[2];  /* default 0 */
+  int dilation[2]; /* default 1 */
+  int groups;      /* default 1 */
+} nb_conv2d_params;
+
+/* Defaults: stride 1, padding 0, dilation 1, groups 1. */
+nb_conv2d_params nb_conv2d_defaults(void);
+/* x [N, C, H, W], w [K, C/groups, R, S] -> [N, K, P, Q]. No bias (add it). */
+nb_tensor *nb_conv2d(nb_graph *g, nb_tensor *x, nb_tensor *w, const nb_conv2d_params *p);
+/* Gradient ops of conv2d, also usable directly (transposed convolution). */
+nb_tensor *nb_conv2d_backward_input(nb_graph *g, nb_tensor *dy, nb_tensor *w,
+                                    const int64_t *x_shape, const nb_conv2d_params *p);
+nb_tensor *nb_conv2d_backward_weight(nb_graph *g, nb_tensor *x, nb_tensor *dy,
+                                     const int64_t *w_shape, const nb_conv2d_params *p);
+
+typedef struct nb_pool2d_params {
+  int kernel[2];
+  int stride[2];  /* 0 = same as kernel */
+  int padding[2]; /* default 0 */
+  int ceil_mode;
+  int count_include_pad; /* avg pool only; PyTorch default 1 */
+} nb_pool2d_params;
+
+nb_pool2d_params nb_pool2d_defaults(int kh, int kw);
+nb_tensor *nb_max_pool2d(nb_graph *g, nb_tensor *x, const nb_pool2d_params *p);
+nb_tensor *nb_avg_pool2d(nb_graph *g, nb_tensor *x, const nb_pool2d_params *p);
+/* [N, C, H, W] -> [N, C, 1, 1]. */
+nb_tensor *nb_global_avg_pool2d(nb_graph *g, nb_tensor *x);
+
+/* ---- normalisation, softmax, losses, dropout ------------------------------ */
+
+/* Normalises each channel (axis 1) of [N, C, ...]. In training mode uses
+ * batch statistics and appends assigns that update running_mean/var
+ * (variables, may be NULL) with `momentum` like PyTorch (unbiased variance);
+ * otherwise uses the running statistics. gamma/beta [C] may be NULL. */
+nb_tensor *nb_batch_norm(nb_graph *g, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta,
+                         nb_tensor *running_mean, nb_tensor *running_var, int training,
+                         float momentum, float eps);
+/* Normalises over the last `nlast` axes; gamma/beta have those axes' shape
+ * (may be NULL). */
+nb_tensor *nb_layer_norm(nb_graph *g, nb_tensor *x, int nlast, nb_tensor *gamma,
+                         nb_tensor *beta, float eps);
+nb_tensor *nb_softmax(nb_graph *g, nb_tensor *x, int axis);
+nb_tensor *nb_log_softmax(nb_graph *g, nb_tensor *x, int axis);
+/* Mean cross-entropy of logits [N, C] against integer labels [N], with
+ * optional label smoothing in [0, 1). */
+nb_tensor *nb_cross_entropy(nb_graph *g, nb_tensor *logits, nb_tensor *labels,
+                            float label_smoothing);
+/* Mean negative log-likelihood of log-probabilities [N, C], labels [N]. */
+nb_tensor *nb_nll_loss(nb_graph *g, nb_tensor *logp, nb_tensor *labels);
+nb_tensor *nb_mse_loss(nb_graph *g, nb_tensor *pred, nb_tensor *target);
+/* Mean binary cross-entropy of logits against targets in [0, 1]. */
+nb_tensor *nb_bce_with_logits(nb_graph *g, nb_tensor *logits, nb_tensor *target);
+/* Inverted dropout: zeroes with probability p and scales the rest by
+ * 1/(1-p). The mask depends on (seed, plan step, element index) only, so
+ * runs are reproducible. Identity when training is 0. */
+nb_tensor *nb_dropout(nb_graph *g, nb_tensor *x, float p, uint64_t seed, int training);
+
+/* ---- automatic differentiation -------------------------------------------- */
+
+/* Appends the reverse-mode gradient of scalar `loss` with respect to every
+ * leaf that requires grad (and every node in between) to the same graph.
+ * Gradient nodes are ordinary nodes. */
+nb_status nb_graph_backward(nb_graph *g, nb_tensor *loss);
+/* The gradient node of `t` after nb_graph_backward(), or NULL if `t` does not
+ * influence the loss. */
+nb_tensor *nb_graph_grad(const nb_graph *g, const nb_tensor *t);
+
+/* ---- op table ------------------------------------------------------------- */
+
+typedef struct nb_op_info {
+  const char *name;
+  const char *fusion; /* "elementwise", "reduce", "view", "opaque", "leaf" */
+  int has_backward;   /* differentiable (or has zero gradient by definition) */
+  int composite;      /* built from other ops (no kernel of its own) */
+} nb_op_info;
+
+int nb_op_count(void);
+/* Information on op `i` in [0, nb_op_count()). */
+nb_op_info nb_op_get_info(int i);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,47 @@
+/* Opening devices by name. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend_internal.h"
+
+nb_status nb_backend_new(const char *device, nb_backend **out) {
+  if (!device || !out) return nb_error(NB_ERR_INVALID_ARG, "nb_backend_new: NULL argument");
+  *out = NULL;
+  const char *colon = strchr(device, ':');
+  size_t kind_len = colon ? (size_t)(colon - device) : strlen(device);
+  int index = 0;
+  if (colon) {
+    char *end;
+    long v = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || *end || v < 0 || v > 1024)
+      return nb_error(NB_ERR_INVALID_ARG, "device '%s': expected KIND or KIND:INDEX, e.g. cpu:0",
+                      device);
+    index = (int)v;
+  }
+  if (kind_len == 3 && !strncmp(device, "cpu", 3)) return nb_cpu_backend_open(index, out);
+  if (kind_len == 4 && !strncmp(device, "cuda", 4))
+    return nb_error(NB_ERR_UNSUPPORTED,
+                    "device '%s': this build of nabla has no CUDA backend (rebuild with "
+                    "-DNABLA_CUDA=ON on a machine with the CUDA toolkit)",
+                    device);
+  return nb_error(NB_ERR_INVALID_ARG, "unknown device '%s' (expected cpu or cuda:N)", device);
+}
+
+void nb_backend_free(nb_backend *be) {
+  if (be && be->vt && be->vt->destroy) be->vt->destroy(be);
+}
+
+const char *nb_backend_name(const nb_backend *be) { return be ? be->name : ""; }
+
+int nb_backend_supports_op(nb_backend *be, const char *op) {
+  if (!be || !op) return 0;
+  for (int i = 0; i < NB_OP_COUNT; i++) {
+    if (strcmp(nb_op_def_get((nb_opcode)i)->name, op)) continue;
+    nb_tensor probe = {0};
+    probe.op = (nb_opcode)i;
+    int ok = be->vt->supports(be, &probe) == NB_OK;
+    nb_clear_error();
+    return ok;
+  }
+  return 0;
+}

@@ -1,0 +1,86 @@
+/* The backend interface: a small table of functions that every device
+ * (CPU, CUDA) implements. The compiler talks to devices only through it. */
+#ifndef NB_BACKEND_INTERNAL_H
+#define NB_BACKEND_INTERNAL_H
+
+#include "../graph/graph_internal.h"
+#include "nabla/backend.h"
+
+/* One op of a fused elementwise group. src[k] >= 0 names external input
+ * src[k]; src[k] < 0 names the result of op -(src[k] + 1) of the group. */
+typedef struct nb_fused_op {
+  nb_opcode op;
+  int n_src;
+  int src[3];
+  int64_t ip0;
+  float fp[NB_OP_FPARAMS];
+} nb_fused_op;
+
+/* A chain of elementwise ops that all produce the shape of the last one;
+ * only the last result is written to memory. */
+typedef struct nb_fused_group {
+  int n_ops;
+  nb_fused_op *ops;
+  int n_ext;
+  const nb_tensor **ext; /* layout (shape, strides) of each external input */
+} nb_fused_group;
+
+/* Everything a kernel needs for one launch. `in[i]` points at input i's
+ * first element (its view offset already applied); inputs may be strided
+ * views: read node->in[i]->shape/stride. `out` is dense row-major. */
+typedef struct nb_kernel_call {
+  const nb_tensor *node;
+  void *out;
+  void *const *in;
+  int n_in;
+  void *workspace;
+  size_t workspace_bytes;
+  uint64_t step;              /* plan run counter, for dropout */
+  const nb_fused_group *group; /* elementwise nodes: the group ending here */
+} nb_kernel_call;
+
+typedef struct nb_backend_vtable {
+  const char *kind;
+  nb_status (*alloc)(nb_backend *be, size_t bytes, void **out);
+  void (*free)(nb_backend *be, void *p);
+  nb_status (*upload)(nb_backend *be, void *dst, const void *src, size_t bytes);
+  nb_status (*download)(nb_backend *be, void *dst, const void *src, size_t bytes);
+  /* NB_OK if the backend can run this node; otherwise an error naming why. */
+  nb_status (*supports)(nb_backend *be, const nb_tensor *node);
+  /* Scratch bytes a node's kernel needs (0 if none). */
+  size_t (*workspace)(nb_backend *be, const nb_tensor *node);
+  nb_status (*run)(nb_backend *be, const nb_kernel_call *call);
+  void (*destroy)(nb_backend *be);
+} nb_backend_vtable;
+
+struct nb_backend {
+  const nb_backend_vtable *vt;
+  char name[32];
+  int index;
+  void *impl;
+};
+
+/* Backend constructors, one per device kind. */
+nb_status nb_cpu_backend_open(int index, nb_backend **out);
+
+/* Variables of a state: storage on the state's backend. */
+typedef struct nb_state_var {
+  char *name;
+  nb_dtype dtype;
+  int ndim;
+  int64_t shape[NB_MAX_DIMS];
+  size_t bytes;
+  void *data;
+} nb_state_var;
+
+struct nb_state {
+  nb_backend *be;
+  int n, cap;
+  nb_state_var *vars;
+};
+
+/* Finds a variable by name, or creates it from the node's shape and init.
+ * Fails if an existing entry has a different dtype or shape. */
+nb_status nb_state_bind(nb_state *st, const nb_tensor *var, nb_state_var **out);
+
+#endif

@@ -1,0 +1,141 @@
+/* Persistent named variables (parameters, optimizer moments, running
+ * statistics) held on a backend and shared by the plans compiled for it. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend_internal.h"
+
+nb_status nb_state_new(nb_backend *be, nb_state **out) {
+  if (!be || !out) return nb_error(NB_ERR_INVALID_ARG, "nb_state_new: NULL argument");
+  *out = calloc(1, sizeof **out);
+  if (!*out) return nb_error(NB_ERR_OOM, "nb_state_new: out of memory");
+  (*out)->be = be;
+  return NB_OK;
+}
+
+void nb_state_free(nb_state *st) {
+  if (!st) return;
+  for (int i = 0; i < st->n; i++) {
+    st->be->vt->free(st->be, st->vars[i].data);
+    free(st->vars[i].name);
+  }
+  free(st->vars);
+  free(st);
+}
+
+int nb_state_count(const nb_state *st) { return st ? st->n : 0; }
+
+nb_status nb_state_entry(const nb_state *st, int i, const char **name, nb_dtype *dt, int *ndim,
+                         const int64_t **shape) {
+  if (!st || i < 0 || i >= st->n)
+    return nb_error(NB_ERR_INVALID_ARG, "nb_state_entry: index %d out of range", i);
+  const nb_state_var *v = &st->vars[i];
+  if (name) *name = v->name;
+  if (dt) *dt = v->dtype;
+  if (ndim) *ndim = v->ndim;
+  if (shape) *shape = v->shape;
+  return NB_OK;
+}
+
+static nb_state_var *find(const nb_state *st, const char *name) {
+  for (int i = 0; i < st->n; i++)
+    if (!strcmp(st->vars[i].name, name)) return &st->vars[i];
+  return NULL;
+}
+
+static nb_status lookup(const nb_state *st, const char *name, size_t bytes, nb_state_var **v,
+                        const char *fn) {
+  if (!st || !name) return nb_error(NB_ERR_INVALID_ARG, "%s: NULL argument", fn);
+  *v = find(st, name);
+  if (!*v) return nb_error(NB_ERR_INVALID_ARG, "%s: no variable named '%s'", fn, name);
+  if ((*v)->bytes != bytes)
+    return nb_error(NB_ERR_INVALID_ARG, "%s: variable '%s' holds %zu bytes, buffer has %zu", fn,
+                    name, (*v)->bytes, bytes);
+  return NB_OK;
+}
+
+nb_status nb_state_read(const nb_state *st, const char *name, void *dst, size_t bytes) {
+  nb_state_var *v;
+  nb_status s = lookup(st, name, bytes, &v, "nb_state_read");
+  if (s) return s;
+  if (bytes && !dst) return nb_error(NB_ERR_INVALID_ARG, "nb_state_read: dst is NULL");
+  return bytes ? st->be->vt->download(st->be, dst, v->data, bytes) : NB_OK;
+}
+
+nb_status nb_state_write(nb_state *st, const char *name, const void *src, size_t bytes) {
+  nb_state_var *v;
+  nb_status s = lookup(st, name, bytes, &v, "nb_state_write");
+  if (s) return s;
+  if (bytes && !src) return nb_error(NB_ERR_INVALID_ARG, "nb_state_write: src is NULL");
+  return bytes ? st->be->vt->upload(st->be, v->data, src, bytes) : NB_OK;
+}
+
+static nb_status fill_init(nb_state *st, nb_state_var *v, const nb_init *init) {
+  int64_t n = nb_shape_numel(v->ndim, v->shape);
+  float *host = calloc((size_t)(n ? n : 1), sizeof *host);
+  if (!host) return nb_error(NB_ERR_OOM, "variable '%s': out of memory", v->name);
+  nb_rng r;
+  nb_rng_seed(&r, init->seed);
+  switch (init->kind) {
+  case NB_INIT_ZEROS: break;
+  case NB_INIT_CONSTANT:
+    for (int64_t i = 0; i < n; i++) host[i] = init->a;
+    break;
+  case NB_INIT_UNIFORM: nb_rng_fill_uniform(&r, host, (size_t)n, init->a, init->b); break;
+  case NB_INIT_NORMAL: nb_rng_fill_normal(&r, host, (size_t)n, init->a, init->b); break;
+  }
+  nb_status s = NB_OK;
+  if (v->dtype == NB_F32) {
+    s = st->be->vt->upload(st->be, v->data, host, v->bytes);
+  } else {
+    void *conv = malloc(v->bytes ? v->bytes : 1);
+    s = conv ? nb_convert(host, NB_F32, conv, v->dtype, (size_t)n)
+             : nb_error(NB_ERR_OOM, "variable '%s': out of memory", v->name);
+    if (!s) s = st->be->vt->upload(st->be, v->data, conv, v->bytes);
+    free(conv);
+  }
+  free(host);
+  return s;
+}
+
+nb_status nb_state_bind(nb_state *st, const nb_tensor *var, nb_state_var **out) {
+  nb_state_var *v = find(st, var->name);
+  if (v) {
+    int ok = v->dtype == var->dtype && v->ndim == var->ndim;
+    for (int i = 0; ok && i < v->ndim; i++) ok = v->shape[i] == var->shape[i];
+    if (!ok) {
+      char s0[128], s1[128];
+      return nb_error(NB_ERR_SHAPE, "variable '%s' is %s %s in the state but %s %s in the graph",
+                      var->name, nb_dtype_name(v->dtype), nb_shape_str(v->ndim, v->shape, s0, sizeof s0),
+                      nb_dtype_name(var->dtype), nb_shape_str(var->ndim, var->shape, s1, sizeof s1));
+    }
+    *out = v;
+    return NB_OK;
+  }
+  if (st->n == st->cap) {
+    int cap = st->cap ? st->cap * 2 : 16;
+    nb_state_var *vars = realloc(st->vars, (size_t)cap * sizeof *vars);
+    if (!vars) return nb_error(NB_ERR_OOM, "state: out of memory");
+    st->vars = vars;
+    st->cap = cap;
+  }
+  v = &st->vars[st->n];
+  memset(v, 0, sizeof *v);
+  v->name = malloc(strlen(var->name) + 1);
+  if (!v->name) return nb_error(NB_ERR_OOM, "state: out of memory");
+  strcpy(v->name, var->name);
+  v->dtype = var->dtype;
+  v->ndim = var->ndim;
+  for (int i = 0; i < var->ndim; i++) v->shape[i] = var->shape[i];
+  v->bytes = (size_t)nb_tensor_numel(var) * nb_dtype_size(var->dtype);
+  nb_status s = st->be->vt->alloc(st->be, v->bytes, &v->data);
+  if (!s) s = fill_init(st, v, &var->init);
+  if (s) {
+    st->be->vt->free(st->be, v->data);
+    free(v->name);
+    return s;
+  }
+  st->n++;
+  *out = v;
+  return NB_OK;
+}

@@ -1,0 +1,133 @@
+/* nb_compile: runs the passes and binds storage on the backend. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "compile_internal.h"
+
+nb_compile_options nb_compile_defaults(void) {
+  nb_compile_options o = {1, 1, 1};
+  return o;
+}
+
+static nb_status assign_storage(nb_plan *p) {
+  nb_graph *g = p->g;
+  nb_backend *be = p->be;
+  for (int i = 0; i < g->n_nodes; i++) {
+    nb_tensor *t = g->nodes[i];
+    nb_node_info *in = &p->info[i];
+    in->step = -1;
+    if (!in->keep) continue;
+    size_t bytes = (size_t)nb_tensor_numel(t) * nb_dtype_size(t->dtype);
+    nb_status st = NB_OK;
+    switch (t->op) {
+    case NB_OP_INPUT:
+      in->kind = NB_STORE_INPUT;
+      in->bytes = bytes;
+      st = be->vt->alloc(be, bytes, &in->own);
+      break;
+    case NB_OP_CONSTANT:
+      in->kind = NB_STORE_CONSTANT;
+      in->bytes = bytes;
+      st = be->vt->alloc(be, bytes, &in->own);
+      if (!st && bytes) st = be->vt->upload(be, in->own, t->data, bytes);
+      break;
+    case NB_OP_VARIABLE: {
+      nb_state_var *v;
+      in->kind = NB_STORE_STATE;
+      st = nb_state_bind(p->st, t, &v);
+      if (!st) in->own = v->data;
+      break;
+    }
+    case NB_OP_ASSIGN:
+      /* writes into the variable's storage */
+      in->kind = NB_STORE_VIEW;
+      break;
+    default:
+      if (t->base || nb_is_view_op(t->op)) {
+        in->kind = NB_STORE_VIEW;
+      } else {
+        st = be->vt->supports(be, t);
+        if (st) return nb_error(st, "node %d (%s) on %s: %s", i, nb_op_def_get(t->op)->name,
+                                be->name, nb_last_error());
+        in->kind = NB_STORE_ARENA;
+      }
+    }
+    if (st) return st;
+  }
+  return NB_OK;
+}
+
+static nb_status bind_launches(nb_plan *p) {
+  size_t ws = 0;
+  for (int s = 0; s < p->n_launch; s++) {
+    nb_launch *l = &p->launch[s];
+    int n_in = l->group ? l->group->n_ext : l->node->n_in;
+    l->in = calloc((size_t)(n_in ? n_in : 1), sizeof *l->in);
+    if (!l->in) return nb_error(NB_ERR_OOM, "compile: out of memory");
+    for (int k = 0; k < n_in; k++)
+      l->in[k] = nb_plan_data(p, l->group ? l->group->ext[k] : l->node->in[k]);
+    size_t w = p->be->vt->workspace(p->be, l->node);
+    if (w > ws) ws = w;
+  }
+  p->workspace_bytes = ws;
+  if (ws) return p->be->vt->alloc(p->be, ws, &p->workspace);
+  return NB_OK;
+}
+
+nb_status nb_compile(nb_graph *g, nb_backend *be, nb_state *st, const nb_compile_options *opt,
+                     nb_plan **out) {
+  if (!g || !be || !st || !out)
+    return nb_error(NB_ERR_INVALID_ARG, "nb_compile: graph, backend, state and out are required");
+  *out = NULL;
+  if (st->be != be)
+    return nb_error(NB_ERR_INVALID_ARG, "nb_compile: the state belongs to backend %s, not %s",
+                    st->be->name, be->name);
+  nb_plan *p = calloc(1, sizeof *p);
+  if (!p) return nb_error(NB_ERR_OOM, "nb_compile: out of memory");
+  p->g = g;
+  p->be = be;
+  p->st = st;
+  p->opt = opt ? *opt : nb_compile_defaults();
+  p->n_nodes = g->n_nodes;
+  p->info = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof *p->info);
+  nb_status s = p->info ? NB_OK : nb_error(NB_ERR_OOM, "nb_compile: out of memory");
+  if (!s) s = nb_pass_verify(p);
+  if (!s) s = nb_pass_dce(p);
+  if (!s) s = assign_storage(p);
+  if (!s) s = nb_pass_fuse(p);
+  if (!s) s = nb_pass_schedule(p);
+  if (!s) s = nb_pass_memplan(p);
+  if (!s && p->arena_bytes) s = be->vt->alloc(be, p->arena_bytes, &p->arena);
+  if (!s) s = bind_launches(p);
+  if (s) {
+    /* keep the pass's message, say where it came from */
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", nb_last_error());
+    nb_plan_free(p);
+    return nb_error(s, "nb_compile: %s", msg);
+  }
+  *out = p;
+  return NB_OK;
+}
+
+void nb_plan_free(nb_plan *p) {
+  if (!p) return;
+  nb_backend *be = p->be;
+  if (p->info) {
+    for (int i = 0; i < p->n_nodes; i++) {
+      nb_node_info *in = &p->info[i];
+      if (in->kind == NB_STORE_INPUT || in->kind == NB_STORE_CONSTANT) be->vt->free(be, in->own);
+      if (in->fused) {
+        free(in->fused->ops);
+        free(in->fused->ext);
+        free(in->fused);
+      }
+    }
+  }
+  for (int s = 0; s < p->n_launch; s++) free(p->launch[s].in);
+  free(p->launch);
+  free(p->info);
+  be->vt->free(be, p->arena);
+  be->vt->free(be, p->workspace);
+  free(p);
+}

@@ -1,0 +1,116 @@
+/* Pass 3: fuse chains of elementwise ops into groups that run as one kernel
+ * and write only their last result. A producer joins its consumer's group
+ * when the consumer is its only reader, the shapes are equal, and the
+ * producer is not needed outside (output, assign value). */
+#include <stdlib.h>
+
+#include "compile_internal.h"
+
+#define MAX_GROUP_OPS 48
+
+static int find(int *parent, int i) {
+  while (parent[i] != i) i = parent[i] = parent[parent[i]];
+  return i;
+}
+
+static int same_shape(const nb_tensor *a, const nb_tensor *b) {
+  if (a->ndim != b->ndim) return 0;
+  for (int i = 0; i < a->ndim; i++)
+    if (a->shape[i] != b->shape[i]) return 0;
+  return 1;
+}
+
+static int is_elementwise(const nb_plan *p, const nb_tensor *t) {
+  return p->info[t->id].keep && nb_op_def_get(t->op)->fusion == NB_FUSE_ELEMWISE;
+}
+
+static nb_status build_group(nb_plan *p, const int *members, int n, nb_fused_group *grp) {
+  grp->ops = calloc((size_t)n, sizeof *grp->ops);
+  grp->ext = calloc((size_t)(3 * n), sizeof *grp->ext);
+  if (!grp->ops || !grp->ext) return nb_error(NB_ERR_OOM, "fuse: out of memory");
+  grp->n_ops = n;
+  for (int k = 0; k < n; k++) {
+    const nb_tensor *t = p->g->nodes[members[k]];
+    nb_fused_op *op = &grp->ops[k];
+    op->op = t->op;
+    op->n_src = t->n_in;
+    op->ip0 = t->ip[0];
+    for (int f = 0; f < NB_OP_FPARAMS; f++) op->fp[f] = t->fp[f];
+    for (int s = 0; s < t->n_in; s++) {
+      const nb_tensor *x = t->in[s];
+      int member = -1;
+      for (int j = 0; j < k; j++)
+        if (members[j] == x->id) member = j;
+      if (member >= 0) {
+        op->src[s] = -(member + 1);
+        continue;
+      }
+      int e = 0;
+      while (e < grp->n_ext && grp->ext[e] != x) e++;
+      if (e == grp->n_ext) grp->ext[grp->n_ext++] = x;
+      op->src[s] = e;
+    }
+  }
+  return NB_OK;
+}
+
+nb_status nb_pass_fuse(nb_plan *p) {
+  nb_graph *g = p->g;
+  int n = g->n_nodes;
+  int *parent = malloc((size_t)n * sizeof *parent);
+  int *size = malloc((size_t)n * sizeof *size);
+  int *members = malloc((size_t)n * sizeof *members);
+  nb_status st = NB_OK;
+  if (!parent || !size || !members) {
+    st = nb_error(NB_ERR_OOM, "fuse: out of memory");
+    goto done;
+  }
+  for (int i = 0; i < n; i++) {
+    parent[i] = i;
+    size[i] = 1;
+    p->info[i].group = -1;
+  }
+  if (p->opt.fuse) {
+    for (int i = 0; i < n; i++) {
+      nb_tensor *t = g->nodes[i];
+      if (!is_elementwise(p, t)) continue;
+      for (int k = 0; k < t->n_in; k++) {
+        nb_tensor *x = t->in[k];
+        if (x->base || !is_elementwise(p, x) || (x->flags & NB_FLAG_OUTPUT)) continue;
+        if (p->info[x->id].n_consumers != 1 || !same_shape(x, t)) continue;
+        int a = find(parent, x->id), b = find(parent, i);
+        if (a == b || size[a] + size[b] > MAX_GROUP_OPS) continue;
+        parent[a] = b;
+        size[b] += size[a];
+      }
+    }
+  }
+  /* Number the groups by their root (the last member) and build them. */
+  int n_groups = 0;
+  for (int i = 0; i < n; i++)
+    if (is_elementwise(p, g->nodes[i]) && find(parent, i) == i) p->info[i].group = n_groups++;
+  p->n_groups = n_groups;
+  for (int i = 0; i < n && st == NB_OK; i++) {
+    if (p->info[i].group < 0) continue;
+    int m = 0;
+    for (int j = 0; j <= i; j++)
+      if (is_elementwise(p, g->nodes[j]) && find(parent, j) == i) members[m++] = j;
+    nb_fused_group *grp = calloc(1, sizeof *grp);
+    if (!grp) {
+      st = nb_error(NB_ERR_OOM, "fuse: out of memory");
+      break;
+    }
+    st = build_group(p, members, m, grp);
+    p->info[i].fused = grp;
+    if (m > 1) p->n_fused++;
+    for (int k = 0; k < m - 1; k++) {
+      p->info[members[k]].group = p->info[i].group;
+      p->info[members[k]].kind = NB_STORE_NONE;
+    }
+  }
+done:
+  free(parent);
+  free(size);
+  free(members);
+  return st;
+}

@@ -1,0 +1,195 @@
+/* Passes 4 and 5: schedule launches, compute liveness, and plan the arena.
+ *
+ * Every intermediate gets a region of one arena. Walking the launches in
+ * order, a node's region is taken best-fit from the free list when it is
+ * produced and returned after its last reader has run (the ggml-alloc idea).
+ * An elementwise launch may write over an input that dies at that launch. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "compile_internal.h"
+
+#define ALIGN 64u
+
+static size_t align_up(size_t n) { return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
+
+static int launched(const nb_plan *p, const nb_tensor *t) {
+  const nb_node_info *in = &p->info[t->id];
+  if (!in->keep || t->n_in == 0 || t->base || nb_is_view_op(t->op)) return 0;
+  return in->group < 0 || in->fused != NULL;
+}
+
+nb_status nb_pass_schedule(nb_plan *p) {
+  nb_graph *g = p->g;
+  int n = 0;
+  for (int i = 0; i < g->n_nodes; i++) n += launched(p, g->nodes[i]);
+  p->launch = calloc((size_t)(n ? n : 1), sizeof *p->launch);
+  if (!p->launch) return nb_error(NB_ERR_OOM, "schedule: out of memory");
+  /* assigns run last so every read of a variable sees its old value */
+  for (int pass = 0; pass < 2; pass++)
+    for (int i = 0; i < g->n_nodes; i++) {
+      nb_tensor *t = g->nodes[i];
+      if (!launched(p, t) || (t->op == NB_OP_ASSIGN) != pass) continue;
+      nb_launch *l = &p->launch[p->n_launch];
+      l->node = t;
+      l->group = p->info[i].fused;
+      p->info[i].step = p->n_launch++;
+    }
+  for (int i = 0; i < g->n_nodes; i++) p->info[i].last_use = -1;
+  for (int s = 0; s < p->n_launch; s++) {
+    const nb_launch *l = &p->launch[s];
+    int n_in = l->group ? l->group->n_ext : l->node->n_in;
+    for (int k = 0; k < n_in; k++) {
+      const nb_tensor *x = l->group ? l->group->ext[k] : l->node->in[k];
+      nb_node_info *xi = &p->info[nb_storage_of(x)->id];
+      if (s > xi->last_use) xi->last_use = s;
+    }
+  }
+  /* outputs and assigned values must survive the whole run */
+  for (int i = 0; i < g->n_nodes; i++) {
+    const nb_tensor *t = g->nodes[i];
+    if (!p->info[i].keep) continue;
+    if (t->flags & NB_FLAG_OUTPUT) p->info[nb_storage_of(t)->id].last_use = p->n_launch;
+    if (t->op == NB_OP_ASSIGN) p->info[nb_storage_of(t->in[1])->id].last_use = p->n_launch;
+  }
+  return NB_OK;
+}
+
+/* ---- best-fit free list ------------------------------------------------------ */
+
+typedef struct {
+  size_t off, size;
+} block;
+
+typedef struct {
+  block *b;
+  int n, cap;
+  size_t end; /* high-water mark = arena size */
+} freelist;
+
+static size_t fl_alloc(freelist *f, size_t size) {
+  int best = -1;
+  for (int i = 0; i < f->n; i++)
+    if (f->b[i].size >= size && (best < 0 || f->b[i].size < f->b[best].size)) best = i;
+  if (best < 0) {
+    /* grow the arena, extending a free block that touches its end */
+    if (f->n && f->b[f->n - 1].off + f->b[f->n - 1].size == f->end) {
+      block *last = &f->b[f->n - 1];
+      size_t off = last->off;
+      f->end = off + size;
+      f->n--;
+      return off;
+    }
+    size_t off = f->end;
+    f->end += size;
+    return off;
+  }
+  size_t off = f->b[best].off;
+  f->b[best].off += size;
+  f->b[best].size -= size;
+  if (f->b[best].size == 0) {
+    memmove(&f->b[best], &f->b[best + 1], (size_t)(f->n - best - 1) * sizeof *f->b);
+    f->n--;
+  }
+  return off;
+}
+
+static int fl_free(freelist *f, size_t off, size_t size) {
+  if (f->n + 1 > f->cap) {
+    int cap = f->cap ? f->cap * 2 : 64;
+    block *b = realloc(f->b, (size_t)cap * sizeof *b);
+    if (!b) return 0;
+    f->b = b;
+    f->cap = cap;
+  }
+  int i = 0;
+  while (i < f->n && f->b[i].off < off) i++;
+  memmove(&f->b[i + 1], &f->b[i], (size_t)(f->n - i) * sizeof *f->b);
+  f->b[i] = (block){off, size};
+  f->n++;
+  /* merge with neighbours so large requests can reuse freed space */
+  if (i + 1 < f->n && f->b[i].off + f->b[i].size == f->b[i + 1].off) {
+    f->b[i].size += f->b[i + 1].size;
+    memmove(&f->b[i + 1], &f->b[i + 2], (size_t)(f->n - i - 2) * sizeof *f->b);
+    f->n--;
+  }
+  if (i > 0 && f->b[i - 1].off + f->b[i - 1].size == f->b[i].off) {
+    f->b[i - 1].size += f->b[i].size;
+    memmove(&f->b[i], &f->b[i + 1], (size_t)(f->n - i - 1) * sizeof *f->b);
+    f->n--;
+  }
+  return 1;
+}
+
+/* An elementwise launch may take over the region of an input that is read
+ * for the last time here, has the same byte size, is read densely, and is
+ * not read through a second view in the same launch. */
+static int pick_inplace(const nb_plan *p, const nb_launch *l, int s) {
+  if (!l->group) return -1;
+  const nb_tensor *out = l->node;
+  for (int k = 0; k < l->group->n_ext; k++) {
+    const nb_tensor *x = l->group->ext[k];
+    const nb_node_info *xi = &p->info[x->id];
+    if (x->base || xi->kind != NB_STORE_ARENA || xi->last_use != s) continue;
+    if (xi->bytes != p->info[out->id].bytes || x->dtype != out->dtype) continue;
+    if (nb_tensor_numel(x) != nb_tensor_numel(out)) continue;
+    int shared = 0;
+    for (int j = 0; j < l->group->n_ext; j++)
+      if (j != k && nb_storage_of(l->group->ext[j]) == x) shared = 1;
+    if (!shared) return x->id;
+  }
+  return -1;
+}
+
+nb_status nb_pass_memplan(nb_plan *p) {
+  nb_graph *g = p->g;
+  freelist f = {0};
+  /* storage owners to release after each launch */
+  int *release_head = malloc((size_t)(p->n_launch + 1) * sizeof *release_head);
+  int *release_next = malloc((size_t)(g->n_nodes ? g->n_nodes : 1) * sizeof *release_next);
+  if (!release_head || !release_next) {
+    free(release_head);
+    free(release_next);
+    return nb_error(NB_ERR_OOM, "memplan: out of memory");
+  }
+  for (int s = 0; s <= p->n_launch; s++) release_head[s] = -1;
+  p->naive_bytes = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    nb_node_info *in = &p->info[i];
+    in->inplace_of = -1;
+    if (in->kind != NB_STORE_ARENA) continue;
+    in->bytes = align_up((size_t)nb_tensor_numel(g->nodes[i]) * nb_dtype_size(g->nodes[i]->dtype));
+    p->naive_bytes += in->bytes;
+  }
+  nb_status st = NB_OK;
+  for (int s = 0; s < p->n_launch && st == NB_OK; s++) {
+    const nb_launch *l = &p->launch[s];
+    nb_node_info *oi = &p->info[l->node->id];
+    if (oi->kind == NB_STORE_ARENA) {
+      int victim = p->opt.inplace && p->opt.reuse_memory ? pick_inplace(p, l, s) : -1;
+      if (victim >= 0) {
+        oi->offset = p->info[victim].offset;
+        oi->inplace_of = victim;
+        p->info[victim].last_use = -2; /* ownership moved: never released */
+        p->n_inplace++;
+      } else if (!p->opt.reuse_memory) {
+        oi->offset = f.end;
+        f.end += oi->bytes;
+      } else {
+        oi->offset = fl_alloc(&f, oi->bytes);
+      }
+      int last = oi->last_use < s ? s : oi->last_use; /* unread results die at once */
+      release_next[l->node->id] = release_head[last];
+      release_head[last] = l->node->id;
+    }
+    if (!p->opt.reuse_memory) continue;
+    for (int i = release_head[s]; i >= 0; i = release_next[i])
+      if (p->info[i].last_use != -2 && !fl_free(&f, p->info[i].offset, p->info[i].bytes))
+        st = nb_error(NB_ERR_OOM, "memplan: out of memory");
+  }
+  p->arena_bytes = f.end;
+  free(f.b);
+  free(release_head);
+  free(release_next);
+  return st;
+}

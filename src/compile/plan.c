@@ -1,0 +1,132 @@
+/* Running a compiled plan, feeding inputs and reading results. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "compile_internal.h"
+
+void *nb_plan_data(const nb_plan *p, const nb_tensor *t) {
+  const nb_tensor *owner = nb_storage_of(t);
+  if (t->op == NB_OP_ASSIGN) owner = t->in[0];
+  const nb_node_info *in = &p->info[owner->id];
+  unsigned char *base;
+  switch (in->kind) {
+  case NB_STORE_ARENA: base = (unsigned char *)p->arena + in->offset; break;
+  case NB_STORE_INPUT:
+  case NB_STORE_CONSTANT:
+  case NB_STORE_STATE: base = in->own; break;
+  default: return NULL;
+  }
+  if (!base) return NULL;
+  return base + (size_t)t->offset * nb_dtype_size(t->dtype);
+}
+
+static nb_status check_node(const nb_plan *p, const nb_tensor *t, const char *fn) {
+  if (!p || !t) return nb_error(NB_ERR_INVALID_ARG, "%s: NULL argument", fn);
+  if (t->graph != p->g || t->id >= p->n_nodes)
+    return nb_error(NB_ERR_INVALID_ARG, "%s: node is not part of the compiled graph", fn);
+  return NB_OK;
+}
+
+nb_status nb_plan_set_input(nb_plan *p, const nb_tensor *input, const void *data, size_t bytes) {
+  nb_status st = check_node(p, input, "nb_plan_set_input");
+  if (st) return st;
+  if (input->op != NB_OP_INPUT)
+    return nb_error(NB_ERR_INVALID_ARG, "nb_plan_set_input: node %d ('%s') is a %s, not an input",
+                    input->id, nb_tensor_name(input), nb_op_def_get(input->op)->name);
+  const nb_node_info *in = &p->info[input->id];
+  size_t want = (size_t)nb_tensor_numel(input) * nb_dtype_size(input->dtype);
+  if (bytes != want)
+    return nb_error(NB_ERR_INVALID_ARG, "nb_plan_set_input: input '%s' takes %zu bytes, got %zu",
+                    nb_tensor_name(input), want, bytes);
+  if (!in->keep) return NB_OK; /* not needed by any output */
+  if (bytes && !data) return nb_error(NB_ERR_INVALID_ARG, "nb_plan_set_input: data is NULL");
+  return bytes ? p->be->vt->upload(p->be, in->own, data, bytes) : NB_OK;
+}
+
+nb_status nb_plan_run(nb_plan *p) {
+  if (!p) return nb_error(NB_ERR_INVALID_ARG, "nb_plan_run: plan is NULL");
+  for (int s = 0; s < p->n_launch; s++) {
+    const nb_launch *l = &p->launch[s];
+    nb_kernel_call call = {
+        .node = l->node,
+        .out = nb_plan_data(p, l->node),
+        .in = l->in,
+        .n_in = l->group ? l->group->n_ext : l->node->n_in,
+        .workspace = p->workspace,
+        .workspace_bytes = p->workspace_bytes,
+        .step = p->step,
+        .group = l->group,
+    };
+    nb_status st = p->be->vt->run(p->be, &call);
+    if (st) {
+      char msg[1024];
+      snprintf(msg, sizeof msg, "%s", nb_last_error());
+      return nb_error(st, "node %d (%s%s%s): %s", l->node->id, nb_op_def_get(l->node->op)->name,
+                      l->node->name ? " " : "", l->node->name ? l->node->name : "", msg);
+    }
+  }
+  p->step++;
+  return NB_OK;
+}
+
+/* Copies a strided view out of a downloaded copy of its base storage. */
+static void gather(const nb_tensor *t, const unsigned char *base, unsigned char *dst) {
+  size_t es = nb_dtype_size(t->dtype);
+  int64_t n = nb_tensor_numel(t), idx[NB_MAX_DIMS] = {0};
+  for (int64_t i = 0; i < n; i++) {
+    int64_t off = t->offset;
+    for (int d = 0; d < t->ndim; d++) off += idx[d] * t->stride[d];
+    memcpy(dst + (size_t)i * es, base + (size_t)off * es, es);
+    for (int d = t->ndim - 1; d >= 0; d--) {
+      if (++idx[d] < t->shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+nb_status nb_plan_get(nb_plan *p, const nb_tensor *t, void *dst, size_t bytes) {
+  nb_status st = check_node(p, t, "nb_plan_get");
+  if (st) return st;
+  size_t want = (size_t)nb_tensor_numel(t) * nb_dtype_size(t->dtype);
+  if (bytes != want)
+    return nb_error(NB_ERR_INVALID_ARG, "nb_plan_get: node %d (%s) holds %zu bytes, got %zu",
+                    t->id, nb_op_def_get(t->op)->name, want, bytes);
+  const nb_tensor *owner = nb_storage_of(t);
+  int leaf = owner->op == NB_OP_INPUT || owner->op == NB_OP_VARIABLE || owner->op == NB_OP_CONSTANT;
+  if (!p->info[t->id].keep || (!(t->flags & NB_FLAG_OUTPUT) && !leaf))
+    return nb_error(NB_ERR_INVALID_ARG,
+                    "nb_plan_get: node %d (%s) is not a plan output; call "
+                    "nb_tensor_set_output() on it before nb_compile()",
+                    t->id, nb_op_def_get(t->op)->name);
+  if (!bytes) return NB_OK;
+  if (!dst) return nb_error(NB_ERR_INVALID_ARG, "nb_plan_get: dst is NULL");
+  if (nb_tensor_is_contiguous(t)) return p->be->vt->download(p->be, dst, nb_plan_data(p, t), bytes);
+  /* strided view: fetch the span of its base that it touches, then gather */
+  int64_t span = t->offset + 1;
+  for (int d = 0; d < t->ndim; d++) span += (t->shape[d] - 1) * t->stride[d];
+  size_t es = nb_dtype_size(t->dtype);
+  unsigned char *tmp = malloc((size_t)span * es);
+  if (!tmp) return nb_error(NB_ERR_OOM, "nb_plan_get: out of memory");
+  const unsigned char *base = (const unsigned char *)nb_plan_data(p, t) - (size_t)t->offset * es;
+  st = p->be->vt->download(p->be, tmp, base, (size_t)span * es);
+  if (!st) gather(t, tmp, dst);
+  free(tmp);
+  return st;
+}
+
+uint64_t nb_plan_step(const nb_plan *p) { return p ? p->step : 0; }
+void nb_plan_set_step(nb_plan *p, uint64_t step) {
+  if (p) p->step = step;
+}
+
+nb_plan_stats nb_plan_get_stats(const nb_plan *p) {
+  nb_plan_stats s = {0};
+  if (!p) return s;
+  s.arena_bytes = p->arena_bytes;
+  s.naive_bytes = p->naive_bytes;
+  for (int i = 0; i < p->n_nodes; i++) s.nodes += p->info[i].keep;
+  s.kernels = p->n_launch;
+  s.fused_groups = p->n_fused;
+  s.inplace = p->n_inplace;
+  return s;
+}

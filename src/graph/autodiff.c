@@ -1,0 +1,71 @@
+/* Reverse-mode automatic differentiation: appends gradient nodes to the
+ * graph that holds the forward nodes. */
+#include <stdlib.h>
+
+#include "graph_internal.h"
+
+nb_status nb_graph_backward(nb_graph *g, nb_tensor *loss) {
+  if (!g) return nb_error(NB_ERR_INVALID_ARG, "nb_graph_backward: graph is NULL");
+  if (g->status != NB_OK)
+    return nb_error(g->status, "nb_graph_backward: the graph has an earlier error: %s", g->error);
+  if (!loss || loss->graph != g)
+    return nb_error(NB_ERR_INVALID_ARG, "nb_graph_backward: loss is NULL or from another graph");
+  if (nb_tensor_numel(loss) != 1 || loss->dtype != NB_F32) {
+    char s[128];
+    return nb_error(NB_ERR_SHAPE, "nb_graph_backward: loss must be a single f32 value, got %s %s",
+                    nb_dtype_name(loss->dtype), nb_shape_str(loss->ndim, loss->shape, s, sizeof s));
+  }
+  int n = loss->id + 1;
+  /* Forward sweep: which nodes lie on a path from a leaf that wants a grad. */
+  for (int i = 0; i < g->n_nodes; i++) {
+    nb_tensor *t = g->nodes[i];
+    t->flags &= ~(unsigned)NB_FLAG_NEEDS_GRAD;
+    t->grad = NULL;
+    if (t->flags & NB_FLAG_REQUIRES_GRAD) t->flags |= NB_FLAG_NEEDS_GRAD;
+    if (t->op == NB_OP_ASSIGN) continue;
+    for (int k = 0; k < t->n_in; k++)
+      if (nb_needs_grad(t->in[k])) t->flags |= NB_FLAG_NEEDS_GRAD;
+  }
+  nb_tensor **grads = calloc((size_t)n, sizeof *grads);
+  nb_tensor **gin = NULL;
+  if (!grads) return nb_error(NB_ERR_OOM, "nb_graph_backward: out of memory");
+  grads[loss->id] = nb_broadcast_to(g, nb_scalar(g, 1.0f), loss->ndim, loss->shape);
+  nb_status st = NB_OK;
+  for (int i = n - 1; i >= 0 && st == NB_OK; i--) {
+    nb_tensor *t = g->nodes[i];
+    nb_tensor *gout = grads[i];
+    if (!gout || !nb_needs_grad(t) || t->n_in == 0) continue;
+    const nb_op_def *def = nb_op_def_get(t->op);
+    if (!def->backward) {
+      st = nb_error(NB_ERR_UNSUPPORTED, "nb_graph_backward: op %s (node %d) has no gradient yet",
+                    def->name, t->id);
+      break;
+    }
+    free(gin);
+    gin = calloc((size_t)t->n_in, sizeof *gin);
+    if (!gin) {
+      st = nb_error(NB_ERR_OOM, "nb_graph_backward: out of memory");
+      break;
+    }
+    st = def->backward(g, t, gout, gin);
+    if (st == NB_OK && g->status != NB_OK) st = nb_error(g->status, "%s", g->error);
+    for (int k = 0; st == NB_OK && k < t->n_in; k++) {
+      nb_tensor *x = t->in[k];
+      if (!gin[k] || !nb_needs_grad(x)) continue;
+      /* a tensor used twice accumulates both contributions */
+      grads[x->id] = grads[x->id] ? nb_add(g, grads[x->id], gin[k]) : gin[k];
+      if (!grads[x->id]) st = nb_error(g->status, "%s", g->error);
+    }
+  }
+  if (st == NB_OK)
+    for (int i = 0; i < n; i++) g->nodes[i]->grad = grads[i];
+  free(gin);
+  free(grads);
+  if (st != NB_OK) nb_graph_fail(g, st);
+  return st;
+}
+
+nb_tensor *nb_graph_grad(const nb_graph *g, const nb_tensor *t) {
+  if (!g || !t || t->graph != g) return NULL;
+  return t->grad;
+}

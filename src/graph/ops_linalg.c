@@ -1,0 +1,79 @@
+/* Batched matrix multiplication with numpy promotion and batch broadcasting. */
+#include "graph_internal.h"
+
+static nb_status infer_matmul(nb_tensor *t) {
+  const nb_tensor *a = t->in[0], *b = t->in[1];
+  char s0[128], s1[128];
+  if (a->dtype != NB_F32 || b->dtype != NB_F32)
+    return nb_error(NB_ERR_DTYPE, "operands have dtypes %s and %s, expected f32",
+                    nb_dtype_name(a->dtype), nb_dtype_name(b->dtype));
+  if (a->ndim < 2 || b->ndim < 2 || a->shape[a->ndim - 1] != b->shape[b->ndim - 2])
+    return nb_error(NB_ERR_SHAPE, "shapes %s and %s do not fit [..., m, k] x [..., k, n]",
+                    nb_shape_str(a->ndim, a->shape, s0, sizeof s0),
+                    nb_shape_str(b->ndim, b->shape, s1, sizeof s1));
+  int nbatch;
+  int64_t batch[NB_MAX_DIMS];
+  if (!nb_broadcast_shapes(a->ndim - 2, a->shape, b->ndim - 2, b->shape, &nbatch, batch))
+    return nb_error(NB_ERR_SHAPE, "batch dimensions of %s and %s cannot be broadcast",
+                    nb_shape_str(a->ndim, a->shape, s0, sizeof s0),
+                    nb_shape_str(b->ndim, b->shape, s1, sizeof s1));
+  t->dtype = NB_F32;
+  t->ndim = nbatch + 2;
+  for (int i = 0; i < nbatch; i++) t->shape[i] = batch[i];
+  t->shape[nbatch] = a->shape[a->ndim - 2];
+  t->shape[nbatch + 1] = b->shape[b->ndim - 1];
+  return NB_OK;
+}
+
+static nb_status bwd_matmul(nb_graph *g, nb_tensor *node, nb_tensor *gout, nb_tensor **gin) {
+  nb_tensor *a = node->in[0], *b = node->in[1];
+  if (nb_needs_grad(a))
+    gin[0] = nb_sum_to(g, nb_matmul(g, gout, nb_transpose(g, b, -1, -2)), a->ndim, a->shape);
+  if (nb_needs_grad(b))
+    gin[1] = nb_sum_to(g, nb_matmul(g, nb_transpose(g, a, -1, -2), gout), b->ndim, b->shape);
+  return NB_OK;
+}
+
+void nb_register_ops_linalg(nb_op_def *t) {
+  t[NB_OP_MATMUL] = (nb_op_def){"matmul", NB_FUSE_OPAQUE, infer_matmul, bwd_matmul};
+}
+
+/* BLAS takes each matrix row-major or column-major with a leading stride;
+ * anything else (e.g. a strided slice) is copied first. */
+static nb_tensor *blas_ready(nb_graph *g, nb_tensor *x) {
+  int n = x->ndim;
+  int rows_dense = x->stride[n - 1] == 1 || x->shape[n - 1] == 1;
+  int cols_dense = x->stride[n - 2] == 1 || x->shape[n - 2] == 1;
+  if (rows_dense || cols_dense) return x;
+  return nb_node_new(g, NB_OP_COPY, 1, &x, NULL, 0, NULL, 0);
+}
+
+nb_tensor *nb_matmul(nb_graph *g, nb_tensor *a, nb_tensor *b) {
+  nb_tensor *in[2] = {a, b};
+  if (!g || !a || !b) return nb_node_new(g, NB_OP_MATMUL, 2, in, NULL, 0, NULL, 0);
+  if (a->ndim == 0 || b->ndim == 0) {
+    nb_graph_fail(g, nb_error(NB_ERR_SHAPE, "matmul: operands must have at least 1 dimension"));
+    return NULL;
+  }
+  /* numpy promotion: a 1-d a is a row, a 1-d b a column; drop them after. */
+  int a_vec = a->ndim == 1, b_vec = b->ndim == 1;
+  if (a_vec) {
+    int64_t s[2] = {1, a->shape[0]};
+    a = nb_reshape(g, a, 2, s);
+  }
+  if (b_vec) {
+    int64_t s[2] = {b->shape[0], 1};
+    b = nb_reshape(g, b, 2, s);
+  }
+  if (!a || !b) return NULL;
+  in[0] = blas_ready(g, a);
+  in[1] = blas_ready(g, b);
+  nb_tensor *y = nb_node_new(g, NB_OP_MATMUL, 2, in, NULL, 0, NULL, 0);
+  if (!y || (!a_vec && !b_vec)) return y;
+  int64_t shape[NB_MAX_DIMS];
+  int n = 0;
+  for (int i = 0; i < y->ndim - 2; i++) shape[n++] = y->shape[i];
+  if (!a_vec) shape[n++] = y->shape[y->ndim - 2];
+  if (!b_vec) shape[n++] = y->shape[y->ndim - 1];
+  return nb_reshape(g, y, n, shape);
+}

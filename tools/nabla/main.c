@@ -1,0 +1,41 @@
+/* The nabla command-line program. */
+#include <stdio.h>
+#include <string.h>
+
+#include "nabla/nabla.h"
+
+int nabla_cmd_ops(int argc, char **argv);
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: nabla COMMAND [ARGS]\n"
+          "\n"
+          "commands:\n"
+          "  ops        print the op table (forward, backward, cpu, cuda)\n"
+          "  --version  print the version, git commit and build options\n"
+          "  --help     print this help\n");
+}
+
+static int version(void) {
+  printf("nabla %s (commit %s)\n", NABLA_VERSION, NABLA_GIT_COMMIT);
+  printf("build: %s, blas: openblas, openmp: yes, cuda: %s, cudnn: no, mpi: no, sanitizers: %s\n",
+         NABLA_BUILD_TYPE, NABLA_WITH_CUDA ? "yes" : "no", NABLA_SANITIZED ? "yes" : "no");
+  printf("threads: %d\n", nb_get_num_threads());
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) return version();
+  if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+    usage(stdout);
+    return 0;
+  }
+  if (!strcmp(cmd, "ops")) return nabla_cmd_ops(argc - 1, argv + 1);
+  fprintf(stderr, "nabla: unknown command '%s' (try nabla --help)\n", cmd);
+  return 2;
+}
