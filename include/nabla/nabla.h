@@ -3,7 +3,9 @@
 #define NABLA_H
 
 #include "backend.h"
+#include "data.h"
 #include "graph.h"
+#include "optim.h"
 #include "tensor.h"
 
 #endif

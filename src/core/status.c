@@ -1,6 +1,7 @@
 /* Thread-local error messages behind nb_status codes. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "nabla/tensor.h"
 
@@ -27,9 +28,12 @@ const char *nb_last_error(void) { return last_error; }
 void nb_clear_error(void) { last_error[0] = '\0'; }
 
 nb_status nb_error(nb_status st, const char *fmt, ...) {
+  /* format into a copy: callers often pass nb_last_error() as an argument */
+  char buf[sizeof last_error];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(last_error, sizeof last_error, fmt, ap);
+  vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
+  memcpy(last_error, buf, sizeof buf);
   return st;
 }

@@ -1,0 +1,37 @@
+/* nabla optimizers. An optimizer appends its update to the training graph as
+ * ordinary ops ending in nb_assign(), so forward, backward and update compile
+ * into one plan. Per-step scalars (learning rate, bias corrections) are graph
+ * inputs that nb_optimizer_feed() sets before each run. */
+#ifndef NABLA_OPTIM_H
+#define NABLA_OPTIM_H
+
+#include "backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nb_optimizer nb_optimizer;
+
+/* Adam (decoupled = 0, L2 penalty added to the gradient like torch.optim.Adam)
+ * or AdamW (decoupled = 1, like torch.optim.AdamW). Call after
+ * nb_graph_backward(): every variable that requires grad and has a gradient
+ * is updated. Moments are variables named "<param>.adam_m" / ".adam_v". */
+nb_status nb_optimizer_adam(nb_graph *g, float beta1, float beta2, float eps, float weight_decay,
+                            int decoupled, nb_optimizer **out);
+/* SGD with momentum (0 = plain), Nesterov and L2 weight decay, like
+ * torch.optim.SGD. Momentum buffers are "<param>.momentum". */
+nb_status nb_optimizer_sgd(nb_graph *g, float momentum, float weight_decay, int nesterov,
+                           nb_optimizer **out);
+/* Sets the per-step inputs for update number `step` (1 for the first) with
+ * learning rate `lr`. Call before every nb_plan_run(). */
+nb_status nb_optimizer_feed(const nb_optimizer *o, nb_plan *p, int64_t step, float lr);
+/* Number of parameters the optimizer updates. */
+int nb_optimizer_param_count(const nb_optimizer *o);
+void nb_optimizer_free(nb_optimizer *o);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

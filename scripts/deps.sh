@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages nabla builds with, if any are missing.
+# Sourced or run by the other scripts; safe to run again.
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config libopenblas-dev libcmocka-dev zlib1g-dev clang-format)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "nabla: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
