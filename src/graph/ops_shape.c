@@ -58,7 +58,8 @@ static nb_status infer_slice(nb_tensor *t) {
     t->shape[i] = x->shape[i];
     t->stride[i] = x->stride[i];
   }
-  t->shape[axis] = stop > start ? (stop - start + step - 1) / step : 0;
+  /* ceil((stop - start) / step) without the overflow of adding step - 1 */
+  t->shape[axis] = stop > start ? (stop - start - 1) / step + 1 : 0;
   t->offset += start * x->stride[axis];
   t->stride[axis] = x->stride[axis] * step;
   return NB_OK;
@@ -109,8 +110,9 @@ static nb_status infer_concat(nb_tensor *t) {
     for (int i = 0; ok && i < x0->ndim; i++)
       if (i != axis && x->shape[i] != x0->shape[i]) ok = 0;
     if (!ok)
-      return nb_error(NB_ERR_SHAPE, "input %d has shape %s, which does not match %s except on axis %d",
-                      k, nb_shape_str(x->ndim, x->shape, s0, sizeof s0),
+      return nb_error(NB_ERR_SHAPE,
+                      "input %d has shape %s, which does not match %s except on axis %d", k,
+                      nb_shape_str(x->ndim, x->shape, s0, sizeof s0),
                       nb_shape_str(x0->ndim, x0->shape, s1, sizeof s1), axis);
     t->shape[axis] += x->shape[axis];
   }
@@ -122,8 +124,19 @@ static nb_status infer_pad(nb_tensor *t) {
   t->dtype = x->dtype;
   t->ndim = x->ndim;
   for (int i = 0; i < x->ndim; i++) {
-    if (t->ip[2 * i] < 0 || t->ip[2 * i + 1] < 0)
-      return nb_error(NB_ERR_INVALID_ARG, "negative padding on axis %d", i);
+    if (t->ip[2 * i] < 0 || t->ip[2 * i + 1] < 0) {
+      char s[128];
+      return nb_error(NB_ERR_INVALID_ARG, "negative padding (%lld, %lld) on axis %d of input %s",
+                      (long long)t->ip[2 * i], (long long)t->ip[2 * i + 1], i,
+                      nb_shape_str(x->ndim, x->shape, s, sizeof s));
+    }
+    int64_t room = INT64_MAX - x->shape[i];
+    if (t->ip[2 * i] > room || t->ip[2 * i + 1] > room - t->ip[2 * i]) {
+      char s[128];
+      return nb_error(NB_ERR_SHAPE, "padding (%lld, %lld) on axis %d of input %s overflows int64",
+                      (long long)t->ip[2 * i], (long long)t->ip[2 * i + 1], i,
+                      nb_shape_str(x->ndim, x->shape, s, sizeof s));
+    }
     t->shape[i] = x->shape[i] + t->ip[2 * i] + t->ip[2 * i + 1];
   }
   return NB_OK;
