@@ -17,8 +17,15 @@ nb_pool2d_params nb_pool2d_defaults(int kh, int kw) {
   return p;
 }
 
+/* Floor division (PyTorch's div_rtn): C's truncation would turn a window
+ * that overhangs the input by less than a stride into one output. */
+static int64_t floor_div(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
 static int64_t conv_out(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) {
-  return (in + 2 * p - d * (k - 1) - 1) / s + 1;
+  return floor_div(in + 2 * p - d * (k - 1) - 1, s) + 1;
 }
 
 static nb_status check_f32_rank4(const nb_tensor *x, const char *what) {
@@ -38,7 +45,16 @@ static nb_status conv_shapes(const int64_t *ip, int64_t *y) {
   char s0[128], s1[128];
   for (int i = 0; i < 2; i++)
     if (ip[CV_STRIDE + i] <= 0 || ip[CV_PAD + i] < 0 || ip[CV_DIL + i] <= 0)
-      return nb_error(NB_ERR_INVALID_ARG, "stride and dilation must be > 0 and padding >= 0");
+      return nb_error(NB_ERR_INVALID_ARG,
+                      "stride (%lld, %lld) and dilation (%lld, %lld) must be > 0 and padding "
+                      "(%lld, %lld) >= 0",
+                      (long long)ip[CV_STRIDE], (long long)ip[CV_STRIDE + 1], (long long)ip[CV_DIL],
+                      (long long)ip[CV_DIL + 1], (long long)ip[CV_PAD], (long long)ip[CV_PAD + 1]);
+  /* x and w come from caller-given shapes in the backward constructors */
+  for (int i = 0; i < 4; i++)
+    if (x[i] < 0 || w[i] < 0)
+      return nb_error(NB_ERR_SHAPE, "input %s or weight %s has a negative dimension",
+                      nb_shape_str(4, x, s0, sizeof s0), nb_shape_str(4, w, s1, sizeof s1));
   if (groups <= 0 || x[1] % groups || w[0] % groups || w[1] * groups != x[1])
     return nb_error(NB_ERR_SHAPE,
                     "input %s and weight %s do not fit groups=%lld (need C = weight[1] * groups, "
@@ -80,7 +96,25 @@ static nb_status same4(const nb_tensor *x, const int64_t *want, const char *what
     if (x->shape[i] != want[i]) {
       char s0[128], s1[128];
       return nb_error(NB_ERR_SHAPE, "%s has shape %s, expected %s", what,
-                      nb_shape_str(4, x->shape, s0, sizeof s0), nb_shape_str(4, want, s1, sizeof s1));
+                      nb_shape_str(4, x->shape, s0, sizeof s0),
+                      nb_shape_str(4, want, s1, sizeof s1));
+    }
+  return NB_OK;
+}
+
+/* dy must have the shape conv2d(x, w) would produce; the message names all
+ * three, since any of them may be the one the caller got wrong. */
+static nb_status check_dy(const nb_tensor *dy, const int64_t *ip) {
+  int64_t y[4];
+  nb_status st = conv_shapes(ip, y);
+  if (st) return st;
+  for (int i = 0; i < 4; i++)
+    if (dy->shape[i] != y[i]) {
+      char s0[128], s1[128], s2[128], s3[128];
+      return nb_error(NB_ERR_SHAPE, "dy has shape %s, expected %s for input %s and weight %s",
+                      nb_shape_str(4, dy->shape, s0, sizeof s0), nb_shape_str(4, y, s1, sizeof s1),
+                      nb_shape_str(4, ip + CV_X, s2, sizeof s2),
+                      nb_shape_str(4, ip + CV_W, s3, sizeof s3));
     }
   return NB_OK;
 }
@@ -90,9 +124,7 @@ static nb_status infer_conv_bwd_input(nb_tensor *t) {
   nb_status st = check_f32_rank4(t->in[0], "dy");
   if (!st) st = check_f32_rank4(t->in[1], "weight");
   if (!st) st = same4(t->in[1], t->ip + CV_W, "weight");
-  int64_t y[4];
-  if (!st) st = conv_shapes(t->ip, y);
-  if (!st) st = same4(t->in[0], y, "dy");
+  if (!st) st = check_dy(t->in[0], t->ip);
   if (!st) set4(t, t->ip + CV_X);
   return st;
 }
@@ -102,9 +134,7 @@ static nb_status infer_conv_bwd_weight(nb_tensor *t) {
   nb_status st = check_f32_rank4(t->in[0], "input");
   if (!st) st = check_f32_rank4(t->in[1], "dy");
   if (!st) st = same4(t->in[0], t->ip + CV_X, "input");
-  int64_t y[4];
-  if (!st) st = conv_shapes(t->ip, y);
-  if (!st) st = same4(t->in[1], y, "dy");
+  if (!st) st = check_dy(t->in[1], t->ip);
   if (!st) set4(t, t->ip + CV_W);
   return st;
 }
@@ -138,7 +168,7 @@ static nb_status bwd_conv(nb_graph *g, nb_tensor *node, nb_tensor *gout, nb_tens
 
 static int64_t pool_out(int64_t in, int64_t k, int64_t s, int64_t p, int ceil_mode) {
   int64_t span = in + 2 * p - k;
-  int64_t o = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+  int64_t o = floor_div(ceil_mode ? span + s - 1 : span, s) + 1;
   /* PyTorch: the last window must start inside the input or left padding */
   if (ceil_mode && (o - 1) * s >= in + p) o--;
   return o;
@@ -146,22 +176,31 @@ static int64_t pool_out(int64_t in, int64_t k, int64_t s, int64_t p, int ceil_mo
 
 static nb_status pool_shape(const int64_t *ip, int64_t *y) {
   const int64_t *x = ip + PL_X;
+  char s[128];
   for (int i = 0; i < 2; i++) {
     if (ip[PL_K + i] <= 0 || ip[PL_STRIDE + i] <= 0 || ip[PL_PAD + i] < 0)
-      return nb_error(NB_ERR_INVALID_ARG, "kernel and stride must be > 0 and padding >= 0");
+      return nb_error(NB_ERR_INVALID_ARG,
+                      "input %s: kernel (%lld, %lld) and stride (%lld, %lld) must be > 0 and "
+                      "padding (%lld, %lld) >= 0",
+                      nb_shape_str(4, x, s, sizeof s), (long long)ip[PL_K], (long long)ip[PL_K + 1],
+                      (long long)ip[PL_STRIDE], (long long)ip[PL_STRIDE + 1], (long long)ip[PL_PAD],
+                      (long long)ip[PL_PAD + 1]);
+    /* PyTorch's rule; it also guarantees every window holds an input element */
     if (ip[PL_PAD + i] * 2 > ip[PL_K + i])
-      return nb_error(NB_ERR_INVALID_ARG, "padding %lld must be at most half the kernel %lld",
-                      (long long)ip[PL_PAD + i], (long long)ip[PL_K + i]);
+      return nb_error(NB_ERR_INVALID_ARG,
+                      "input %s: padding %lld must be at most half the kernel %lld (dim %d)",
+                      nb_shape_str(4, x, s, sizeof s), (long long)ip[PL_PAD + i],
+                      (long long)ip[PL_K + i], 2 + i);
   }
   y[0] = x[0];
   y[1] = x[1];
   y[2] = pool_out(x[2], ip[PL_K], ip[PL_STRIDE], ip[PL_PAD], (int)ip[PL_CEIL]);
   y[3] = pool_out(x[3], ip[PL_K + 1], ip[PL_STRIDE + 1], ip[PL_PAD + 1], (int)ip[PL_CEIL]);
-  if (y[2] <= 0 || y[3] <= 0) {
-    char s[128];
-    return nb_error(NB_ERR_SHAPE, "input %s is smaller than the %lldx%lld window",
-                    nb_shape_str(4, x, s, sizeof s), (long long)ip[PL_K], (long long)ip[PL_K + 1]);
-  }
+  if (x[0] < 0 || x[1] < 0 || x[2] <= 0 || x[3] <= 0 || y[2] <= 0 || y[3] <= 0)
+    return nb_error(NB_ERR_SHAPE,
+                    "input %s with padding (%lld, %lld) is smaller than the %lldx%lld window",
+                    nb_shape_str(4, x, s, sizeof s), (long long)ip[PL_PAD],
+                    (long long)ip[PL_PAD + 1], (long long)ip[PL_K], (long long)ip[PL_K + 1]);
   return NB_OK;
 }
 
@@ -213,8 +252,7 @@ void nb_register_ops_conv(nb_op_def *t) {
   t[NB_OP_CONV2D_BWD_WEIGHT] =
       (nb_op_def){"conv2d_backward_weight", NB_FUSE_OPAQUE, infer_conv_bwd_weight, bwd_conv};
   t[NB_OP_MAXPOOL2D] = (nb_op_def){"max_pool2d", NB_FUSE_OPAQUE, infer_pool, bwd_maxpool};
-  t[NB_OP_MAXPOOL2D_BWD] =
-      (nb_op_def){"max_pool2d_backward", NB_FUSE_OPAQUE, infer_pool_bwd, NULL};
+  t[NB_OP_MAXPOOL2D_BWD] = (nb_op_def){"max_pool2d_backward", NB_FUSE_OPAQUE, infer_pool_bwd, NULL};
   t[NB_OP_AVGPOOL2D] = (nb_op_def){"avg_pool2d", NB_FUSE_OPAQUE, infer_pool, bwd_avgpool};
   t[NB_OP_AVGPOOL2D_BWD] =
       (nb_op_def){"avg_pool2d_backward", NB_FUSE_OPAQUE, infer_pool_bwd, bwd_avgpool_bwd};
@@ -261,6 +299,10 @@ nb_tensor *nb_conv2d_backward_weight(nb_graph *g, nb_tensor *x, nb_tensor *dy,
                                      const int64_t *w_shape, const nb_conv2d_params *p) {
   int64_t ip[CV_N] = {0};
   conv_params(p, ip);
+  /* the x shape is the input's own; without it infer would compare x with
+   * an all-zero shape and reject every call */
+  if (g && x && x->ndim == 4)
+    for (int i = 0; i < 4; i++) ip[CV_X + i] = x->shape[i];
   if (g && !copy_shape4(g, "conv2d_backward_weight", w_shape, ip + CV_W)) return NULL;
   return conv_node(g, NB_OP_CONV2D_BWD_WEIGHT, x, dy, ip);
 }
