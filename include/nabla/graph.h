@@ -31,6 +31,14 @@ void nb_graph_free(nb_graph *g);
 nb_status nb_graph_status(const nb_graph *g);
 const char *nb_graph_error(const nb_graph *g);
 
+/* Records an error in the graph (kept only if it is the first) and returns
+ * st; for code that builds on the graph API, such as layers. */
+nb_status nb_graph_set_error(nb_graph *g, nb_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
 /* Nodes in creation order, which is always a valid execution order. */
 int nb_graph_node_count(const nb_graph *g);
 nb_tensor *nb_graph_node(const nb_graph *g, int i);

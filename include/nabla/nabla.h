@@ -5,6 +5,7 @@
 #include "backend.h"
 #include "data.h"
 #include "graph.h"
+#include "nn.h"
 #include "optim.h"
 #include "tensor.h"
 

@@ -18,7 +18,13 @@ nb_status nb_backend_new(const char *device, nb_backend **out) {
                       device);
     index = (int)v;
   }
-  if (kind_len == 3 && !strncmp(device, "cpu", 3)) return nb_cpu_backend_open(index, out);
+  if (kind_len == 3 && !strncmp(device, "cpu", 3)) {
+    /* the host is one device; "cpu:3" used to open a phantom cpu:3 */
+    if (index != 0)
+      return nb_error(NB_ERR_INVALID_ARG, "device '%s': the CPU backend has only device cpu:0",
+                      device);
+    return nb_cpu_backend_open(index, out);
+  }
   if (kind_len == 4 && !strncmp(device, "cuda", 4))
     return nb_error(NB_ERR_UNSUPPORTED,
                     "device '%s': this build of nabla has no CUDA backend (rebuild with "

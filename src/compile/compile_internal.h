@@ -16,6 +16,7 @@ typedef enum nb_storage_kind {
 
 typedef struct nb_node_info {
   int keep;          /* needed by an output or an assign */
+  int output;        /* marked with nb_tensor_set_output() when compiled */
   int group;         /* fused group id (elementwise nodes), else -1 */
   int step;          /* launch index that produces it, -1 if none */
   int last_use;      /* last launch index that reads its storage */

@@ -8,6 +8,7 @@ nb_status nb_pass_dce(nb_plan *p) {
     const nb_tensor *t = g->nodes[i];
     if ((t->flags & NB_FLAG_OUTPUT) || t->op == NB_OP_ASSIGN) {
       p->info[i].keep = 1;
+      p->info[i].output = (t->flags & NB_FLAG_OUTPUT) != 0;
       roots++;
     }
     if (!p->info[i].keep) continue;

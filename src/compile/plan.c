@@ -93,7 +93,10 @@ nb_status nb_plan_get(nb_plan *p, const nb_tensor *t, void *dst, size_t bytes) {
                     t->id, nb_op_def_get(t->op)->name, want, bytes);
   const nb_tensor *owner = nb_storage_of(t);
   int leaf = owner->op == NB_OP_INPUT || owner->op == NB_OP_VARIABLE || owner->op == NB_OP_CONSTANT;
-  if (!p->info[t->id].keep || (!(t->flags & NB_FLAG_OUTPUT) && !leaf))
+  /* Ask the plan, not the node: a node marked as output after nb_compile()
+   * may have been fused away (no storage: a NULL read) or share a reused
+   * arena region (garbage). */
+  if (!p->info[t->id].keep || (!p->info[t->id].output && !leaf))
     return nb_error(NB_ERR_INVALID_ARG,
                     "nb_plan_get: node %d (%s) is not a plan output; call "
                     "nb_tensor_set_output() on it before nb_compile()",

@@ -130,6 +130,8 @@ nb_status nb_convert(const void *src, nb_dtype src_dt, void *dst, nb_dtype dst_d
   if ((!src || !dst) && n) return nb_error(NB_ERR_INVALID_ARG, "nb_convert: NULL buffer");
   if (!nb_dtype_valid((int)src_dt) || !nb_dtype_valid((int)dst_dt))
     return nb_error(NB_ERR_DTYPE, "nb_convert: invalid dtype %d -> %d", (int)src_dt, (int)dst_dt);
+  /* nothing to do; also keeps NULL buffers away from memmove (UB even for 0) */
+  if (n == 0) return NB_OK;
   if (src_dt == dst_dt) {
     memmove(dst, src, n * nb_dtype_size(src_dt));
     return NB_OK;

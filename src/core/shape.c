@@ -4,8 +4,14 @@
 #include "nabla/tensor.h"
 
 int64_t nb_shape_numel(int ndim, const int64_t *shape) {
+  if (ndim > 0 && !shape) return -1;
   int64_t n = 1;
-  for (int i = 0; i < ndim; i++) n *= shape[i];
+  for (int i = 0; i < ndim; i++) {
+    /* a negative dimension or a count beyond int64 is not a valid shape:
+     * return -1 rather than a product that overflows (undefined behaviour) */
+    if (shape[i] < 0 || (shape[i] && n > INT64_MAX / shape[i])) return -1;
+    n *= shape[i];
+  }
   return n;
 }
 

@@ -1,4 +1,5 @@
 /* Graph objects: node storage, sticky errors, leaves and accessors. */
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,8 @@ struct nb_arena_block {
 #define NB_BLOCK_MIN (64u * 1024u)
 
 void *nb_graph_alloc(nb_graph *g, size_t bytes) {
+  /* rounding up or adding the block header must not wrap around */
+  if (bytes > SIZE_MAX - sizeof(struct nb_arena_block) - 64u) return NULL;
   bytes = (bytes + 63u) & ~(size_t)63u;
   struct nb_arena_block *b = g->blocks;
   if (!b || b->cap - b->used < bytes) {
@@ -66,7 +69,9 @@ const char *nb_graph_error(const nb_graph *g) {
 }
 
 void nb_graph_fail(nb_graph *g, nb_status st) {
-  if (!g || g->status != NB_OK) return;
+  /* NB_OK is not a failure: recording it would leave a message on a healthy
+   * graph and let the next error overwrite the "first" one */
+  if (!g || st == NB_OK || g->status != NB_OK) return;
   g->status = st;
   snprintf(g->error, sizeof g->error, "%s", nb_last_error());
 }
@@ -100,6 +105,28 @@ int nb_is_view_op(nb_opcode op) { return nb_op_def_get(op)->fusion == NB_FUSE_VI
 int nb_norm_axis(int axis, int ndim) {
   if (axis < -ndim || axis >= ndim) return -1;
   return axis < 0 ? axis + ndim : axis;
+}
+
+/* Largest element count of any tensor: its bytes (at most 8 per element)
+ * must fit in int64 and size_t, so later size arithmetic cannot overflow. */
+#define NB_MAX_NUMEL (INT64_MAX / 8)
+
+/* Checks that every dimension is >= 0 and the element count is at most
+ * NB_MAX_NUMEL, without overflowing while multiplying. */
+static nb_status check_dims(const char *what, int ndim, const int64_t *shape) {
+  char s[256];
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) {
+    if (shape[i] < 0)
+      return nb_error(NB_ERR_SHAPE, "%s: dimension %d is negative (%lld) in %s", what, i,
+                      (long long)shape[i], nb_shape_str(ndim, shape, s, sizeof s));
+    if (n && shape[i] > NB_MAX_NUMEL / n) n = -1; /* keep scanning for negatives */
+    if (n > 0) n *= shape[i];
+  }
+  if (n < 0)
+    return nb_error(NB_ERR_SHAPE, "%s: shape %s has too many elements (more than %lld)", what,
+                    nb_shape_str(ndim, shape, s, sizeof s), (long long)NB_MAX_NUMEL);
+  return NB_OK;
 }
 
 static int push_node(nb_graph *g, nb_tensor *t) {
@@ -170,6 +197,15 @@ nb_tensor *nb_node_new(nb_graph *g, nb_opcode op, int n_in, nb_tensor *const *in
       return NULL;
     }
   }
+  /* Shape inference trusts its params; a negative or astronomically large
+   * result (e.g. broadcast_to [-5, 1], one_hot with 2^62 classes) would make
+   * every later size computation overflow, so it is rejected here for all
+   * ops at once. */
+  nb_status st = check_dims(opname, t->ndim, t->shape);
+  if (st != NB_OK) {
+    nb_graph_fail(g, st);
+    return NULL;
+  }
   if (!t->base && !nb_is_view_op(op)) nb_set_contiguous_strides(t);
   if (!push_node(g, t)) {
     nb_graph_fail(g, nb_error(NB_ERR_OOM, "%s: out of memory", opname));
@@ -184,11 +220,7 @@ static nb_status check_shape(const char *what, int ndim, const int64_t *shape) {
   if (ndim < 0 || ndim > NB_MAX_DIMS)
     return nb_error(NB_ERR_SHAPE, "%s: rank %d is outside [0, %d]", what, ndim, NB_MAX_DIMS);
   if (ndim > 0 && !shape) return nb_error(NB_ERR_INVALID_ARG, "%s: shape is NULL", what);
-  for (int i = 0; i < ndim; i++)
-    if (shape[i] < 0)
-      return nb_error(NB_ERR_SHAPE, "%s: dimension %d is negative (%lld)", what, i,
-                      (long long)shape[i]);
-  return NB_OK;
+  return check_dims(what, ndim, shape);
 }
 
 static nb_tensor *leaf(nb_graph *g, nb_opcode op, const char *what, const char *name,
@@ -222,6 +254,12 @@ nb_tensor *nb_variable(nb_graph *g, const char *name, nb_dtype dt, int ndim, con
                        nb_init init) {
   if (g && (!name || !*name)) {
     nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "nb_variable: a variable needs a name"));
+    return NULL;
+  }
+  /* an unknown init kind would silently fill zeros in nb_state_bind */
+  if (g && (init.kind < NB_INIT_ZEROS || init.kind > NB_INIT_NORMAL)) {
+    nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "nb_variable: '%s' has unknown init kind %d",
+                              name, (int)init.kind));
     return NULL;
   }
   nb_tensor *t = leaf(g, NB_OP_VARIABLE, "nb_variable", name, dt, ndim, shape);
@@ -323,4 +361,15 @@ nb_status nb_infer_assign(nb_tensor *t) {
 nb_tensor *nb_assign(nb_graph *g, nb_tensor *var, nb_tensor *value) {
   nb_tensor *in[2] = {var, value};
   return nb_node_new(g, NB_OP_ASSIGN, 2, in, NULL, 0, NULL, 0);
+}
+
+nb_status nb_graph_set_error(nb_graph *g, nb_status st, const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  nb_error(st, "%s", buf);
+  nb_graph_fail(g, st);
+  return st;
 }

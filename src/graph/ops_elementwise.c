@@ -344,9 +344,30 @@ nb_tensor *nb_clamp(nb_graph *g, nb_tensor *x, float lo, float hi) {
   float fp[2] = {lo, hi};
   return unary(g, NB_OP_CLAMP, x, fp, 2);
 }
+/* The identity shortcuts below (eval-mode dropout, a cast to the same dtype)
+ * must not skip the checks nb_node_new makes: without them a NULL graph or
+ * another graph's tensor came back as a valid result. */
+static int identity_ok(nb_graph *g, const char *op, const nb_tensor *x) {
+  if (!g) {
+    nb_error(NB_ERR_INVALID_ARG, "%s: graph is NULL", op);
+    return 0;
+  }
+  if (!x) {
+    if (nb_graph_status(g) == NB_OK)
+      nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "%s: input 0 is NULL", op));
+    return 0;
+  }
+  if (x->graph != g) {
+    nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "%s: input 0 belongs to a different graph", op));
+    return 0;
+  }
+  return 1;
+}
+
 nb_tensor *nb_dropout(nb_graph *g, nb_tensor *x, float p, uint64_t seed, int training) {
   if (!training || p == 0.0f) {
-    if (g && x && !(p >= 0.0f && p < 1.0f)) {
+    if (!identity_ok(g, "dropout", x)) return NULL;
+    if (!(p >= 0.0f && p < 1.0f)) {
       nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "dropout: p = %g is outside [0, 1)",
                                 (double)p));
       return NULL;
@@ -357,7 +378,7 @@ nb_tensor *nb_dropout(nb_graph *g, nb_tensor *x, float p, uint64_t seed, int tra
   return nb_node_new(g, NB_OP_DROPOUT, 1, &x, &ip, 1, &p, 1);
 }
 nb_tensor *nb_cast(nb_graph *g, nb_tensor *x, nb_dtype dt) {
-  if (x && x->dtype == dt) return x;
+  if (x && x->dtype == dt) return identity_ok(g, "cast", x) ? x : NULL;
   int64_t ip = (int64_t)dt;
   return nb_node_new(g, NB_OP_CAST, 1, &x, &ip, 1, NULL, 0);
 }

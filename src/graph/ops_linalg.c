@@ -38,25 +38,45 @@ void nb_register_ops_linalg(nb_op_def *t) {
   t[NB_OP_MATMUL] = (nb_op_def){"matmul", NB_FUSE_OPAQUE, infer_matmul, bwd_matmul};
 }
 
-/* BLAS takes each matrix row-major or column-major with a leading stride;
- * anything else (e.g. a strided slice) is copied first. */
+/* BLAS takes each matrix row-major or column-major with a leading stride of
+ * at least a full row (column); anything else is copied first. That covers
+ * strided slices (no unit stride) and broadcast views, whose stride 0
+ * between rows has no BLAS form: without the copy the kernel read past the
+ * operand. cpu_matmul.c's view_of() relies on exactly this test. */
 static nb_tensor *blas_ready(nb_graph *g, nb_tensor *x) {
   int n = x->ndim;
-  int rows_dense = x->stride[n - 1] == 1 || x->shape[n - 1] == 1;
-  int cols_dense = x->stride[n - 2] == 1 || x->shape[n - 2] == 1;
-  if (rows_dense || cols_dense) return x;
+  int64_t rows = x->shape[n - 2], cols = x->shape[n - 1];
+  int64_t rs = x->stride[n - 2], cs = x->stride[n - 1];
+  int row_major = (cs == 1 || cols == 1) && (rows == 1 || rs >= (cols > 1 ? cols : 1));
+  int col_major = (rs == 1 || rows == 1) && (cols == 1 || cs >= (rows > 1 ? rows : 1));
+  if (row_major || col_major) return x;
   return nb_node_new(g, NB_OP_COPY, 1, &x, NULL, 0, NULL, 0);
 }
 
 nb_tensor *nb_matmul(nb_graph *g, nb_tensor *a, nb_tensor *b) {
   nb_tensor *in[2] = {a, b};
   if (!g || !a || !b) return nb_node_new(g, NB_OP_MATMUL, 2, in, NULL, 0, NULL, 0);
+  char s0[128], s1[128];
+  nb_shape_str(a->ndim, a->shape, s0, sizeof s0);
+  nb_shape_str(b->ndim, b->shape, s1, sizeof s1);
   if (a->ndim == 0 || b->ndim == 0) {
-    nb_graph_fail(g, nb_error(NB_ERR_SHAPE, "matmul: operands must have at least 1 dimension"));
+    nb_graph_fail(g, nb_error(NB_ERR_SHAPE,
+                              "matmul: operands must have at least 1 dimension, got %s and %s", s0,
+                              s1));
     return NULL;
   }
   /* numpy promotion: a 1-d a is a row, a 1-d b a column; drop them after. */
   int a_vec = a->ndim == 1, b_vec = b->ndim == 1;
+  /* Checked here so that the message shows the caller's shapes, not the
+   * promoted [1, k] / [k, 1]. */
+  if ((a_vec || b_vec) && a->shape[a->ndim - 1] != b->shape[b_vec ? 0 : b->ndim - 2]) {
+    nb_graph_fail(g, nb_error(NB_ERR_SHAPE,
+                              "matmul: shapes %s and %s do not fit (inner sizes "
+                              "%lld and %lld differ)",
+                              s0, s1, (long long)a->shape[a->ndim - 1],
+                              (long long)b->shape[b_vec ? 0 : b->ndim - 2]));
+    return NULL;
+  }
   if (a_vec) {
     int64_t s[2] = {1, a->shape[0]};
     a = nb_reshape(g, a, 2, s);

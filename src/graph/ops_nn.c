@@ -64,6 +64,25 @@ static nb_tensor *channel_view(nb_graph *g, nb_tensor *v, const nb_tensor *x) {
   return nb_reshape(g, v, x->ndim, shape);
 }
 
+/* Composites check their own arguments, so that a NULL graph or tensor is
+ * reported under their name: with `return NULL` alone the graph stayed OK
+ * and the caller never learnt why, and the parts they are built from would
+ * blame themselves. Returns 1 when every tensor is present. */
+static int have_args(nb_graph *g, const char *op, int n, nb_tensor *const *t,
+                     const char *const *names) {
+  if (!g) {
+    nb_error(NB_ERR_INVALID_ARG, "%s: graph is NULL", op);
+    return 0;
+  }
+  for (int i = 0; i < n; i++) {
+    if (t[i]) continue;
+    if (g->status == NB_OK)
+      nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "%s: %s is NULL", op, names[i]));
+    return 0;
+  }
+  return 1;
+}
+
 static int check_channel_param(nb_graph *g, const nb_tensor *p, const nb_tensor *x,
                                const char *what) {
   if (!p) return 1;
@@ -80,7 +99,7 @@ static int check_channel_param(nb_graph *g, const nb_tensor *p, const nb_tensor 
 nb_tensor *nb_batch_norm(nb_graph *g, nb_tensor *x, nb_tensor *gamma, nb_tensor *beta,
                          nb_tensor *running_mean, nb_tensor *running_var, int training,
                          float momentum, float eps) {
-  if (!g || !x) return NULL;
+  if (!have_args(g, "batch_norm", 1, &x, (const char *const[]){"input x"})) return NULL;
   if (x->ndim < 2) {
     nb_graph_fail(g, nb_error(NB_ERR_SHAPE, "batch_norm: input must be [N, C, ...], got rank %d",
                               x->ndim));
@@ -91,22 +110,31 @@ nb_tensor *nb_batch_norm(nb_graph *g, nb_tensor *x, nb_tensor *gamma, nb_tensor 
       !check_channel_param(g, running_var, x, "running_var"))
     return NULL;
   int axes[NB_MAX_DIMS], n = 0;
+  /* elements per channel, counted directly: numel / C divided by zero for
+   * an input with no channels */
+  int64_t count = 1;
   for (int i = 0; i < x->ndim; i++)
-    if (i != 1) axes[n++] = i;
+    if (i != 1) {
+      axes[n++] = i;
+      count *= x->shape[i];
+    }
   nb_tensor *mean, *var;
   if (training || !running_mean || !running_var) {
     mean = nb_mean(g, x, n, axes, 1);
     var = nb_mean(g, nb_square(g, nb_sub(g, x, mean)), n, axes, 1);
     if (training && running_mean && running_var && mean && var) {
-      int64_t count = nb_tensor_numel(x) / x->shape[1];
       float unbias = count > 1 ? (float)count / (float)(count - 1) : 1.0f;
       int64_t c = x->shape[1];
       nb_tensor *m = nb_scalar(g, momentum), *keep = nb_scalar(g, 1.0f - momentum);
       nb_tensor *bm = nb_reshape(g, mean, 1, &c), *bv = nb_reshape(g, var, 1, &c);
-      nb_assign(g, running_mean, nb_add(g, nb_mul(g, running_mean, keep), nb_mul(g, bm, m)));
-      nb_assign(g, running_var,
-                nb_add(g, nb_mul(g, running_var, keep),
-                       nb_mul(g, bv, nb_scalar(g, momentum * unbias))));
+      nb_tensor *am =
+          nb_assign(g, running_mean, nb_add(g, nb_mul(g, running_mean, keep), nb_mul(g, bm, m)));
+      nb_tensor *av = nb_assign(
+          g, running_var,
+          nb_add(g, nb_mul(g, running_var, keep), nb_mul(g, bv, nb_scalar(g, momentum * unbias))));
+      /* e.g. running stats that are not variables: the graph holds the
+       * error, and the caller must not get a node that looks fine */
+      if (!am || !av) return NULL;
     }
   } else {
     mean = channel_view(g, running_mean, x);
@@ -120,7 +148,7 @@ nb_tensor *nb_batch_norm(nb_graph *g, nb_tensor *x, nb_tensor *gamma, nb_tensor 
 
 nb_tensor *nb_layer_norm(nb_graph *g, nb_tensor *x, int nlast, nb_tensor *gamma,
                          nb_tensor *beta, float eps) {
-  if (!g || !x) return NULL;
+  if (!have_args(g, "layer_norm", 1, &x, (const char *const[]){"input x"})) return NULL;
   if (nlast <= 0 || nlast > x->ndim) {
     nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "layer_norm: nlast = %d outside [1, %d]",
                               nlast, x->ndim));
@@ -154,19 +182,26 @@ static int check_class_inputs(nb_graph *g, const char *op, const nb_tensor *x,
 
 /* -mean over rows of sum(target * logp) */
 static nb_tensor *soft_nll(nb_graph *g, nb_tensor *logp, nb_tensor *target) {
+  /* logp is NULL when log_softmax failed (f16 logits, another graph's
+   * tensor); its error is already in the graph */
+  if (!logp || !target) return NULL;
   nb_tensor *total = nb_sum(g, nb_mul(g, target, logp), 0, NULL, 0);
   return nb_mul(g, total, nb_scalar(g, -1.0f / (float)logp->shape[0]));
 }
 
 nb_tensor *nb_nll_loss(nb_graph *g, nb_tensor *logp, nb_tensor *labels) {
-  if (!g || !logp || !labels) return NULL;
+  if (!have_args(g, "nll_loss", 2, (nb_tensor *[]){logp, labels},
+                 (const char *const[]){"input logp", "labels"}))
+    return NULL;
   if (!check_class_inputs(g, "nll_loss", logp, labels)) return NULL;
   return soft_nll(g, logp, nb_one_hot(g, labels, logp->shape[1]));
 }
 
 nb_tensor *nb_cross_entropy(nb_graph *g, nb_tensor *logits, nb_tensor *labels,
                             float label_smoothing) {
-  if (!g || !logits || !labels) return NULL;
+  if (!have_args(g, "cross_entropy", 2, (nb_tensor *[]){logits, labels},
+                 (const char *const[]){"input logits", "labels"}))
+    return NULL;
   if (!check_class_inputs(g, "cross_entropy", logits, labels)) return NULL;
   if (!(label_smoothing >= 0.0f && label_smoothing < 1.0f)) {
     nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG,
@@ -183,13 +218,22 @@ nb_tensor *nb_cross_entropy(nb_graph *g, nb_tensor *logits, nb_tensor *labels,
 }
 
 nb_tensor *nb_mse_loss(nb_graph *g, nb_tensor *pred, nb_tensor *target) {
+  if (!have_args(g, "mse_loss", 2, (nb_tensor *[]){pred, target},
+                 (const char *const[]){"sub: input pred", "sub: input target"}))
+    return NULL;
   return nb_mean(g, nb_square(g, nb_sub(g, pred, target)), 0, NULL, 0);
 }
 
 nb_tensor *nb_bce_with_logits(nb_graph *g, nb_tensor *logits, nb_tensor *target) {
-  /* max(x, 0) - x*t + log(1 + exp(-|x|)): stable for large |x| */
+  if (!have_args(g, "bce_with_logits", 2, (nb_tensor *[]){logits, target},
+                 (const char *const[]){"input logits", "target"}))
+    return NULL;
+  /* softplus(x) - x*t. softplus is linear above its threshold and
+   * log1p(exp(x)) below it, so +-50 neither overflows nor loses the tail.
+   * The former max(x, 0) - x*t + softplus(-|x|) had the same value but the
+   * gradient -t at x == 0 (relu' and |x|' are both 0 there) instead of
+   * sigmoid(0) - t, and zero logits are common (zero-initialised heads). */
   nb_tensor *x = logits;
-  nb_tensor *l = nb_add(g, nb_sub(g, nb_relu(g, x), nb_mul(g, x, target)),
-                        nb_softplus(g, nb_neg(g, nb_abs(g, x)), 1.0f, 20.0f));
+  nb_tensor *l = nb_sub(g, nb_softplus(g, x, 1.0f, 20.0f), nb_mul(g, x, target));
   return nb_mean(g, l, 0, NULL, 0);
 }

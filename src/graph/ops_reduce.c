@@ -77,21 +77,47 @@ void nb_register_ops_reduce(nb_op_def *t) {
 
 /* ---- constructors ------------------------------------------------------------ */
 
-/* Turns an axis list into a bitmask; naxes == 0 means all axes. Returns -1
- * (and records the error) on a bad axis. */
+/* Checks the input and axis list of reduction `op` and turns the axes into a
+ * bitmask; naxes == 0 means all axes. Returns -1 after recording an error in
+ * g. The composites (mean, var, logsumexp) call it first with a label such
+ * as "mean: sum", so an error names both the call and the failing part. */
 static int64_t axes_mask(nb_graph *g, const char *op, const nb_tensor *x, int naxes,
                          const int *axes) {
+  char s[128];
+  if (!g) {
+    nb_error(NB_ERR_INVALID_ARG, "%s: graph is NULL", op);
+    return -1;
+  }
+  if (!x) {
+    if (nb_graph_status(g) == NB_OK)
+      nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "%s: input is NULL", op));
+    return -1;
+  }
+  nb_shape_str(x->ndim, x->shape, s, sizeof s);
+  if (x->dtype != NB_F32) {
+    nb_graph_fail(g, nb_error(NB_ERR_DTYPE,
+                              "%s: input %s has dtype %s, reductions compute in f32 (use nb_cast)",
+                              op, s, nb_dtype_name(x->dtype)));
+    return -1;
+  }
   if (naxes == 0) return x->ndim ? ((int64_t)1 << x->ndim) - 1 : 0;
   if (naxes < 0 || !axes) {
-    nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "%s: bad axis list", op));
+    nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "%s: bad axis list (naxes = %d, axes %s)", op,
+                              naxes, axes ? "given" : "NULL"));
     return -1;
   }
   int64_t mask = 0;
   for (int i = 0; i < naxes; i++) {
     int a = nb_norm_axis(axes[i], x->ndim);
-    if (a < 0 || (mask >> a) & 1) {
-      nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "%s: axis %d is out of range for rank %d or repeated",
-                                op, axes[i], x->ndim));
+    if (a < 0) {
+      nb_graph_fail(g,
+                    nb_error(NB_ERR_INVALID_ARG, "%s: axis %d is out of range for rank %d input %s",
+                             op, axes[i], x->ndim, s));
+      return -1;
+    }
+    if ((mask >> a) & 1) {
+      nb_graph_fail(
+          g, nb_error(NB_ERR_INVALID_ARG, "%s: axis %d is repeated (input %s)", op, axes[i], s));
       return -1;
     }
     mask |= (int64_t)1 << a;
@@ -101,7 +127,6 @@ static int64_t axes_mask(nb_graph *g, const char *op, const nb_tensor *x, int na
 
 static nb_tensor *reduce(nb_graph *g, nb_opcode op, nb_tensor *x, int naxes, const int *axes,
                          int keepdim) {
-  if (!g || !x) return nb_node_new(g, op, 1, &x, NULL, 0, NULL, 0);
   int64_t ip[2] = {axes_mask(g, nb_op_def_get(op)->name, x, naxes, axes), keepdim ? 1 : 0};
   if (ip[0] < 0) return NULL;
   return nb_node_new(g, op, 1, &x, ip, 2, NULL, 0);
@@ -126,6 +151,7 @@ static int64_t reduced_count(const nb_tensor *x, int64_t mask) {
 }
 
 nb_tensor *nb_mean(nb_graph *g, nb_tensor *x, int naxes, const int *axes, int keepdim) {
+  if (axes_mask(g, "mean: sum", x, naxes, axes) < 0) return NULL;
   nb_tensor *s = nb_sum(g, x, naxes, axes, keepdim);
   if (!s) return NULL;
   int64_t n = reduced_count(x, s->ip[0]);
@@ -134,22 +160,34 @@ nb_tensor *nb_mean(nb_graph *g, nb_tensor *x, int naxes, const int *axes, int ke
 
 nb_tensor *nb_var(nb_graph *g, nb_tensor *x, int naxes, const int *axes, int correction,
                   int keepdim) {
+  if (axes_mask(g, "var: sum", x, naxes, axes) < 0) return NULL;
   nb_tensor *m = nb_mean(g, x, naxes, axes, 1);
   if (!m) return NULL;
   nb_tensor *s = nb_sum(g, nb_square(g, nb_sub(g, x, m)), naxes, axes, keepdim);
   if (!s) return NULL;
   int64_t n = reduced_count(x, s->ip[0]) - correction;
-  /* n <= 0 gives inf/nan like PyTorch, rather than an error */
+  /* Like PyTorch, the divisor is max(0, n): 0/0 = nan, s/0 = inf, rather
+   * than an error. A negative divisor would turn 0 into -0 for an empty
+   * axis instead of nan. */
+  if (n < 0) n = 0;
   return nb_mul(g, s, nb_scalar(g, 1.0f / (float)n));
 }
 
 nb_tensor *nb_logsumexp(nb_graph *g, nb_tensor *x, int naxes, const int *axes, int keepdim) {
-  /* Shift by the max for stability; the max's gradient cancels exactly. */
+  if (axes_mask(g, "logsumexp: max", x, naxes, axes) < 0) return NULL;
+  /* Shift by the max for stability; the shift's gradient cancels exactly. */
   nb_tensor *m = nb_max(g, x, naxes, axes, 1);
-  nb_tensor *s = nb_sum(g, nb_exp(g, nb_sub(g, x, m)), naxes, axes, 1);
-  nb_tensor *lse = nb_add(g, nb_log(g, s), m);
-  if (!lse || keepdim) return lse;
+  if (!m) return NULL;
   int64_t mask = m->ip[0];
+  /* An infinite max (a row of -inf, as in fully masked attention) would
+   * give inf - inf = nan; shift by 0 there instead, so the result is -inf
+   * (or +inf) like PyTorch. m - m is 0 exactly when m is finite. */
+  nb_tensor *zero = nb_scalar(g, 0.0f);
+  nb_tensor *finite = nb_eq(g, nb_sub(g, m, m), zero);
+  nb_tensor *shift = nb_where(g, finite, m, zero);
+  nb_tensor *s = nb_sum(g, nb_exp(g, nb_sub(g, x, shift)), naxes, axes, 1);
+  nb_tensor *lse = nb_add(g, nb_log(g, s), shift);
+  if (!lse || keepdim) return lse;
   int64_t shape[NB_MAX_DIMS];
   int n = 0;
   for (int i = 0; i < x->ndim; i++)
@@ -158,13 +196,7 @@ nb_tensor *nb_logsumexp(nb_graph *g, nb_tensor *x, int naxes, const int *axes, i
 }
 
 nb_tensor *nb_argmax(nb_graph *g, nb_tensor *x, int axis, int keepdim) {
-  if (!g || !x) return nb_node_new(g, NB_OP_ARGMAX, 1, &x, NULL, 0, NULL, 0);
-  int a = nb_norm_axis(axis, x->ndim);
-  if (a < 0) {
-    nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "argmax: axis %d out of range for rank %d",
-                              axis, x->ndim));
-    return NULL;
-  }
-  int64_t ip[2] = {a, keepdim ? 1 : 0};
+  if (axes_mask(g, "argmax", x, 1, &axis) < 0) return NULL;
+  int64_t ip[2] = {nb_norm_axis(axis, x->ndim), keepdim ? 1 : 0};
   return nb_node_new(g, NB_OP_ARGMAX, 1, &x, ip, 2, NULL, 0);
 }

@@ -18,8 +18,8 @@ static void usage(FILE *f) {
 
 static int version(void) {
   printf("nabla %s (commit %s)\n", NABLA_VERSION, NABLA_GIT_COMMIT);
-  printf("build: %s, blas: openblas, openmp: yes, cuda: %s, cudnn: no, mpi: no, sanitizers: %s\n",
-         NABLA_BUILD_TYPE, NABLA_WITH_CUDA ? "yes" : "no", NABLA_SANITIZED ? "yes" : "no");
+  printf("build: %s, blas: %s, openmp: yes, cuda: %s, cudnn: no, mpi: no, sanitizers: %s\n",
+         NABLA_BUILD_TYPE, NABLA_BLAS, NABLA_WITH_CUDA ? "yes" : "no", NABLA_SANITIZED ? "yes" : "no");
   printf("threads: %d\n", nb_get_num_threads());
   return 0;
 }

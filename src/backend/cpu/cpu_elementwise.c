@@ -123,7 +123,10 @@ static void eval_op(const nb_fused_op *op, const float *a, const float *b, const
   case NB_OP_RECIPROCAL: for (i = 0; i < n; i++) y[i] = 1.0f / a[i]; break;
   case NB_OP_TANH: for (i = 0; i < n; i++) y[i] = tanhf(a[i]); break;
   case NB_OP_SIGMOID: for (i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-a[i])); break;
-  case NB_OP_RELU: for (i = 0; i < n; i++) y[i] = a[i] > 0.0f ? a[i] : 0.0f; break;
+  case NB_OP_RELU:
+    /* NaN passes through (like PyTorch) so a diverging run is not masked */
+    for (i = 0; i < n; i++) y[i] = a[i] > 0.0f || a[i] != a[i] ? a[i] : 0.0f;
+    break;
   case NB_OP_LEAKY_RELU:
     for (i = 0; i < n; i++) y[i] = a[i] > 0.0f ? a[i] : a[i] * op->fp[0];
     break;

@@ -9,19 +9,21 @@ typedef struct {
   int64_t ld;
 } blas_view;
 
+/* The graph (ops_linalg.c blas_ready) copies any matrix that is neither
+ * row-major nor column-major with a leading stride of a full row (column),
+ * so one of the two forms below always holds. Take row-major only when its
+ * leading stride is valid: a column vector [k, 1] may be either. */
 static blas_view view_of(const nb_tensor *x) {
   int n = x->ndim;
   int64_t rs = x->stride[n - 2], cs = x->stride[n - 1];
   int64_t rows = x->shape[n - 2], cols = x->shape[n - 1];
   blas_view v;
-  if (cs == 1 || cols == 1) {
+  if ((cs == 1 || cols == 1) && (rows == 1 || rs >= (cols > 1 ? cols : 1))) {
     v.trans = CblasNoTrans;
     v.ld = rows == 1 ? (cols > 1 ? cols : 1) : rs;
-    if (v.ld < cols) v.ld = cols;
   } else {
     v.trans = CblasTrans;
     v.ld = cols == 1 ? (rows > 1 ? rows : 1) : cs;
-    if (v.ld < rows) v.ld = rows;
   }
   return v;
 }
