@@ -119,7 +119,11 @@ static void store_elem(void *p, nb_dtype dt, size_t i, double v) {
   case NB_BF16: ((uint16_t *)p)[i] = nb_f32_to_bf16((float)v); break;
   case NB_I32: ((int32_t *)p)[i] = (int32_t)saturate(trunc(v), -2147483648.0, 2147483647.0); break;
   case NB_I64:
-    ((int64_t *)p)[i] = (int64_t)saturate(trunc(v), -9223372036854775808.0, 9223372036854774784.0);
+    /* 2^63 is the first double past INT64_MAX: saturate exactly there */
+    ((int64_t *)p)[i] = isnan(v)                      ? 0
+                        : v >= 9223372036854775808.0  ? INT64_MAX
+                        : v < -9223372036854775808.0  ? INT64_MIN
+                                                      : (int64_t)trunc(v);
     break;
   case NB_U8: ((uint8_t *)p)[i] = (uint8_t)saturate(trunc(v), 0, 255); break;
   default: break;
@@ -141,6 +145,12 @@ nb_status nb_convert(const void *src, nb_dtype src_dt, void *dst, nb_dtype dst_d
       int64_t v = ((const int64_t *)src)[i];
       ((int32_t *)dst)[i] = (int32_t)(v < INT32_MIN ? INT32_MIN : v > INT32_MAX ? INT32_MAX : v);
     }
+    return NB_OK;
+  }
+  if (src_dt == NB_I64 && nb_dtype_is_float(dst_dt)) {
+    /* i64 -> f32 directly: going through double would round twice */
+    for (size_t i = 0; i < n; i++)
+      store_elem(dst, dst_dt, i, (float)((const int64_t *)src)[i]);
     return NB_OK;
   }
   for (size_t i = 0; i < n; i++) store_elem(dst, dst_dt, i, load_elem(src, src_dt, i));

@@ -62,8 +62,10 @@ nb_status nb_idx_load(const char *path, nb_idx *out) {
     st = read_exact(f, b, 4, path, &pos, "the dimensions");
     if (st) break;
     out->shape[i] = be32(b);
-    if (out->shape[i] > 0 && numel > ((int64_t)1 << 40) / out->shape[i])
+    if (out->shape[i] > 0 && numel > ((int64_t)1 << 40) / out->shape[i]) {
       st = nb_error(NB_ERR_FORMAT, "%s: dimensions too large at byte %zu", path, pos - 4);
+      break;
+    }
     numel *= out->shape[i];
   }
   unsigned char *raw = NULL;

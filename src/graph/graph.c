@@ -142,13 +142,16 @@ static int push_node(nb_graph *g, nb_tensor *t) {
   return 1;
 }
 
-nb_tensor *nb_node_new(nb_graph *g, nb_opcode op, int n_in, nb_tensor *const *in,
-                       const int64_t *ip, int n_ip, const float *fp, int n_fp) {
-  if (!g) {
-    nb_error(NB_ERR_INVALID_ARG, "%s: graph is NULL", nb_op_def_get(op)->name);
-    return NULL;
-  }
+int nb_check_inputs(nb_graph *g, nb_opcode op, int n_in, nb_tensor *const *in) {
   const char *opname = nb_op_def_get(op)->name;
+  if (!g) {
+    nb_error(NB_ERR_INVALID_ARG, "%s: graph is NULL", opname);
+    return 0;
+  }
+  if (n_in > 0 && !in) {
+    nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "%s: input list is NULL", opname));
+    return 0;
+  }
   for (int i = 0; i < n_in; i++) {
     if (!in[i]) {
       /* An earlier failure already explains this; otherwise say which input. */
@@ -156,14 +159,21 @@ nb_tensor *nb_node_new(nb_graph *g, nb_opcode op, int n_in, nb_tensor *const *in
         nb_error(NB_ERR_INVALID_ARG, "%s: input %d is NULL", opname, i);
         nb_graph_fail(g, NB_ERR_INVALID_ARG);
       }
-      return NULL;
+      return 0;
     }
     if (in[i]->graph != g) {
       nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG,
                                 "%s: input %d belongs to a different graph", opname, i));
-      return NULL;
+      return 0;
     }
   }
+  return 1;
+}
+
+nb_tensor *nb_node_new(nb_graph *g, nb_opcode op, int n_in, nb_tensor *const *in,
+                       const int64_t *ip, int n_ip, const float *fp, int n_fp) {
+  if (!nb_check_inputs(g, op, n_in, in)) return NULL;
+  const char *opname = nb_op_def_get(op)->name;
   if (n_ip > NB_OP_IPARAMS || n_fp > NB_OP_FPARAMS) {
     nb_graph_fail(g, nb_error(NB_ERR_INTERNAL, "%s: too many op params", opname));
     return NULL;

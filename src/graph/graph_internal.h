@@ -161,6 +161,11 @@ void *nb_graph_alloc(nb_graph *g, size_t bytes); /* zeroed; NULL on OOM */
  * if any input is NULL or on error. */
 nb_tensor *nb_node_new(nb_graph *g, nb_opcode op, int n_in, nb_tensor *const *in,
                        const int64_t *ip, int n_ip, const float *fp, int n_fp);
+/* Checks the graph and the inputs of an op about to be built: 0 (and an
+ * error recorded, naming `op`) if g is NULL or an input is NULL or belongs to
+ * another graph. Constructors that may return an input unchanged (identity
+ * reshapes, no-op pads) call it first so those shortcuts validate too. */
+int nb_check_inputs(nb_graph *g, nb_opcode op, int n_in, nb_tensor *const *in);
 /* Records an error in g (if none yet) from the thread's last error message. */
 void nb_graph_fail(nb_graph *g, nb_status st);
 /* Sets contiguous row-major strides for the node's shape. */

@@ -141,6 +141,8 @@ static nb_status infer_conv_bwd_weight(nb_tensor *t) {
 
 static nb_tensor *conv_node(nb_graph *g, nb_opcode op, nb_tensor *a, nb_tensor *b,
                             const int64_t *ip) {
+  nb_tensor *raw[2] = {a, b};
+  if (!nb_check_inputs(g, op, 2, raw)) return NULL; /* name the conv, not the copy */
   nb_tensor *in[2] = {nb_contiguous(g, a), nb_contiguous(g, b)};
   return nb_node_new(g, op, 2, in, ip, CV_N, NULL, 0);
 }
@@ -308,7 +310,8 @@ nb_tensor *nb_conv2d_backward_weight(nb_graph *g, nb_tensor *x, nb_tensor *dy,
 }
 
 static nb_tensor *pool(nb_graph *g, nb_opcode op, nb_tensor *x, const nb_pool2d_params *p) {
-  if (g && x && !p) {
+  if (!nb_check_inputs(g, op, 1, &x)) return NULL;
+  if (!p) {
     nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "%s: params are NULL", nb_op_def_get(op)->name));
     return NULL;
   }

@@ -310,12 +310,13 @@ static int fail_arg(nb_graph *g, nb_status st) {
 }
 
 nb_tensor *nb_contiguous(nb_graph *g, nb_tensor *x) {
-  if (x && nb_tensor_is_contiguous(x)) return x;
+  if (!nb_check_inputs(g, NB_OP_COPY, 1, &x)) return NULL;
+  if (nb_tensor_is_contiguous(x)) return x;
   return nb_node_new(g, NB_OP_COPY, 1, &x, NULL, 0, NULL, 0);
 }
 
 nb_tensor *nb_reshape(nb_graph *g, nb_tensor *x, int ndim, const int64_t *shape) {
-  if (!g || !x) return nb_node_new(g, NB_OP_RESHAPE, 1, &x, NULL, 0, NULL, 0);
+  if (!nb_check_inputs(g, NB_OP_RESHAPE, 1, &x)) return NULL;
   if (ndim < 0 || ndim > NB_MAX_DIMS || (ndim && !shape)) {
     fail_arg(g, nb_error(NB_ERR_INVALID_ARG, "reshape: bad target rank %d or NULL shape", ndim));
     return NULL;
@@ -332,8 +333,11 @@ nb_tensor *nb_reshape(nb_graph *g, nb_tensor *x, int ndim, const int64_t *shape)
       fail_arg(g, nb_error(NB_ERR_SHAPE, "reshape: invalid dimension %lld at %d",
                            (long long)shape[i], i));
       return NULL;
-    } else {
-      known *= shape[i];
+    } else if (__builtin_mul_overflow(known, shape[i], &known)) {
+      char sx[128];
+      fail_arg(g, nb_error(NB_ERR_SHAPE, "reshape: target shape overflows (reshaping %s)",
+                           nb_shape_str(x->ndim, x->shape, sx, sizeof sx)));
+      return NULL;
     }
   }
   if (infer_at >= 0) ip[1 + infer_at] = known ? nb_tensor_numel(x) / known : 0;
@@ -345,7 +349,7 @@ nb_tensor *nb_reshape(nb_graph *g, nb_tensor *x, int ndim, const int64_t *shape)
 }
 
 nb_tensor *nb_permute(nb_graph *g, nb_tensor *x, const int *perm) {
-  if (!g || !x) return nb_node_new(g, NB_OP_PERMUTE, 1, &x, NULL, 0, NULL, 0);
+  if (!nb_check_inputs(g, NB_OP_PERMUTE, 1, &x)) return NULL;
   if (!perm && x->ndim) {
     fail_arg(g, nb_error(NB_ERR_INVALID_ARG, "permute: perm is NULL"));
     return NULL;
@@ -361,7 +365,7 @@ nb_tensor *nb_permute(nb_graph *g, nb_tensor *x, const int *perm) {
 }
 
 nb_tensor *nb_transpose(nb_graph *g, nb_tensor *x, int axis0, int axis1) {
-  if (!g || !x) return nb_permute(g, x, NULL);
+  if (!nb_check_inputs(g, NB_OP_PERMUTE, 1, &x)) return NULL;
   int a = nb_norm_axis(axis0, x->ndim), b = nb_norm_axis(axis1, x->ndim);
   if (a < 0 || b < 0) {
     fail_arg(g, nb_error(NB_ERR_INVALID_ARG, "transpose: axes (%d, %d) out of range for rank %d",
@@ -377,7 +381,7 @@ nb_tensor *nb_transpose(nb_graph *g, nb_tensor *x, int axis0, int axis1) {
 
 nb_tensor *nb_slice(nb_graph *g, nb_tensor *x, int axis, int64_t start, int64_t stop,
                     int64_t step) {
-  if (!g || !x) return nb_node_new(g, NB_OP_SLICE, 1, &x, NULL, 0, NULL, 0);
+  if (!nb_check_inputs(g, NB_OP_SLICE, 1, &x)) return NULL;
   int ax = nb_norm_axis(axis, x->ndim);
   if (ax < 0 || step <= 0) {
     fail_arg(g, nb_error(NB_ERR_INVALID_ARG,
@@ -396,7 +400,7 @@ nb_tensor *nb_slice(nb_graph *g, nb_tensor *x, int axis, int64_t start, int64_t 
 }
 
 nb_tensor *nb_broadcast_to(nb_graph *g, nb_tensor *x, int ndim, const int64_t *shape) {
-  if (!g || !x) return nb_node_new(g, NB_OP_BROADCAST, 1, &x, NULL, 0, NULL, 0);
+  if (!nb_check_inputs(g, NB_OP_BROADCAST, 1, &x)) return NULL;
   if (ndim < 0 || ndim > NB_MAX_DIMS || (ndim && !shape)) {
     fail_arg(g, nb_error(NB_ERR_INVALID_ARG, "broadcast_to: bad rank %d or NULL shape", ndim));
     return NULL;
@@ -423,12 +427,12 @@ nb_tensor *nb_sum_to(nb_graph *g, nb_tensor *x, int ndim, const int64_t *shape) 
 }
 
 nb_tensor *nb_concat(nb_graph *g, int n, nb_tensor *const *xs, int axis) {
-  if (!g) return NULL;
+  if (!nb_check_inputs(g, NB_OP_CONCAT, 0, NULL)) return NULL;
   if (n <= 0 || !xs) {
     fail_arg(g, nb_error(NB_ERR_INVALID_ARG, "concat: needs at least one input"));
     return NULL;
   }
-  if (!xs[0]) return nb_node_new(g, NB_OP_CONCAT, n, xs, NULL, 0, NULL, 0);
+  if (!nb_check_inputs(g, NB_OP_CONCAT, n, xs)) return NULL;
   int ax = nb_norm_axis(axis, xs[0]->ndim);
   if (ax < 0) {
     fail_arg(g, nb_error(NB_ERR_INVALID_ARG, "concat: axis %d out of range for rank %d", axis,
@@ -441,7 +445,7 @@ nb_tensor *nb_concat(nb_graph *g, int n, nb_tensor *const *xs, int axis) {
 }
 
 nb_tensor *nb_pad(nb_graph *g, nb_tensor *x, const int64_t *pads, float value) {
-  if (!g || !x) return nb_node_new(g, NB_OP_PAD, 1, &x, NULL, 0, NULL, 0);
+  if (!nb_check_inputs(g, NB_OP_PAD, 1, &x)) return NULL;
   if (!pads) {
     fail_arg(g, nb_error(NB_ERR_INVALID_ARG, "pad: pads is NULL"));
     return NULL;
