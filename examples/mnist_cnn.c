@@ -17,13 +17,13 @@
 
 #include "nabla/nabla.h"
 
-#define CHECK(expr)                                                                      \
-  do {                                                                                   \
-    nb_status st_ = (expr);                                                              \
-    if (st_) {                                                                           \
-      fprintf(stderr, "mnist_cnn: %s: %s\n", nb_status_name(st_), nb_last_error());     \
-      return 1;                                                                          \
-    }                                                                                    \
+#define CHECK(expr)                                                                                \
+  do {                                                                                             \
+    nb_status st_ = (expr);                                                                        \
+    if (st_) {                                                                                     \
+      fprintf(stderr, "mnist_cnn: %s: %s\n", nb_status_name(st_), nb_last_error());                \
+      return 1;                                                                                    \
+    }                                                                                              \
   } while (0)
 
 typedef struct {
@@ -41,8 +41,8 @@ static nb_tensor *param(nb_graph *g, const char *name, int ndim, const int64_t *
   return nb_param(g, name, ndim, shape, init);
 }
 
-static nb_tensor *conv_relu(nb_graph *g, nb_tensor *x, const char *name, int64_t cin,
-                            int64_t cout, uint64_t seed) {
+static nb_tensor *conv_relu(nb_graph *g, nb_tensor *x, const char *name, int64_t cin, int64_t cout,
+                            uint64_t seed) {
   char wn[64], bn[64];
   snprintf(wn, sizeof wn, "%s.weight", name);
   snprintf(bn, sizeof bn, "%s.bias", name);
@@ -159,13 +159,20 @@ static int parse(int argc, char **argv, options *o) {
       fprintf(stderr, "mnist_cnn: %s needs a value (see --help)\n", a);
       return 1;
     }
-    if (!strcmp(a, "--data")) o->data = v;
-    else if (!strcmp(a, "--epochs")) o->epochs = atoi(v);
-    else if (!strcmp(a, "--batch")) o->batch = atoi(v);
-    else if (!strcmp(a, "--lr")) o->lr = (float)atof(v);
-    else if (!strcmp(a, "--threads")) o->threads = atoi(v);
-    else if (!strcmp(a, "--seed")) o->seed = (uint64_t)atoll(v);
-    else if (!strcmp(a, "--limit")) o->limit = atoi(v);
+    if (!strcmp(a, "--data"))
+      o->data = v;
+    else if (!strcmp(a, "--epochs"))
+      o->epochs = atoi(v);
+    else if (!strcmp(a, "--batch"))
+      o->batch = atoi(v);
+    else if (!strcmp(a, "--lr"))
+      o->lr = (float)atof(v);
+    else if (!strcmp(a, "--threads"))
+      o->threads = atoi(v);
+    else if (!strcmp(a, "--seed"))
+      o->seed = (uint64_t)atoll(v);
+    else if (!strcmp(a, "--limit"))
+      o->limit = atoi(v);
     else {
       fprintf(stderr, "mnist_cnn: unknown option %s (see --help)\n", a);
       return 1;
@@ -191,7 +198,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   dataset train, test;
-  if (load_split(dir, "train", o.limit, &train) || load_split(dir, "t10k", o.limit, &test)) return 1;
+  if (load_split(dir, "train", o.limit, &train) || load_split(dir, "t10k", o.limit, &test))
+    return 1;
   printf("MNIST from %s: %lld train, %lld test images; %d threads\n", dir, (long long)train.n,
          (long long)test.n, nb_get_num_threads());
 
@@ -208,8 +216,9 @@ int main(int argc, char **argv) {
   nb_tensor *y = nb_input(g, "labels", NB_I64, 1, ls);
   nb_tensor *logits = model(g, x, o.seed);
   nb_tensor *loss = nb_cross_entropy(g, logits, y, 0.0f);
-  nb_tensor *correct = nb_sum(g, nb_eq(g, nb_cast(g, nb_argmax(g, logits, 1, 0), NB_F32),
-                                       nb_cast(g, y, NB_F32)), 0, NULL, 0);
+  nb_tensor *correct =
+      nb_sum(g, nb_eq(g, nb_cast(g, nb_argmax(g, logits, 1, 0), NB_F32), nb_cast(g, y, NB_F32)), 0,
+             NULL, 0);
   nb_tensor_set_output(loss);
   nb_tensor_set_output(correct);
   CHECK(nb_graph_status(g));
@@ -220,8 +229,8 @@ int main(int argc, char **argv) {
   CHECK(nb_compile(g, cpu, state, NULL, &step));
   nb_plan_stats s = nb_plan_get_stats(step);
   printf("train plan: %d nodes, %d kernels (%d fused groups, %d in place), arena %.1f MB "
-         "(naive %.1f MB)\n", s.nodes, s.kernels, s.fused_groups, s.inplace,
-         s.arena_bytes / 1e6, s.naive_bytes / 1e6);
+         "(naive %.1f MB)\n",
+         s.nodes, s.kernels, s.fused_groups, s.inplace, s.arena_bytes / 1e6, s.naive_bytes / 1e6);
 
   /* evaluation: same parameters (same names, same state), batch 500 */
   int64_t EB = test.n % 500 == 0 ? 500 : 1;
@@ -231,8 +240,9 @@ int main(int argc, char **argv) {
   nb_tensor *ey = nb_input(ge, "labels", NB_I64, 1, els);
   nb_tensor *elogits = model(ge, ex, o.seed);
   nb_tensor *eloss = nb_cross_entropy(ge, elogits, ey, 0.0f);
-  nb_tensor *ecorrect = nb_sum(ge, nb_eq(ge, nb_cast(ge, nb_argmax(ge, elogits, 1, 0), NB_F32),
-                                         nb_cast(ge, ey, NB_F32)), 0, NULL, 0);
+  nb_tensor *ecorrect = nb_sum(
+      ge, nb_eq(ge, nb_cast(ge, nb_argmax(ge, elogits, 1, 0), NB_F32), nb_cast(ge, ey, NB_F32)), 0,
+      NULL, 0);
   nb_tensor_set_output(eloss);
   nb_tensor_set_output(ecorrect);
   nb_plan *eval;
@@ -281,7 +291,8 @@ int main(int argc, char **argv) {
     t_train += now() - t0;
     double eloss_sum = 0, ehits = 0;
     for (int64_t b = 0; b < test.n / EB; b++) {
-      CHECK(nb_plan_set_input(eval, ex, test.images + b * EB * 784, (size_t)EB * 784 * sizeof(float)));
+      CHECK(nb_plan_set_input(eval, ex, test.images + b * EB * 784,
+                              (size_t)EB * 784 * sizeof(float)));
       CHECK(nb_plan_set_input(eval, ey, test.labels + b * EB, (size_t)EB * sizeof(int64_t)));
       CHECK(nb_plan_run(eval));
       float l, c;

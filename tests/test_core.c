@@ -127,7 +127,7 @@ static void test_views_no_copy(void **state) {
   for (int i = 0; i < 24; i++) data[i] = (float)i;
   nb_tensor *x = nb_input(g, "x", NB_F32, 3, shape);
   nb_tensor *t = nb_permute(g, x, (int[]){2, 0, 1}); /* [4, 2, 3] */
-  nb_tensor *s = nb_slice(g, t, 0, 1, 4, 2);          /* rows 1 and 3: [2, 2, 3] */
+  nb_tensor *s = nb_slice(g, t, 0, 1, 4, 2);         /* rows 1 and 3: [2, 2, 3] */
   assert_false(nb_tensor_is_contiguous(s));
   int64_t r_shape[2] = {6, 4};
   nb_tensor *r = nb_reshape(g, x, 2, r_shape); /* contiguous: a view */
@@ -345,12 +345,18 @@ static void test_grad_accumulates(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_dtype_table),     cmocka_unit_test(test_f16_roundtrip_all),
-      cmocka_unit_test(test_bf16_roundtrip_all), cmocka_unit_test(test_half_rounding),
-      cmocka_unit_test(test_convert),         cmocka_unit_test(test_rng),
-      cmocka_unit_test(test_shape_str),       cmocka_unit_test(test_views_no_copy),
-      cmocka_unit_test(test_fusion),          cmocka_unit_test(test_memplan_reuse),
-      cmocka_unit_test(test_variables_and_assign), cmocka_unit_test(test_grad_accumulates),
+      cmocka_unit_test(test_dtype_table),
+      cmocka_unit_test(test_f16_roundtrip_all),
+      cmocka_unit_test(test_bf16_roundtrip_all),
+      cmocka_unit_test(test_half_rounding),
+      cmocka_unit_test(test_convert),
+      cmocka_unit_test(test_rng),
+      cmocka_unit_test(test_shape_str),
+      cmocka_unit_test(test_views_no_copy),
+      cmocka_unit_test(test_fusion),
+      cmocka_unit_test(test_memplan_reuse),
+      cmocka_unit_test(test_variables_and_assign),
+      cmocka_unit_test(test_grad_accumulates),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -103,9 +103,12 @@ static void test_bad_hyperparameters(void **s) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_sgd),     cmocka_unit_test(test_sgd_momentum_wd),
-      cmocka_unit_test(test_sgd_nesterov), cmocka_unit_test(test_adam),
-      cmocka_unit_test(test_adam_l2), cmocka_unit_test(test_adamw),
+      cmocka_unit_test(test_sgd),
+      cmocka_unit_test(test_sgd_momentum_wd),
+      cmocka_unit_test(test_sgd_nesterov),
+      cmocka_unit_test(test_adam),
+      cmocka_unit_test(test_adam_l2),
+      cmocka_unit_test(test_adamw),
       cmocka_unit_test(test_bad_hyperparameters),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -26,7 +26,8 @@ void tu_assert_close(const char *what, const float *got, const float *want, size
     if (isnan(g) && isnan(w)) continue;
     if (isinf(w) && g == w) continue;
     if (!(fabs(g - w) <= atol + rtol * fabs(w)))
-      fail_msg("%s: element %zu: got %.8g, want %.8g (atol %g, rtol %g)", what, i, g, w, atol, rtol);
+      fail_msg("%s: element %zu: got %.8g, want %.8g (atol %g, rtol %g)", what, i, g, w, atol,
+               rtol);
   }
 }
 
@@ -72,7 +73,8 @@ static void harness_compile(harness *h, int n_in) {
   TU_OK(nb_backend_new("cpu", &h->be));
   TU_OK(nb_state_new(h->be, &h->st));
   TU_OK(nb_compile(h->g, h->be, h->st, NULL, &h->plan));
-  for (int i = 0; i < n_in; i++) TU_OK(nb_plan_set_input(h->plan, h->x[i], h->data[i], h->bytes[i]));
+  for (int i = 0; i < n_in; i++)
+    TU_OK(nb_plan_set_input(h->plan, h->x[i], h->data[i], h->bytes[i]));
 }
 
 static void harness_free(harness *h, int n_in) {
@@ -138,7 +140,8 @@ void tu_gradcheck(const char *name, tu_build_fn build, void *ctx, int n_in, cons
     float *analytic = calloc((size_t)(n ? n : 1), sizeof *analytic);
     if (grads[i]) {
       /* re-run with clean inputs: the plan may have been run with perturbed data */
-      for (int k = 0; k < n_in; k++) TU_OK(nb_plan_set_input(h.plan, h.x[k], h.data[k], h.bytes[k]));
+      for (int k = 0; k < n_in; k++)
+        TU_OK(nb_plan_set_input(h.plan, h.x[k], h.data[k], h.bytes[k]));
       TU_OK(nb_plan_run(h.plan));
       TU_OK(nb_plan_get(h.plan, grads[i], analytic, (size_t)n * sizeof(float)));
     }
@@ -203,7 +206,8 @@ tu_ref *tu_ref_load(const char *file) {
   while (fscanf(f, "%255s", tok) == 1) {
     if (tok[0] == '#') {
       int ch;
-      while ((ch = fgetc(f)) != EOF && ch != '\n') {}
+      while ((ch = fgetc(f)) != EOF && ch != '\n') {
+      }
       continue;
     }
     if (!strcmp(tok, "case")) {
@@ -228,10 +232,12 @@ tu_ref *tu_ref_load(const char *file) {
       a->shape[d] = v;
       a->numel *= v;
     }
-    if (fscanf(f, " %255s", tok) != 1 || strcmp(tok, ":")) fail_msg("%s: missing ':' in %s", path, cur);
+    if (fscanf(f, " %255s", tok) != 1 || strcmp(tok, ":"))
+      fail_msg("%s: missing ':' in %s", path, cur);
     a->v = malloc((size_t)(a->numel ? a->numel : 1) * sizeof *a->v);
     for (int64_t i = 0; i < a->numel; i++) {
-      if (fscanf(f, "%255s", tok) != 1) fail_msg("%s: truncated values in %s/%s", path, cur, a->name);
+      if (fscanf(f, "%255s", tok) != 1)
+        fail_msg("%s: truncated values in %s/%s", path, cur, a->name);
       a->v[i] = strtof(tok, NULL); /* accepts nan, inf */
     }
   }

@@ -79,12 +79,12 @@ uint64_t nb_plan_step(const nb_plan *p);
 void nb_plan_set_step(nb_plan *p, uint64_t step);
 
 typedef struct nb_plan_stats {
-  size_t arena_bytes;  /* size of the one arena holding all intermediates */
-  size_t naive_bytes;  /* sum of the sizes of all planned intermediates */
-  int nodes;           /* graph nodes kept after dead-node elimination */
-  int kernels;         /* kernels launched per run after fusion */
-  int fused_groups;    /* elementwise groups with more than one op */
-  int inplace;         /* nodes written over a dying input */
+  size_t arena_bytes; /* size of the one arena holding all intermediates */
+  size_t naive_bytes; /* sum of the sizes of all planned intermediates */
+  int nodes;          /* graph nodes kept after dead-node elimination */
+  int kernels;        /* kernels launched per run after fusion */
+  int fused_groups;   /* elementwise groups with more than one op */
+  int inplace;        /* nodes written over a dying input */
 } nb_plan_stats;
 
 nb_plan_stats nb_plan_get_stats(const nb_plan *p);

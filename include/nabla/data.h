@@ -13,7 +13,7 @@ typedef struct nb_idx {
   nb_dtype dtype; /* u8, i32 or f32 (IDX i8/i16/f64 are converted to i32/f32) */
   int ndim;
   int64_t shape[NB_MAX_DIMS];
-  void *data;     /* numel * dtype size bytes, owned by the struct */
+  void *data; /* numel * dtype size bytes, owned by the struct */
 } nb_idx;
 
 /* Reads `path` (".gz" or not, detected from the gzip magic). A missing,

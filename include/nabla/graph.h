@@ -168,8 +168,7 @@ nb_tensor *nb_permute(nb_graph *g, nb_tensor *x, const int *perm);
 nb_tensor *nb_transpose(nb_graph *g, nb_tensor *x, int axis0, int axis1);
 /* Python-style x[start:stop:step] along one axis (negative indices count
  * from the end, out-of-range values are clamped, step > 0). */
-nb_tensor *nb_slice(nb_graph *g, nb_tensor *x, int axis, int64_t start, int64_t stop,
-                    int64_t step);
+nb_tensor *nb_slice(nb_graph *g, nb_tensor *x, int axis, int64_t start, int64_t stop, int64_t step);
 nb_tensor *nb_broadcast_to(nb_graph *g, nb_tensor *x, int ndim, const int64_t *shape);
 /* Dense row-major copy (returns x itself if it already is). */
 nb_tensor *nb_contiguous(nb_graph *g, nb_tensor *x);
@@ -234,8 +233,8 @@ nb_tensor *nb_batch_norm(nb_graph *g, nb_tensor *x, nb_tensor *gamma, nb_tensor 
                          float momentum, float eps);
 /* Normalises over the last `nlast` axes; gamma/beta have those axes' shape
  * (may be NULL). */
-nb_tensor *nb_layer_norm(nb_graph *g, nb_tensor *x, int nlast, nb_tensor *gamma,
-                         nb_tensor *beta, float eps);
+nb_tensor *nb_layer_norm(nb_graph *g, nb_tensor *x, int nlast, nb_tensor *gamma, nb_tensor *beta,
+                         float eps);
 nb_tensor *nb_softmax(nb_graph *g, nb_tensor *x, int axis);
 nb_tensor *nb_log_softmax(nb_graph *g, nb_tensor *x, int axis);
 /* Mean cross-entropy of logits [N, C] against integer labels [N], with

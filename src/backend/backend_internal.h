@@ -35,7 +35,7 @@ typedef struct nb_kernel_call {
   int n_in;
   void *workspace;
   size_t workspace_bytes;
-  uint64_t step;              /* plan run counter, for dropout */
+  uint64_t step;               /* plan run counter, for dropout */
   const nb_fused_group *group; /* elementwise nodes: the group ending here */
 } nb_kernel_call;
 

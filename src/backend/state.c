@@ -106,8 +106,9 @@ nb_status nb_state_bind(nb_state *st, const nb_tensor *var, nb_state_var **out) 
     if (!ok) {
       char s0[128], s1[128];
       return nb_error(NB_ERR_SHAPE, "variable '%s' is %s %s in the state but %s %s in the graph",
-                      var->name, nb_dtype_name(v->dtype), nb_shape_str(v->ndim, v->shape, s0, sizeof s0),
-                      nb_dtype_name(var->dtype), nb_shape_str(var->ndim, var->shape, s1, sizeof s1));
+                      var->name, nb_dtype_name(v->dtype),
+                      nb_shape_str(v->ndim, v->shape, s0, sizeof s0), nb_dtype_name(var->dtype),
+                      nb_shape_str(var->ndim, var->shape, s1, sizeof s1));
     }
     *out = v;
     return NB_OK;

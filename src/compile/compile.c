@@ -47,8 +47,9 @@ static nb_status assign_storage(nb_plan *p) {
         in->kind = NB_STORE_VIEW;
       } else {
         st = be->vt->supports(be, t);
-        if (st) return nb_error(st, "node %d (%s) on %s: %s", i, nb_op_def_get(t->op)->name,
-                                be->name, nb_last_error());
+        if (st)
+          return nb_error(st, "node %d (%s) on %s: %s", i, nb_op_def_get(t->op)->name, be->name,
+                          nb_last_error());
         in->kind = NB_STORE_ARENA;
       }
     }

@@ -15,24 +15,24 @@ typedef enum nb_storage_kind {
 } nb_storage_kind;
 
 typedef struct nb_node_info {
-  int keep;          /* needed by an output or an assign */
-  int output;        /* marked with nb_tensor_set_output() when compiled */
-  int group;         /* fused group id (elementwise nodes), else -1 */
-  int step;          /* launch index that produces it, -1 if none */
-  int last_use;      /* last launch index that reads its storage */
-  int n_consumers;   /* kept nodes reading it (through views too) */
+  int keep;        /* needed by an output or an assign */
+  int output;      /* marked with nb_tensor_set_output() when compiled */
+  int group;       /* fused group id (elementwise nodes), else -1 */
+  int step;        /* launch index that produces it, -1 if none */
+  int last_use;    /* last launch index that reads its storage */
+  int n_consumers; /* kept nodes reading it (through views too) */
   nb_storage_kind kind;
-  size_t offset;     /* arena offset */
+  size_t offset; /* arena offset */
   size_t bytes;
-  void *own;         /* input/constant buffer, or state data */
-  int inplace_of;    /* node whose arena region this one took over, or -1 */
+  void *own;             /* input/constant buffer, or state data */
+  int inplace_of;        /* node whose arena region this one took over, or -1 */
   nb_fused_group *fused; /* the elementwise group ending at this node */
 } nb_node_info;
 
 typedef struct nb_launch {
   nb_tensor *node; /* the node written (the last member for a group) */
   nb_fused_group *group;
-  void **in;       /* resolved input pointers, filled per run */
+  void **in; /* resolved input pointers, filled per run */
 } nb_launch;
 
 struct nb_plan {
@@ -57,13 +57,11 @@ struct nb_plan {
 nb_status nb_pass_verify(nb_plan *p);
 nb_status nb_pass_dce(nb_plan *p);
 nb_status nb_pass_fuse(nb_plan *p);
-nb_status nb_pass_schedule(nb_plan *p);   /* launches + liveness */
-nb_status nb_pass_memplan(nb_plan *p);    /* arena offsets, in-place */
+nb_status nb_pass_schedule(nb_plan *p); /* launches + liveness */
+nb_status nb_pass_memplan(nb_plan *p);  /* arena offsets, in-place */
 
 /* The node whose storage `t` reads (itself unless a view). */
-static inline const nb_tensor *nb_storage_of(const nb_tensor *t) {
-  return t->base ? t->base : t;
-}
+static inline const nb_tensor *nb_storage_of(const nb_tensor *t) { return t->base ? t->base : t; }
 
 /* First byte of `t`'s data in the plan (after compile). */
 void *nb_plan_data(const nb_plan *p, const nb_tensor *t);

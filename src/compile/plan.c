@@ -89,8 +89,8 @@ nb_status nb_plan_get(nb_plan *p, const nb_tensor *t, void *dst, size_t bytes) {
   if (st) return st;
   size_t want = (size_t)nb_tensor_numel(t) * nb_dtype_size(t->dtype);
   if (bytes != want)
-    return nb_error(NB_ERR_INVALID_ARG, "nb_plan_get: node %d (%s) holds %zu bytes, got %zu",
-                    t->id, nb_op_def_get(t->op)->name, want, bytes);
+    return nb_error(NB_ERR_INVALID_ARG, "nb_plan_get: node %d (%s) holds %zu bytes, got %zu", t->id,
+                    nb_op_def_get(t->op)->name, want, bytes);
   const nb_tensor *owner = nb_storage_of(t);
   int leaf = owner->op == NB_OP_INPUT || owner->op == NB_OP_VARIABLE || owner->op == NB_OP_CONSTANT;
   /* Ask the plan, not the node: a node marked as output after nb_compile()

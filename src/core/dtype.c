@@ -9,9 +9,9 @@ static const struct {
   const char *alias;
   size_t size;
 } dtype_info[NB_DTYPE_COUNT] = {
-    [NB_F32] = {"f32", "float32", 4}, [NB_F16] = {"f16", "float16", 2},
+    [NB_F32] = {"f32", "float32", 4},    [NB_F16] = {"f16", "float16", 2},
     [NB_BF16] = {"bf16", "bfloat16", 2}, [NB_I32] = {"i32", "int32", 4},
-    [NB_I64] = {"i64", "int64", 8},   [NB_U8] = {"u8", "uint8", 1},
+    [NB_I64] = {"i64", "int64", 8},      [NB_U8] = {"u8", "uint8", 1},
 };
 
 int nb_dtype_valid(int dt) { return dt >= 0 && dt < NB_DTYPE_COUNT; }
@@ -120,10 +120,10 @@ static void store_elem(void *p, nb_dtype dt, size_t i, double v) {
   case NB_I32: ((int32_t *)p)[i] = (int32_t)saturate(trunc(v), -2147483648.0, 2147483647.0); break;
   case NB_I64:
     /* 2^63 is the first double past INT64_MAX: saturate exactly there */
-    ((int64_t *)p)[i] = isnan(v)                      ? 0
-                        : v >= 9223372036854775808.0  ? INT64_MAX
-                        : v < -9223372036854775808.0  ? INT64_MIN
-                                                      : (int64_t)trunc(v);
+    ((int64_t *)p)[i] = isnan(v)                     ? 0
+                        : v >= 9223372036854775808.0 ? INT64_MAX
+                        : v < -9223372036854775808.0 ? INT64_MIN
+                                                     : (int64_t)trunc(v);
     break;
   case NB_U8: ((uint8_t *)p)[i] = (uint8_t)saturate(trunc(v), 0, 255); break;
   default: break;
@@ -149,8 +149,7 @@ nb_status nb_convert(const void *src, nb_dtype src_dt, void *dst, nb_dtype dst_d
   }
   if (src_dt == NB_I64 && nb_dtype_is_float(dst_dt)) {
     /* i64 -> f32 directly: going through double would round twice */
-    for (size_t i = 0; i < n; i++)
-      store_elem(dst, dst_dt, i, (float)((const int64_t *)src)[i]);
+    for (size_t i = 0; i < n; i++) store_elem(dst, dst_dt, i, (float)((const int64_t *)src)[i]);
     return NB_OK;
   }
   for (size_t i = 0; i < n; i++) store_elem(dst, dst_dt, i, load_elem(src, src_dt, i));

@@ -44,12 +44,30 @@ nb_status nb_idx_load(const char *path, nb_idx *out) {
   size_t src_size = 0;
   nb_dtype dt = NB_U8;
   switch (type) {
-  case 0x08: src_size = 1; dt = NB_U8; break;
-  case 0x09: src_size = 1; dt = NB_I32; break;
-  case 0x0B: src_size = 2; dt = NB_I32; break;
-  case 0x0C: src_size = 4; dt = NB_I32; break;
-  case 0x0D: src_size = 4; dt = NB_F32; break;
-  case 0x0E: src_size = 8; dt = NB_F32; break;
+  case 0x08:
+    src_size = 1;
+    dt = NB_U8;
+    break;
+  case 0x09:
+    src_size = 1;
+    dt = NB_I32;
+    break;
+  case 0x0B:
+    src_size = 2;
+    dt = NB_I32;
+    break;
+  case 0x0C:
+    src_size = 4;
+    dt = NB_I32;
+    break;
+  case 0x0D:
+    src_size = 4;
+    dt = NB_F32;
+    break;
+  case 0x0E:
+    src_size = 8;
+    dt = NB_F32;
+    break;
   default:
     if (!st) st = nb_error(NB_ERR_FORMAT, "%s: unknown IDX type code 0x%02x at byte 2", path, type);
   }

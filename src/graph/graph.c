@@ -162,16 +162,16 @@ int nb_check_inputs(nb_graph *g, nb_opcode op, int n_in, nb_tensor *const *in) {
       return 0;
     }
     if (in[i]->graph != g) {
-      nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG,
-                                "%s: input %d belongs to a different graph", opname, i));
+      nb_graph_fail(
+          g, nb_error(NB_ERR_INVALID_ARG, "%s: input %d belongs to a different graph", opname, i));
       return 0;
     }
   }
   return 1;
 }
 
-nb_tensor *nb_node_new(nb_graph *g, nb_opcode op, int n_in, nb_tensor *const *in,
-                       const int64_t *ip, int n_ip, const float *fp, int n_fp) {
+nb_tensor *nb_node_new(nb_graph *g, nb_opcode op, int n_in, nb_tensor *const *in, const int64_t *ip,
+                       int n_ip, const float *fp, int n_fp) {
   if (!nb_check_inputs(g, op, n_in, in)) return NULL;
   const char *opname = nb_op_def_get(op)->name;
   if (n_ip > NB_OP_IPARAMS || n_fp > NB_OP_FPARAMS) {
@@ -233,8 +233,8 @@ static nb_status check_shape(const char *what, int ndim, const int64_t *shape) {
   return check_dims(what, ndim, shape);
 }
 
-static nb_tensor *leaf(nb_graph *g, nb_opcode op, const char *what, const char *name,
-                       nb_dtype dt, int ndim, const int64_t *shape) {
+static nb_tensor *leaf(nb_graph *g, nb_opcode op, const char *what, const char *name, nb_dtype dt,
+                       int ndim, const int64_t *shape) {
   if (!g) {
     nb_error(NB_ERR_INVALID_ARG, "%s: graph is NULL", what);
     return NULL;
@@ -300,9 +300,7 @@ nb_tensor *nb_constant(nb_graph *g, nb_dtype dt, int ndim, const int64_t *shape,
   return t;
 }
 
-nb_tensor *nb_scalar(nb_graph *g, float value) {
-  return nb_constant(g, NB_F32, 0, NULL, &value);
-}
+nb_tensor *nb_scalar(nb_graph *g, float value) { return nb_constant(g, NB_F32, 0, NULL, &value); }
 
 /* ---- accessors ------------------------------------------------------------- */
 

@@ -98,7 +98,6 @@ enum {
   NB_FLAG_NEEDS_GRAD = 1u << 2, /* set by autodiff: on a path from a grad leaf */
 };
 
-
 #define NB_OP_IPARAMS 20
 #define NB_OP_FPARAMS 4
 
@@ -126,9 +125,7 @@ struct nb_tensor {
 };
 
 /* True when autodiff needs the gradient of t (backward rules skip others). */
-static inline int nb_needs_grad(const nb_tensor *t) {
-  return t && (t->flags & NB_FLAG_NEEDS_GRAD);
-}
+static inline int nb_needs_grad(const nb_tensor *t) { return t && (t->flags & NB_FLAG_NEEDS_GRAD); }
 
 struct nb_graph {
   nb_tensor **nodes;
@@ -159,8 +156,8 @@ void *nb_graph_alloc(nb_graph *g, size_t bytes); /* zeroed; NULL on OOM */
 /* Creates a node of `op` with inputs and params, runs the op's infer, and
  * records any error (prefixed with the op name) in the graph. Returns NULL
  * if any input is NULL or on error. */
-nb_tensor *nb_node_new(nb_graph *g, nb_opcode op, int n_in, nb_tensor *const *in,
-                       const int64_t *ip, int n_ip, const float *fp, int n_fp);
+nb_tensor *nb_node_new(nb_graph *g, nb_opcode op, int n_in, nb_tensor *const *in, const int64_t *ip,
+                       int n_ip, const float *fp, int n_fp);
 /* Checks the graph and the inputs of an op about to be built: 0 (and an
  * error recorded, naming `op`) if g is NULL or an input is NULL or belongs to
  * another graph. Constructors that may return an input unchanged (identity

@@ -35,9 +35,9 @@ const nb_op_def *nb_op_def_get(nb_opcode op) {
 /* Functions built from the ops above; listed so `nabla ops` shows the whole
  * surface a user can call. Their gradients come from their parts. */
 static const char *const composites[] = {
-    "mean",        "var",           "logsumexp",  "global_avg_pool2d", "batch_norm",
-    "layer_norm",  "cross_entropy", "nll_loss",   "mse_loss",          "bce_with_logits",
-    "embedding",   "transpose",     "contiguous",
+    "mean",       "var",           "logsumexp",  "global_avg_pool2d", "batch_norm",
+    "layer_norm", "cross_entropy", "nll_loss",   "mse_loss",          "bce_with_logits",
+    "embedding",  "transpose",     "contiguous",
 };
 
 #define N_COMPOSITES ((int)(sizeof composites / sizeof composites[0]))

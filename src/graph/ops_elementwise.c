@@ -19,8 +19,8 @@ int nb_broadcast_shapes(int na, const int64_t *a, int nb, const int64_t *b, int 
 
 static nb_status need_f32(const nb_tensor *t, int i) {
   if (t->in[i]->dtype != NB_F32)
-    return nb_error(NB_ERR_DTYPE, "input %d has dtype %s, this op computes in f32 (use nb_cast)",
-                    i, nb_dtype_name(t->in[i]->dtype));
+    return nb_error(NB_ERR_DTYPE, "input %d has dtype %s, this op computes in f32 (use nb_cast)", i,
+                    nb_dtype_name(t->in[i]->dtype));
   return NB_OK;
 }
 
@@ -117,8 +117,7 @@ static nb_status bwd_mul(nb_graph *g, nb_tensor *node, nb_tensor *gout, nb_tenso
 
 static nb_status bwd_div(nb_graph *g, nb_tensor *node, nb_tensor *gout, nb_tensor **gin) {
   if (nb_needs_grad(A)) gin[0] = sum_to_in(g, nb_div(g, gout, B), A);
-  if (nb_needs_grad(B))
-    gin[1] = sum_to_in(g, nb_neg(g, nb_mul(g, gout, nb_div(g, node, B))), B);
+  if (nb_needs_grad(B)) gin[1] = sum_to_in(g, nb_neg(g, nb_mul(g, gout, nb_div(g, node, B))), B);
   return NB_OK;
 }
 
@@ -170,9 +169,7 @@ static nb_status bwd_unary(nb_graph *g, nb_tensor *node, nb_tensor *gout, nb_ten
   case NB_OP_EXP: d = y; break;
   case NB_OP_LOG: gin[0] = nb_div(g, gout, x); return NB_OK;
   case NB_OP_SQRT: gin[0] = nb_div(g, gout, nb_mul(g, y, nb_scalar(g, 2.0f))); return NB_OK;
-  case NB_OP_RSQRT:
-    d = nb_mul(g, nb_mul(g, y, nb_square(g, y)), nb_scalar(g, -0.5f));
-    break;
+  case NB_OP_RSQRT: d = nb_mul(g, nb_mul(g, y, nb_square(g, y)), nb_scalar(g, -0.5f)); break;
   case NB_OP_SQUARE: d = nb_mul(g, x, nb_scalar(g, 2.0f)); break;
   case NB_OP_RECIPROCAL: d = nb_neg(g, nb_square(g, y)); break;
   case NB_OP_TANH:
@@ -185,8 +182,7 @@ static nb_status bwd_unary(nb_graph *g, nb_tensor *node, nb_tensor *gout, nb_ten
     break;
   case NB_OP_RELU: d = nb_gt(g, y, nb_scalar(g, 0.0f)); break;
   case NB_OP_LEAKY_RELU:
-    d = nb_where(g, nb_gt(g, x, nb_scalar(g, 0.0f)), nb_scalar(g, 1.0f),
-                 nb_scalar(g, node->fp[0]));
+    d = nb_where(g, nb_gt(g, x, nb_scalar(g, 0.0f)), nb_scalar(g, 1.0f), nb_scalar(g, node->fp[0]));
     break;
   case NB_OP_GELU: {
     nb_tensor *in[2] = {x, gout};
@@ -202,8 +198,7 @@ static nb_status bwd_unary(nb_graph *g, nb_tensor *node, nb_tensor *gout, nb_ten
   }
   case NB_OP_SOFTPLUS: {
     nb_tensor *bx = nb_mul(g, x, nb_scalar(g, node->fp[0]));
-    d = nb_where(g, nb_gt(g, bx, nb_scalar(g, node->fp[1])), nb_scalar(g, 1.0f),
-                 nb_sigmoid(g, bx));
+    d = nb_where(g, nb_gt(g, bx, nb_scalar(g, node->fp[1])), nb_scalar(g, 1.0f), nb_sigmoid(g, bx));
     break;
   }
   case NB_OP_CLAMP:
@@ -235,10 +230,13 @@ void nb_register_ops_elementwise(nb_op_def *t) {
     nb_opcode op;
     const char *name;
   } binary[] = {
-      {NB_OP_ADD, "add"}, {NB_OP_SUB, "sub"}, {NB_OP_MUL, "mul"},         {NB_OP_DIV, "div"},
-      {NB_OP_POW, "pow"}, {NB_OP_MAXIMUM, "maximum"}, {NB_OP_MINIMUM, "minimum"},
-      {NB_OP_EQ, "eq"},   {NB_OP_NE, "ne"},   {NB_OP_LT, "lt"},           {NB_OP_LE, "le"},
-      {NB_OP_GT, "gt"},   {NB_OP_GE, "ge"},   {NB_OP_GELU_BWD, "gelu_backward"},
+      {NB_OP_ADD, "add"},         {NB_OP_SUB, "sub"},
+      {NB_OP_MUL, "mul"},         {NB_OP_DIV, "div"},
+      {NB_OP_POW, "pow"},         {NB_OP_MAXIMUM, "maximum"},
+      {NB_OP_MINIMUM, "minimum"}, {NB_OP_EQ, "eq"},
+      {NB_OP_NE, "ne"},           {NB_OP_LT, "lt"},
+      {NB_OP_LE, "le"},           {NB_OP_GT, "gt"},
+      {NB_OP_GE, "ge"},           {NB_OP_GELU_BWD, "gelu_backward"},
   };
   for (size_t i = 0; i < sizeof binary / sizeof binary[0]; i++)
     t[binary[i].op] = (nb_op_def){binary[i].name, NB_FUSE_ELEMWISE, infer_broadcast_n, bwd_none};
@@ -256,15 +254,24 @@ void nb_register_ops_elementwise(nb_op_def *t) {
     nb_opcode op;
     const char *name;
   } unary[] = {
-      {NB_OP_NEG, "neg"},         {NB_OP_ABS, "abs"},
-      {NB_OP_SIGN, "sign"},       {NB_OP_EXP, "exp"},
-      {NB_OP_LOG, "log"},         {NB_OP_SQRT, "sqrt"},
-      {NB_OP_RSQRT, "rsqrt"},     {NB_OP_SQUARE, "square"},
-      {NB_OP_RECIPROCAL, "reciprocal"}, {NB_OP_TANH, "tanh"},
-      {NB_OP_SIGMOID, "sigmoid"}, {NB_OP_RELU, "relu"},
-      {NB_OP_LEAKY_RELU, "leaky_relu"}, {NB_OP_GELU, "gelu"},
-      {NB_OP_SILU, "silu"},       {NB_OP_SOFTPLUS, "softplus"},
-      {NB_OP_CLAMP, "clamp"},     {NB_OP_DROPOUT, "dropout"},
+      {NB_OP_NEG, "neg"},
+      {NB_OP_ABS, "abs"},
+      {NB_OP_SIGN, "sign"},
+      {NB_OP_EXP, "exp"},
+      {NB_OP_LOG, "log"},
+      {NB_OP_SQRT, "sqrt"},
+      {NB_OP_RSQRT, "rsqrt"},
+      {NB_OP_SQUARE, "square"},
+      {NB_OP_RECIPROCAL, "reciprocal"},
+      {NB_OP_TANH, "tanh"},
+      {NB_OP_SIGMOID, "sigmoid"},
+      {NB_OP_RELU, "relu"},
+      {NB_OP_LEAKY_RELU, "leaky_relu"},
+      {NB_OP_GELU, "gelu"},
+      {NB_OP_SILU, "silu"},
+      {NB_OP_SOFTPLUS, "softplus"},
+      {NB_OP_CLAMP, "clamp"},
+      {NB_OP_DROPOUT, "dropout"},
   };
   for (size_t i = 0; i < sizeof unary / sizeof unary[0]; i++)
     t[unary[i].op] = (nb_op_def){unary[i].name, NB_FUSE_ELEMWISE, infer_unary, bwd_unary};
@@ -334,8 +341,8 @@ nb_tensor *nb_silu(nb_graph *g, nb_tensor *x) { return unary(g, NB_OP_SILU, x, N
 nb_tensor *nb_softplus(nb_graph *g, nb_tensor *x, float beta, float threshold) {
   float fp[2] = {beta, threshold};
   if (g && x && !(beta > 0.0f)) {
-    nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "softplus: beta must be > 0, got %g",
-                              (double)beta));
+    nb_graph_fail(g,
+                  nb_error(NB_ERR_INVALID_ARG, "softplus: beta must be > 0, got %g", (double)beta));
     return NULL;
   }
   return unary(g, NB_OP_SOFTPLUS, x, fp, 2);
@@ -368,8 +375,8 @@ nb_tensor *nb_dropout(nb_graph *g, nb_tensor *x, float p, uint64_t seed, int tra
   if (!training || p == 0.0f) {
     if (!identity_ok(g, "dropout", x)) return NULL;
     if (!(p >= 0.0f && p < 1.0f)) {
-      nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "dropout: p = %g is outside [0, 1)",
-                                (double)p));
+      nb_graph_fail(g,
+                    nb_error(NB_ERR_INVALID_ARG, "dropout: p = %g is outside [0, 1)", (double)p));
       return NULL;
     }
     return x;

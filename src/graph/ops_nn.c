@@ -88,9 +88,10 @@ static int check_channel_param(nb_graph *g, const nb_tensor *p, const nb_tensor 
   if (!p) return 1;
   if (p->ndim != 1 || p->shape[0] != x->shape[1]) {
     char s0[128], s1[128];
-    nb_graph_fail(g, nb_error(NB_ERR_SHAPE, "batch_norm: %s has shape %s, expected [%lld] for input %s",
-                              what, nb_shape_str(p->ndim, p->shape, s0, sizeof s0),
-                              (long long)x->shape[1], nb_shape_str(x->ndim, x->shape, s1, sizeof s1)));
+    nb_graph_fail(
+        g, nb_error(NB_ERR_SHAPE, "batch_norm: %s has shape %s, expected [%lld] for input %s", what,
+                    nb_shape_str(p->ndim, p->shape, s0, sizeof s0), (long long)x->shape[1],
+                    nb_shape_str(x->ndim, x->shape, s1, sizeof s1)));
     return 0;
   }
   return 1;
@@ -101,8 +102,8 @@ nb_tensor *nb_batch_norm(nb_graph *g, nb_tensor *x, nb_tensor *gamma, nb_tensor 
                          float momentum, float eps) {
   if (!have_args(g, "batch_norm", 1, &x, (const char *const[]){"input x"})) return NULL;
   if (x->ndim < 2) {
-    nb_graph_fail(g, nb_error(NB_ERR_SHAPE, "batch_norm: input must be [N, C, ...], got rank %d",
-                              x->ndim));
+    nb_graph_fail(
+        g, nb_error(NB_ERR_SHAPE, "batch_norm: input must be [N, C, ...], got rank %d", x->ndim));
     return NULL;
   }
   if (!check_channel_param(g, gamma, x, "gamma") || !check_channel_param(g, beta, x, "beta") ||
@@ -146,12 +147,12 @@ nb_tensor *nb_batch_norm(nb_graph *g, nb_tensor *x, nb_tensor *gamma, nb_tensor 
   return y;
 }
 
-nb_tensor *nb_layer_norm(nb_graph *g, nb_tensor *x, int nlast, nb_tensor *gamma,
-                         nb_tensor *beta, float eps) {
+nb_tensor *nb_layer_norm(nb_graph *g, nb_tensor *x, int nlast, nb_tensor *gamma, nb_tensor *beta,
+                         float eps) {
   if (!have_args(g, "layer_norm", 1, &x, (const char *const[]){"input x"})) return NULL;
   if (nlast <= 0 || nlast > x->ndim) {
-    nb_graph_fail(g, nb_error(NB_ERR_INVALID_ARG, "layer_norm: nlast = %d outside [1, %d]",
-                              nlast, x->ndim));
+    nb_graph_fail(
+        g, nb_error(NB_ERR_INVALID_ARG, "layer_norm: nlast = %d outside [1, %d]", nlast, x->ndim));
     return NULL;
   }
   int axes[NB_MAX_DIMS];
@@ -172,9 +173,10 @@ static int check_class_inputs(nb_graph *g, const char *op, const nb_tensor *x,
                               const nb_tensor *labels) {
   char s0[128], s1[128];
   if (x->ndim != 2 || labels->ndim != 1 || labels->shape[0] != x->shape[0]) {
-    nb_graph_fail(g, nb_error(NB_ERR_SHAPE, "%s: expected input [N, C] and labels [N], got %s and %s",
-                              op, nb_shape_str(x->ndim, x->shape, s0, sizeof s0),
-                              nb_shape_str(labels->ndim, labels->shape, s1, sizeof s1)));
+    nb_graph_fail(g,
+                  nb_error(NB_ERR_SHAPE, "%s: expected input [N, C] and labels [N], got %s and %s",
+                           op, nb_shape_str(x->ndim, x->shape, s0, sizeof s0),
+                           nb_shape_str(labels->ndim, labels->shape, s1, sizeof s1)));
     return 0;
   }
   return 1;

@@ -179,8 +179,7 @@ static nb_status infer_index_add(nb_tensor *t) {
     char s0[128], s1[128];
     return nb_error(NB_ERR_SHAPE, "src %s does not fit x %s with %lld indices on axis %d",
                     nb_shape_str(src->ndim, src->shape, s0, sizeof s0),
-                    nb_shape_str(x->ndim, x->shape, s1, sizeof s1), (long long)idx->shape[0],
-                    axis);
+                    nb_shape_str(x->ndim, x->shape, s1, sizeof s1), (long long)idx->shape[0], axis);
   }
   t->dtype = NB_F32;
   t->ndim = x->ndim;
@@ -268,8 +267,7 @@ static nb_status bwd_pad(nb_graph *g, nb_tensor *node, nb_tensor *gout, nb_tenso
   return NB_OK;
 }
 
-static nb_status bwd_index_select(nb_graph *g, nb_tensor *node, nb_tensor *gout,
-                                  nb_tensor **gin) {
+static nb_status bwd_index_select(nb_graph *g, nb_tensor *node, nb_tensor *gout, nb_tensor **gin) {
   gin[0] = nb_index_add(g, zeros_like(g, node->in[0]), (int)node->ip[0], node->in[1], gout);
   gin[1] = NULL;
   return NB_OK;
@@ -278,8 +276,7 @@ static nb_status bwd_index_select(nb_graph *g, nb_tensor *node, nb_tensor *gout,
 static nb_status bwd_index_add(nb_graph *g, nb_tensor *node, nb_tensor *gout, nb_tensor **gin) {
   gin[0] = nb_needs_grad(node->in[0]) ? gout : NULL;
   gin[1] = NULL;
-  if (nb_needs_grad(node->in[2]))
-    gin[2] = nb_index_select(g, gout, (int)node->ip[0], node->in[1]);
+  if (nb_needs_grad(node->in[2])) gin[2] = nb_index_select(g, gout, (int)node->ip[0], node->in[1]);
   return NB_OK;
 }
 
@@ -461,8 +458,8 @@ nb_tensor *nb_index_select(nb_graph *g, nb_tensor *x, int axis, nb_tensor *index
   if (!g || !x) return nb_node_new(g, NB_OP_INDEX_SELECT, 2, in, NULL, 0, NULL, 0);
   int ax = nb_norm_axis(axis, x->ndim);
   if (ax < 0) {
-    fail_arg(g, nb_error(NB_ERR_INVALID_ARG, "index_select: axis %d out of range for rank %d",
-                         axis, x->ndim));
+    fail_arg(g, nb_error(NB_ERR_INVALID_ARG, "index_select: axis %d out of range for rank %d", axis,
+                         x->ndim));
     return NULL;
   }
   int64_t ip = ax;

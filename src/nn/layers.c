@@ -58,12 +58,14 @@ static nb_tensor *bias(const nb_nn *nn, const char *layer, int64_t n, int64_t fa
   return nb_param(nn->g, name, 1, &n, init);
 }
 
-nb_tensor *nb_nn_linear(const nb_nn *nn, const char *name, nb_tensor *x, int64_t out, int use_bias) {
+nb_tensor *nb_nn_linear(const nb_nn *nn, const char *name, nb_tensor *x, int64_t out,
+                        int use_bias) {
   if (!valid(nn, name, x, "linear")) return NULL;
   nb_graph *g = nn->g;
   int nd = nb_tensor_ndim(x);
   if (nd < 1 || out <= 0) {
-    nb_graph_set_error(g, NB_ERR_SHAPE, "%s: linear needs an input with a feature axis and out > 0", name);
+    nb_graph_set_error(g, NB_ERR_SHAPE, "%s: linear needs an input with a feature axis and out > 0",
+                       name);
     return NULL;
   }
   int64_t in = nb_tensor_shape(x)[nd - 1];
@@ -114,9 +116,9 @@ nb_tensor *nb_nn_batch_norm(const nb_nn *nn, const char *name, nb_tensor *x, flo
     return NULL;
   }
   int64_t c = nb_tensor_shape(x)[1];
-  return nb_batch_norm(nn->g, x, affine(nn, name, "weight", c, 1.0f), affine(nn, name, "bias", c, 0.0f),
-                       stat(nn, name, "running_mean", c, 0.0f), stat(nn, name, "running_var", c, 1.0f),
-                       nn->training, momentum, eps);
+  return nb_batch_norm(nn->g, x, affine(nn, name, "weight", c, 1.0f),
+                       affine(nn, name, "bias", c, 0.0f), stat(nn, name, "running_mean", c, 0.0f),
+                       stat(nn, name, "running_var", c, 1.0f), nn->training, momentum, eps);
 }
 
 nb_tensor *nb_nn_layer_norm(const nb_nn *nn, const char *name, nb_tensor *x, float eps) {

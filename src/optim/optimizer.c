@@ -11,8 +11,8 @@ typedef enum { OPT_ADAM, OPT_SGD } opt_kind;
 struct nb_optimizer {
   opt_kind kind;
   float beta1, beta2;
-  nb_tensor *lr;    /* input: learning rate (Adam: lr / (1 - beta1^t)) */
-  nb_tensor *corr2; /* input: 1 / sqrt(1 - beta2^t) (Adam only) */
+  nb_tensor *lr;     /* input: learning rate (Adam: lr / (1 - beta1^t)) */
+  nb_tensor *corr2;  /* input: 1 / sqrt(1 - beta2^t) (Adam only) */
   nb_tensor *lr_raw; /* input: the plain learning rate (AdamW decay only) */
   int n_params;
 };
@@ -46,9 +46,10 @@ static nb_status build(nb_graph *g, opt_kind kind, float b1, float b2, float eps
     if (kind == OPT_ADAM) {
       if (wd != 0.0f && !flag) grad = nb_add(g, grad, nb_mul(g, p, nb_scalar(g, wd)));
       nb_tensor *m = state_like(g, p, "adam_m"), *v = state_like(g, p, "adam_v");
-      nb_tensor *m2 = nb_add(g, nb_mul(g, m, nb_scalar(g, b1)), nb_mul(g, grad, nb_scalar(g, 1 - b1)));
-      nb_tensor *v2 =
-          nb_add(g, nb_mul(g, v, nb_scalar(g, b2)), nb_mul(g, nb_square(g, grad), nb_scalar(g, 1 - b2)));
+      nb_tensor *m2 =
+          nb_add(g, nb_mul(g, m, nb_scalar(g, b1)), nb_mul(g, grad, nb_scalar(g, 1 - b1)));
+      nb_tensor *v2 = nb_add(g, nb_mul(g, v, nb_scalar(g, b2)),
+                             nb_mul(g, nb_square(g, grad), nb_scalar(g, 1 - b2)));
       nb_assign(g, m, m2);
       nb_assign(g, v, v2);
       /* torch: p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps) */
@@ -83,9 +84,10 @@ static nb_status build(nb_graph *g, opt_kind kind, float b1, float b2, float eps
 nb_status nb_optimizer_adam(nb_graph *g, float beta1, float beta2, float eps, float weight_decay,
                             int decoupled, nb_optimizer **out) {
   if (!(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1 && eps >= 0 && weight_decay >= 0))
-    return nb_error(NB_ERR_INVALID_ARG,
-                    "adam: need 0 <= beta1, beta2 < 1 and eps, weight_decay >= 0 (got %g, %g, %g, %g)",
-                    (double)beta1, (double)beta2, (double)eps, (double)weight_decay);
+    return nb_error(
+        NB_ERR_INVALID_ARG,
+        "adam: need 0 <= beta1, beta2 < 1 and eps, weight_decay >= 0 (got %g, %g, %g, %g)",
+        (double)beta1, (double)beta2, (double)eps, (double)weight_decay);
   return build(g, OPT_ADAM, beta1, beta2, eps, weight_decay, decoupled, out);
 }
 

@@ -7,19 +7,19 @@
 int nabla_cmd_ops(int argc, char **argv);
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: nabla COMMAND [ARGS]\n"
-          "\n"
-          "commands:\n"
-          "  ops        print the op table (forward, backward, cpu, cuda)\n"
-          "  --version  print the version, git commit and build options\n"
-          "  --help     print this help\n");
+  fprintf(f, "usage: nabla COMMAND [ARGS]\n"
+             "\n"
+             "commands:\n"
+             "  ops        print the op table (forward, backward, cpu, cuda)\n"
+             "  --version  print the version, git commit and build options\n"
+             "  --help     print this help\n");
 }
 
 static int version(void) {
   printf("nabla %s (commit %s)\n", NABLA_VERSION, NABLA_GIT_COMMIT);
   printf("build: %s, blas: %s, openmp: yes, cuda: %s, cudnn: no, mpi: no, sanitizers: %s\n",
-         NABLA_BUILD_TYPE, NABLA_BLAS, NABLA_WITH_CUDA ? "yes" : "no", NABLA_SANITIZED ? "yes" : "no");
+         NABLA_BUILD_TYPE, NABLA_BLAS, NABLA_WITH_CUDA ? "yes" : "no",
+         NABLA_SANITIZED ? "yes" : "no");
   printf("threads: %d\n", nb_get_num_threads());
   return 0;
 }

@@ -32,8 +32,8 @@ static void layout_of(const nb_tensor *x, const nb_tensor *out, ext_layout *l) {
   l->scalar = scalar;
 }
 
-static void gather_tile(const float *src, const ext_layout *l, const nb_tensor *out,
-                        int64_t start, int64_t n, float *dst) {
+static void gather_tile(const float *src, const ext_layout *l, const nb_tensor *out, int64_t start,
+                        int64_t n, float *dst) {
   int nd = out->ndim;
   int64_t idx[NB_MAX_DIMS], off = 0, rem = start;
   for (int d = nd - 1; d >= 0; d--) {
@@ -66,7 +66,9 @@ static void gather_tile(const float *src, const ext_layout *l, const nb_tensor *
   }
 }
 
-static inline float gelu_exact(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+static inline float gelu_exact(float x) {
+  return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
 
 static inline float gelu_tanh(float x) {
   const float k = 0.7978845608028654f;
@@ -85,44 +87,88 @@ static inline float gelu_grad(float x, int approximate) {
   return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * 0.044715f * x * x);
 }
 
-static void eval_op(const nb_fused_op *op, const float *a, const float *b, const float *c,
-                    float *y, int64_t n, int64_t start, uint64_t step) {
+static void eval_op(const nb_fused_op *op, const float *a, const float *b, const float *c, float *y,
+                    int64_t n, int64_t start, uint64_t step) {
   int64_t i;
   switch (op->op) {
-  case NB_OP_ADD: for (i = 0; i < n; i++) y[i] = a[i] + b[i]; break;
-  case NB_OP_SUB: for (i = 0; i < n; i++) y[i] = a[i] - b[i]; break;
-  case NB_OP_MUL: for (i = 0; i < n; i++) y[i] = a[i] * b[i]; break;
-  case NB_OP_DIV: for (i = 0; i < n; i++) y[i] = a[i] / b[i]; break;
-  case NB_OP_POW: for (i = 0; i < n; i++) y[i] = powf(a[i], b[i]); break;
+  case NB_OP_ADD:
+    for (i = 0; i < n; i++) y[i] = a[i] + b[i];
+    break;
+  case NB_OP_SUB:
+    for (i = 0; i < n; i++) y[i] = a[i] - b[i];
+    break;
+  case NB_OP_MUL:
+    for (i = 0; i < n; i++) y[i] = a[i] * b[i];
+    break;
+  case NB_OP_DIV:
+    for (i = 0; i < n; i++) y[i] = a[i] / b[i];
+    break;
+  case NB_OP_POW:
+    for (i = 0; i < n; i++) y[i] = powf(a[i], b[i]);
+    break;
   case NB_OP_MAXIMUM:
     for (i = 0; i < n; i++) y[i] = (a[i] != a[i] || a[i] > b[i]) ? a[i] : b[i];
     break;
   case NB_OP_MINIMUM:
     for (i = 0; i < n; i++) y[i] = (a[i] != a[i] || a[i] < b[i]) ? a[i] : b[i];
     break;
-  case NB_OP_EQ: for (i = 0; i < n; i++) y[i] = a[i] == b[i] ? 1.0f : 0.0f; break;
-  case NB_OP_NE: for (i = 0; i < n; i++) y[i] = a[i] != b[i] ? 1.0f : 0.0f; break;
-  case NB_OP_LT: for (i = 0; i < n; i++) y[i] = a[i] < b[i] ? 1.0f : 0.0f; break;
-  case NB_OP_LE: for (i = 0; i < n; i++) y[i] = a[i] <= b[i] ? 1.0f : 0.0f; break;
-  case NB_OP_GT: for (i = 0; i < n; i++) y[i] = a[i] > b[i] ? 1.0f : 0.0f; break;
-  case NB_OP_GE: for (i = 0; i < n; i++) y[i] = a[i] >= b[i] ? 1.0f : 0.0f; break;
+  case NB_OP_EQ:
+    for (i = 0; i < n; i++) y[i] = a[i] == b[i] ? 1.0f : 0.0f;
+    break;
+  case NB_OP_NE:
+    for (i = 0; i < n; i++) y[i] = a[i] != b[i] ? 1.0f : 0.0f;
+    break;
+  case NB_OP_LT:
+    for (i = 0; i < n; i++) y[i] = a[i] < b[i] ? 1.0f : 0.0f;
+    break;
+  case NB_OP_LE:
+    for (i = 0; i < n; i++) y[i] = a[i] <= b[i] ? 1.0f : 0.0f;
+    break;
+  case NB_OP_GT:
+    for (i = 0; i < n; i++) y[i] = a[i] > b[i] ? 1.0f : 0.0f;
+    break;
+  case NB_OP_GE:
+    for (i = 0; i < n; i++) y[i] = a[i] >= b[i] ? 1.0f : 0.0f;
+    break;
   case NB_OP_GELU_BWD:
     for (i = 0; i < n; i++) y[i] = b[i] * gelu_grad(a[i], (int)op->ip0);
     break;
-  case NB_OP_WHERE: for (i = 0; i < n; i++) y[i] = a[i] != 0.0f ? b[i] : c[i]; break;
-  case NB_OP_NEG: for (i = 0; i < n; i++) y[i] = -a[i]; break;
-  case NB_OP_ABS: for (i = 0; i < n; i++) y[i] = fabsf(a[i]); break;
+  case NB_OP_WHERE:
+    for (i = 0; i < n; i++) y[i] = a[i] != 0.0f ? b[i] : c[i];
+    break;
+  case NB_OP_NEG:
+    for (i = 0; i < n; i++) y[i] = -a[i];
+    break;
+  case NB_OP_ABS:
+    for (i = 0; i < n; i++) y[i] = fabsf(a[i]);
+    break;
   case NB_OP_SIGN:
     for (i = 0; i < n; i++) y[i] = (float)(a[i] > 0.0f) - (float)(a[i] < 0.0f);
     break;
-  case NB_OP_EXP: for (i = 0; i < n; i++) y[i] = expf(a[i]); break;
-  case NB_OP_LOG: for (i = 0; i < n; i++) y[i] = logf(a[i]); break;
-  case NB_OP_SQRT: for (i = 0; i < n; i++) y[i] = sqrtf(a[i]); break;
-  case NB_OP_RSQRT: for (i = 0; i < n; i++) y[i] = 1.0f / sqrtf(a[i]); break;
-  case NB_OP_SQUARE: for (i = 0; i < n; i++) y[i] = a[i] * a[i]; break;
-  case NB_OP_RECIPROCAL: for (i = 0; i < n; i++) y[i] = 1.0f / a[i]; break;
-  case NB_OP_TANH: for (i = 0; i < n; i++) y[i] = tanhf(a[i]); break;
-  case NB_OP_SIGMOID: for (i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-a[i])); break;
+  case NB_OP_EXP:
+    for (i = 0; i < n; i++) y[i] = expf(a[i]);
+    break;
+  case NB_OP_LOG:
+    for (i = 0; i < n; i++) y[i] = logf(a[i]);
+    break;
+  case NB_OP_SQRT:
+    for (i = 0; i < n; i++) y[i] = sqrtf(a[i]);
+    break;
+  case NB_OP_RSQRT:
+    for (i = 0; i < n; i++) y[i] = 1.0f / sqrtf(a[i]);
+    break;
+  case NB_OP_SQUARE:
+    for (i = 0; i < n; i++) y[i] = a[i] * a[i];
+    break;
+  case NB_OP_RECIPROCAL:
+    for (i = 0; i < n; i++) y[i] = 1.0f / a[i];
+    break;
+  case NB_OP_TANH:
+    for (i = 0; i < n; i++) y[i] = tanhf(a[i]);
+    break;
+  case NB_OP_SIGMOID:
+    for (i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-a[i]));
+    break;
   case NB_OP_RELU:
     /* NaN passes through (like PyTorch) so a diverging run is not masked */
     for (i = 0; i < n; i++) y[i] = a[i] > 0.0f || a[i] != a[i] ? a[i] : 0.0f;
@@ -136,7 +182,9 @@ static void eval_op(const nb_fused_op *op, const float *a, const float *b, const
     else
       for (i = 0; i < n; i++) y[i] = gelu_exact(a[i]);
     break;
-  case NB_OP_SILU: for (i = 0; i < n; i++) y[i] = a[i] / (1.0f + expf(-a[i])); break;
+  case NB_OP_SILU:
+    for (i = 0; i < n; i++) y[i] = a[i] / (1.0f + expf(-a[i]));
+    break;
   case NB_OP_SOFTPLUS: {
     float beta = op->fp[0], thr = op->fp[1];
     for (i = 0; i < n; i++) {
@@ -161,9 +209,7 @@ static void eval_op(const nb_fused_op *op, const float *a, const float *b, const
   }
 }
 
-static int supported(nb_opcode op) {
-  return nb_op_def_get(op)->fusion == NB_FUSE_ELEMWISE;
-}
+static int supported(nb_opcode op) { return nb_op_def_get(op)->fusion == NB_FUSE_ELEMWISE; }
 
 static nb_status run_group(const nb_kernel_call *c) {
   const nb_fused_group *g = c->group;

@@ -56,8 +56,8 @@ static nb_status run_matmul(const nb_kernel_call *c) {
       continue;
     }
     cblas_sgemm(CblasRowMajor, va.trans, vb.trans, (int)m, (int)n, (int)k, 1.0f,
-                A + batch_offset(a, y, i), (int)va.ld, B + batch_offset(b, y, i), (int)vb.ld,
-                0.0f, yi, (int)n);
+                A + batch_offset(a, y, i), (int)va.ld, B + batch_offset(b, y, i), (int)vb.ld, 0.0f,
+                yi, (int)n);
   }
   return NB_OK;
 }

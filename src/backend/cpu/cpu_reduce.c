@@ -39,7 +39,8 @@ static nb_status run_reduce(const nb_kernel_call *c) {
   int64_t inner = p.n_red ? p.red_shape[p.n_red - 1] : 1;
   int64_t is = p.n_red ? p.red_stride[p.n_red - 1] : 0;
   int64_t outer = inner ? p.n_red_elems / inner : 0;
-#pragma omp parallel for schedule(static) num_threads(nb_cpu_threads()) if (n_out * p.n_red_elems > 65536)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(nb_cpu_threads()) if (n_out * p.n_red_elems > 65536)
   for (int64_t o = 0; o < n_out; o++) {
     int64_t base = nb_strided_offset(p.n_keep, p.keep_shape, p.keep_stride, o);
     double acc = op == NB_OP_SUM ? 0.0 : op == NB_OP_MAX ? -INFINITY : INFINITY;
