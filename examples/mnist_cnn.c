@@ -1,9 +1,11 @@
 /* Trains the reference MNIST CNN with nabla's graph API on the CPU:
  *   Conv2d(1,32,3)+ReLU, MaxPool2, Conv2d(32,64,3)+ReLU, MaxPool2, Flatten,
  *   Linear(1600,128)+ReLU, Linear(128,10), cross-entropy, Adam with a
- *   one-cycle learning-rate schedule (peak 3e-3).
+ *   one-cycle learning-rate schedule (peak 3e-3, torch's OneCycleLR).
  * One training step (forward, backward, Adam) is one compiled plan; the
- * evaluation plan shares the parameters through one nb_state.
+ * evaluation plan shares the parameters through one nb_state. Progress is
+ * a bar on a terminal (log lines otherwise), and the final evaluation ends
+ * with scikit-learn's classification report and the confusion matrix.
  *
  * usage: mnist_cnn [--data DIR] [--epochs N] [--batch B] [--lr PEAK]
  *                  [--threads T] [--seed S] [--limit N] */
@@ -131,15 +133,6 @@ static const char *find_data(const char *given, char *buf, size_t cap) {
   return NULL;
 }
 
-/* One-cycle: linear warm-up over the first 30% to the peak, cosine down. */
-static float one_cycle(float peak, int64_t step, int64_t total) {
-  double pct = 0.3, t = (double)step / (double)total;
-  double lo = peak / 25.0, end = peak / 1e4;
-  if (t < pct) return (float)(lo + (peak - lo) * t / pct);
-  double c = (t - pct) / (1.0 - pct);
-  return (float)(end + (peak - end) * 0.5 * (1.0 + cos(3.14159265358979323846 * c)));
-}
-
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -240,15 +233,23 @@ int main(int argc, char **argv) {
   nb_tensor *ey = nb_input(ge, "labels", NB_I64, 1, els);
   nb_tensor *elogits = model(ge, ex, o.seed);
   nb_tensor *eloss = nb_cross_entropy(ge, elogits, ey, 0.0f);
-  nb_tensor *ecorrect = nb_sum(
-      ge, nb_eq(ge, nb_cast(ge, nb_argmax(ge, elogits, 1, 0), NB_F32), nb_cast(ge, ey, NB_F32)), 0,
-      NULL, 0);
+  nb_tensor *epred = nb_argmax(ge, elogits, 1, 0);
+  nb_tensor *ecorrect =
+      nb_sum(ge, nb_eq(ge, nb_cast(ge, epred, NB_F32), nb_cast(ge, ey, NB_F32)), 0, NULL, 0);
   nb_tensor_set_output(eloss);
   nb_tensor_set_output(ecorrect);
+  nb_tensor_set_output(epred); /* predictions for the confusion matrix */
   nb_plan *eval;
   CHECK(nb_compile(ge, cpu, state, NULL, &eval));
 
   int64_t steps_per_epoch = train.n / B, total = steps_per_epoch * o.epochs, t = 0;
+  nb_schedule sched = nb_schedule_one_cycle(o.lr, total);
+  CHECK(nb_schedule_check(&sched));
+  char desc[256];
+  printf("schedule: %s\n", nb_schedule_describe(&sched, desc, sizeof desc));
+  nb_confusion *conf;
+  CHECK(nb_confusion_new(10, &conf));
+  int64_t *epreds = malloc((size_t)EB * sizeof *epreds);
   int64_t *perm = malloc((size_t)train.n * sizeof *perm);
   float *bx = malloc((size_t)B * 784 * sizeof(float));
   int64_t *by = malloc((size_t)B * sizeof(int64_t));
@@ -264,6 +265,11 @@ int main(int argc, char **argv) {
       perm[j] = tmp;
     }
     double t0 = now(), loss_sum = 0, hits = 0;
+    char label[32];
+    snprintf(label, sizeof label, "epoch %d/%d", epoch, o.epochs);
+    nb_progress *prog;
+    CHECK(nb_progress_new(stdout, label, steps_per_epoch, NB_PROGRESS_AUTO, &prog));
+    CHECK(nb_progress_set_unit(prog, "img", (double)B));
     for (int64_t b = 0; b < steps_per_epoch; b++) {
       for (int64_t k = 0; k < B; k++) {
         int64_t idx = perm[b * B + k];
@@ -273,23 +279,22 @@ int main(int argc, char **argv) {
       CHECK(nb_plan_set_input(step, x, bx, (size_t)B * 784 * sizeof(float)));
       CHECK(nb_plan_set_input(step, y, by, (size_t)B * sizeof(int64_t)));
       t++;
-      CHECK(nb_optimizer_feed(adam, step, t, one_cycle(o.lr, t, total)));
+      CHECK(nb_optimizer_feed(adam, step, t, (float)nb_schedule_lr(&sched, t)));
       CHECK(nb_plan_run(step));
       float l, c;
       CHECK(nb_plan_get(step, loss, &l, sizeof l));
       CHECK(nb_plan_get(step, correct, &c, sizeof c));
       loss_sum += l;
       hits += c;
-      if ((b + 1) % 100 == 0 || b + 1 == steps_per_epoch) {
-        double el = now() - t0;
-        printf("epoch %d  step %5lld/%lld  loss %.4f  acc %.4f  %.0f img/s\n", epoch,
-               (long long)(b + 1), (long long)steps_per_epoch, loss_sum / (double)(b + 1),
-               hits / (double)((b + 1) * B), (double)((b + 1) * B) / el);
-        fflush(stdout);
-      }
+      const char *names[2] = {"loss", "acc"};
+      double values[2] = {loss_sum / (double)(b + 1), hits / (double)((b + 1) * B)};
+      CHECK(nb_progress_update(prog, b + 1, 2, names, values));
     }
     t_train += now() - t0;
+    CHECK(nb_progress_end(prog));
+    nb_progress_free(prog);
     double eloss_sum = 0, ehits = 0;
+    nb_confusion_reset(conf);
     for (int64_t b = 0; b < test.n / EB; b++) {
       CHECK(nb_plan_set_input(eval, ex, test.images + b * EB * 784,
                               (size_t)EB * 784 * sizeof(float)));
@@ -298,6 +303,8 @@ int main(int argc, char **argv) {
       float l, c;
       CHECK(nb_plan_get(eval, eloss, &l, sizeof l));
       CHECK(nb_plan_get(eval, ecorrect, &c, sizeof c));
+      CHECK(nb_plan_get(eval, epred, epreds, (size_t)EB * sizeof *epreds));
+      CHECK(nb_confusion_add(conf, epreds, test.labels + b * EB, EB));
       eloss_sum += l;
       ehits += c;
     }
@@ -305,10 +312,16 @@ int main(int argc, char **argv) {
     printf("epoch %d  test loss %.4f  test accuracy %.2f%%\n", epoch,
            eloss_sum / (double)(test.n / EB), 100.0 * acc);
   }
+  printf("\n");
+  CHECK(nb_confusion_report(conf, stdout, NULL, 4));
+  printf("\n");
+  CHECK(nb_confusion_print(conf, stdout, NULL));
   printf("training: %.1f s, %.0f images/s\n", t_train, (double)(total * B) / t_train);
   printf("{\"test_accuracy\": %.4f, \"epochs\": %d, \"images_per_sec\": %.0f}\n", acc, o.epochs,
          (double)(total * B) / t_train);
   free(perm);
+  free(epreds);
+  nb_confusion_free(conf);
   free(bx);
   free(by);
   free(train.images);

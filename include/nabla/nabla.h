@@ -5,8 +5,11 @@
 #include "backend.h"
 #include "data.h"
 #include "graph.h"
+#include "io.h"
+#include "model.h"
 #include "nn.h"
 #include "optim.h"
 #include "tensor.h"
+#include "train.h"
 
 #endif

@@ -47,6 +47,29 @@ nb_tensor *nb_nn_dropout(const nb_nn *nn, const char *name, nb_tensor *x, float 
 /* [N, ...] -> [N, prod(...)]. */
 nb_tensor *nb_nn_flatten(const nb_nn *nn, nb_tensor *x);
 
+/* Activation functions by name, for layers that take one as a setting
+ * (model files: `activation = relu`). */
+typedef enum nb_nn_act {
+  NB_NN_ACT_NONE = 0, /* identity */
+  NB_NN_ACT_RELU,
+  NB_NN_ACT_LEAKY_RELU, /* negative slope given separately (PyTorch default 0.01) */
+  NB_NN_ACT_GELU,       /* exact erf form, PyTorch's default */
+  NB_NN_ACT_GELU_TANH,  /* tanh approximation (GPT-2) */
+  NB_NN_ACT_TANH,
+  NB_NN_ACT_SIGMOID,
+  NB_NN_ACT_SILU,
+  NB_NN_ACT_COUNT
+} nb_nn_act;
+
+/* Applies `act` to x; `slope` is used by leaky_relu only. NB_NN_ACT_NONE
+ * returns x itself. */
+nb_tensor *nb_nn_activation(const nb_nn *nn, nb_tensor *x, nb_nn_act act, float slope);
+/* "relu", "gelu_tanh", ... ("none" for NB_NN_ACT_NONE, "?" if out of range). */
+const char *nb_nn_act_name(nb_nn_act act);
+/* Parses an activation name as nb_nn_act_name writes it; NB_ERR_INVALID_ARG
+ * with the list of names if unknown. */
+nb_status nb_nn_act_parse(const char *name, nb_nn_act *out);
+
 #ifdef __cplusplus
 }
 #endif

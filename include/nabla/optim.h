@@ -23,6 +23,15 @@ nb_status nb_optimizer_adam(nb_graph *g, float beta1, float beta2, float eps, fl
  * torch.optim.SGD. Momentum buffers are "<param>.momentum". */
 nb_status nb_optimizer_sgd(nb_graph *g, float momentum, float weight_decay, int nesterov,
                            nb_optimizer **out);
+/* Clips gradients by their global L2 norm, like torch.nn.utils.clip_grad_norm_:
+ * appends nodes computing norm = sqrt(sum of every squared gradient element)
+ * over all variables that require grad and have a gradient, and replaces
+ * each such gradient (nb_graph_grad()) with grad * min(1, max_norm / (norm +
+ * 1e-6)). Call after nb_graph_backward() and before creating the optimizer,
+ * which then reads the clipped gradients. *norm_out (may be NULL) receives
+ * the norm before clipping, a rank-0 f32 node: mark it with
+ * nb_tensor_set_output() to read it after each run. */
+nb_status nb_clip_grad_norm(nb_graph *g, float max_norm, nb_tensor **norm_out);
 /* Sets the per-step inputs for update number `step` (1 for the first) with
  * learning rate `lr`. Call before every nb_plan_run(). */
 nb_status nb_optimizer_feed(const nb_optimizer *o, nb_plan *p, int64_t step, float lr);

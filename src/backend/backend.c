@@ -25,6 +25,9 @@ nb_status nb_backend_new(const char *device, nb_backend **out) {
                       device);
     return nb_cpu_backend_open(index, out);
   }
+#ifdef NABLA_WITH_CUDA
+  if (kind_len == 4 && !strncmp(device, "cuda", 4)) return nb_cuda_backend_open(index, out);
+#endif
   if (kind_len == 4 && !strncmp(device, "cuda", 4))
     return nb_error(NB_ERR_UNSUPPORTED,
                     "device '%s': this build of nabla has no CUDA backend (rebuild with "

@@ -62,6 +62,9 @@ struct nb_backend {
 
 /* Backend constructors, one per device kind. */
 nb_status nb_cpu_backend_open(int index, nb_backend **out);
+#ifdef NABLA_WITH_CUDA
+nb_status nb_cuda_backend_open(int index, nb_backend **out);
+#endif
 
 /* Variables of a state: storage on the state's backend. */
 typedef struct nb_state_var {

@@ -1,6 +1,7 @@
 /* Layers built from graph ops, with named parameters and seeded init. */
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "nabla/nn.h"
 
@@ -116,9 +117,13 @@ nb_tensor *nb_nn_batch_norm(const nb_nn *nn, const char *name, nb_tensor *x, flo
     return NULL;
   }
   int64_t c = nb_tensor_shape(x)[1];
-  return nb_batch_norm(nn->g, x, affine(nn, name, "weight", c, 1.0f),
-                       affine(nn, name, "bias", c, 0.0f), stat(nn, name, "running_mean", c, 0.0f),
-                       stat(nn, name, "running_var", c, 1.0f), nn->training, momentum, eps);
+  /* one statement each: argument evaluation order is unspecified, and the
+   * creation order is the parameter order (torch's, for checkpoints) */
+  nb_tensor *w = affine(nn, name, "weight", c, 1.0f);
+  nb_tensor *b = affine(nn, name, "bias", c, 0.0f);
+  nb_tensor *rm = stat(nn, name, "running_mean", c, 0.0f);
+  nb_tensor *rv = stat(nn, name, "running_var", c, 1.0f);
+  return nb_batch_norm(nn->g, x, w, b, rm, rv, nn->training, momentum, eps);
 }
 
 nb_tensor *nb_nn_layer_norm(const nb_nn *nn, const char *name, nb_tensor *x, float eps) {
@@ -129,8 +134,9 @@ nb_tensor *nb_nn_layer_norm(const nb_nn *nn, const char *name, nb_tensor *x, flo
     return NULL;
   }
   int64_t d = nb_tensor_shape(x)[nd - 1];
-  return nb_layer_norm(nn->g, x, 1, affine(nn, name, "weight", d, 1.0f),
-                       affine(nn, name, "bias", d, 0.0f), eps);
+  nb_tensor *w = affine(nn, name, "weight", d, 1.0f); /* weight first, as above */
+  nb_tensor *b = affine(nn, name, "bias", d, 0.0f);
+  return nb_layer_norm(nn->g, x, 1, w, b, eps);
 }
 
 nb_tensor *nb_nn_embedding(const nb_nn *nn, const char *name, nb_tensor *ids, int64_t vocab,
@@ -159,4 +165,47 @@ nb_tensor *nb_nn_flatten(const nb_nn *nn, nb_tensor *x) {
   }
   int64_t shape[2] = {nb_tensor_shape(x)[0], nb_shape_numel(nd - 1, nb_tensor_shape(x) + 1)};
   return nb_reshape(nn->g, x, 2, shape);
+}
+
+static const char *const act_names[NB_NN_ACT_COUNT] = {
+    "none", "relu", "leaky_relu", "gelu", "gelu_tanh", "tanh", "sigmoid", "silu",
+};
+
+const char *nb_nn_act_name(nb_nn_act act) {
+  return act >= 0 && act < NB_NN_ACT_COUNT ? act_names[act] : "?";
+}
+
+nb_status nb_nn_act_parse(const char *name, nb_nn_act *out) {
+  if (!name || !out) return nb_error(NB_ERR_INVALID_ARG, "nb_nn_act_parse: name and out needed");
+  for (int i = 0; i < NB_NN_ACT_COUNT; i++) {
+    if (!strcmp(name, act_names[i])) {
+      *out = (nb_nn_act)i;
+      return NB_OK;
+    }
+  }
+  return nb_error(NB_ERR_INVALID_ARG,
+                  "unknown activation '%s' (none, relu, leaky_relu, gelu, gelu_tanh, tanh, "
+                  "sigmoid, silu)",
+                  name);
+}
+
+nb_tensor *nb_nn_activation(const nb_nn *nn, nb_tensor *x, nb_nn_act act, float slope) {
+  if (!nn || !nn->g) {
+    nb_error(NB_ERR_INVALID_ARG, "activation: nn context or graph is NULL");
+    return NULL;
+  }
+  nb_graph *g = nn->g;
+  switch (act) {
+  case NB_NN_ACT_NONE: return x;
+  case NB_NN_ACT_RELU: return nb_relu(g, x);
+  case NB_NN_ACT_LEAKY_RELU: return nb_leaky_relu(g, x, slope);
+  case NB_NN_ACT_GELU: return nb_gelu(g, x, 0);
+  case NB_NN_ACT_GELU_TANH: return nb_gelu(g, x, 1);
+  case NB_NN_ACT_TANH: return nb_tanh(g, x);
+  case NB_NN_ACT_SIGMOID: return nb_sigmoid(g, x);
+  case NB_NN_ACT_SILU: return nb_silu(g, x);
+  case NB_NN_ACT_COUNT: break;
+  }
+  nb_graph_set_error(g, NB_ERR_INVALID_ARG, "activation: unknown kind %d", (int)act);
+  return NULL;
 }

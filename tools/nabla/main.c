@@ -5,12 +5,14 @@
 #include "nabla/nabla.h"
 
 int nabla_cmd_ops(int argc, char **argv);
+int nabla_cmd_summary(int argc, char **argv);
 
 static void usage(FILE *f) {
   fprintf(f, "usage: nabla COMMAND [ARGS]\n"
              "\n"
              "commands:\n"
              "  ops        print the op table (forward, backward, cpu, cuda)\n"
+          "  summary    layers, shapes, parameters and training memory of a model file\n"
              "  --version  print the version, git commit and build options\n"
              "  --help     print this help\n");
 }
@@ -18,7 +20,7 @@ static void usage(FILE *f) {
 static int version(void) {
   printf("nabla %s (commit %s)\n", NABLA_VERSION, NABLA_GIT_COMMIT);
   printf("build: %s, blas: %s, openmp: yes, cuda: %s, cudnn: no, mpi: no, sanitizers: %s\n",
-         NABLA_BUILD_TYPE, NABLA_BLAS, NABLA_WITH_CUDA ? "yes" : "no",
+         NABLA_BUILD_TYPE, NABLA_BLAS, NABLA_CUDA_BUILT ? "yes" : "no",
          NABLA_SANITIZED ? "yes" : "no");
   printf("threads: %d\n", nb_get_num_threads());
   return 0;
@@ -36,6 +38,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(cmd, "ops")) return nabla_cmd_ops(argc - 1, argv + 1);
+  if (!strcmp(cmd, "summary")) return nabla_cmd_summary(argc - 1, argv + 1);
   fprintf(stderr, "nabla: unknown command '%s' (try nabla --help)\n", cmd);
   return 2;
 }

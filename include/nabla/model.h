@@ -1,0 +1,144 @@
+/* nabla model files: a network and its training recipe in a short INI-style
+ * text file (darknet's cfg idea), parsed into an nb_model that builds the
+ * network into any graph with the nn.h layers.
+ *
+ *   [net]                      [train]
+ *   input = 1, 28, 28          optimizer = adam
+ *   classes = 10               lr = 3e-3
+ *                              schedule = onecycle
+ *   [conv2d conv1]
+ *   out = 32                   ... one section per layer, in order
+ *   kernel = 3
+ *   activation = relu
+ *
+ * docs/model-format.md is the full reference, with the shipped models in
+ * models/. Parse errors read "FILE:LINE: expected ..., found ...".
+ *
+ * Parameter names come from the layer names ("conv1.weight"), so building
+ * the same model into a training graph and an evaluation graph binds the
+ * same parameters in one nb_state (see nn.h). */
+#ifndef NABLA_MODEL_H
+#define NABLA_MODEL_H
+
+#include <stdio.h>
+
+#include "nn.h"
+#include "train.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nb_model nb_model;
+
+/* ---- the training recipe ([train]) ----------------------------------------- */
+
+typedef enum nb_recipe_optimizer {
+  NB_RECIPE_ADAM = 0, /* torch.optim.Adam (weight decay as an L2 penalty) */
+  NB_RECIPE_ADAMW,    /* torch.optim.AdamW (decoupled weight decay) */
+  NB_RECIPE_SGD,      /* torch.optim.SGD (momentum, nesterov) */
+} nb_recipe_optimizer;
+
+/* Most channels a mean/std normalisation can list. */
+#define NB_RECIPE_MAX_CHANNELS 8
+
+/* How to train the model. Every field has a default (nb_recipe_defaults)
+ * that a [train] key overrides. */
+typedef struct nb_recipe {
+  nb_recipe_optimizer optimizer; /* default adam */
+  float lr;                      /* default 1e-3; the peak for onecycle */
+  float momentum;                /* sgd; default 0 */
+  int nesterov;                  /* sgd; default 0 */
+  float weight_decay;            /* default 0 */
+  float beta1, beta2, eps;       /* adam(w); defaults 0.9, 0.999, 1e-8 */
+
+  /* The learning-rate schedule over the whole run (train.h): constant,
+   * step, cosine, onecycle or warmup_cosine. */
+  nb_schedule_kind schedule; /* default constant */
+  int64_t warmup;            /* warmup_cosine: linear warm-up updates (required) */
+  int step_size;             /* step: epochs between decays; default 30 */
+  float gamma;               /* step: decay factor; default 0.1 */
+  float min_lr;              /* cosine, warmup_cosine: final lr; default 0 */
+  float pct_start;           /* onecycle: rising fraction; default 0.3 */
+  float div_factor;          /* onecycle: starts at lr / div_factor; default 25 */
+  float final_div_factor;    /* onecycle: ends at lr / div_factor / final_div_factor; 1e4 */
+
+  int epochs;            /* default 1 */
+  int batch;             /* default 64 */
+  float label_smoothing; /* default 0 */
+  float clip_grad_norm;  /* 0 = no clipping (default) */
+  uint64_t seed;         /* default 1 */
+
+  /* Input normalisation x' = (x - mean[c]) / std[c]; norm_channels = 0 when
+   * the file sets none. One value applies to every channel. */
+  int norm_channels;
+  float mean[NB_RECIPE_MAX_CHANNELS];
+  float std[NB_RECIPE_MAX_CHANNELS];
+
+  /* Augmentation (training batches only). */
+  int crop_padding; /* random crop after zero-padding this many pixels; 0 = off */
+  int hflip;        /* random horizontal flip */
+} nb_recipe;
+
+/* The recipe a [train] section starts from. */
+nb_recipe nb_recipe_defaults(void);
+
+/* The recipe's learning-rate schedule for a run of r->epochs epochs of
+ * `steps_per_epoch` updates, ready for nb_schedule_lr() (train.h). */
+nb_status nb_recipe_schedule(const nb_recipe *r, int64_t steps_per_epoch, nb_schedule *out);
+
+/* "adam", "adamw", "sgd" ("?" for a bad value). */
+const char *nb_recipe_optimizer_name(nb_recipe_optimizer o);
+/* The model-file spelling of a schedule: "constant", "step", "cosine",
+ * "onecycle", "warmup_cosine" ("?" for a bad value). */
+const char *nb_recipe_schedule_name(nb_schedule_kind s);
+
+/* ---- loading ----------------------------------------------------------------- */
+
+/* Reads and parses a model file. On error *out is NULL and the message reads
+ * "PATH:LINE: expected ..., found ...". Free the model with nb_model_free. */
+nb_status nb_model_load(const char *path, nb_model **out);
+/* Parses model text; `source` names it in error messages (a path, "<string>"). */
+nb_status nb_model_parse(const char *text, const char *source, nb_model **out);
+void nb_model_free(nb_model *m);
+
+/* ---- inspection ---------------------------------------------------------------- */
+
+/* [net] name (default: the file name without folder and extension). */
+const char *nb_model_name(const nb_model *m);
+/* Where the model came from (the path or `source`). */
+const char *nb_model_source(const nb_model *m);
+/* The shape of one example ([net] input, without the batch axis) and its
+ * dtype ([net] input_dtype, f32 unless the model starts with an embedding).
+ * Returns the rank; shape needs NB_MAX_DIMS entries; dt may be NULL. */
+int nb_model_input_shape(const nb_model *m, int64_t *shape, nb_dtype *dt);
+/* [net] classes: the size of the output's last axis (0 if unspecified). */
+int64_t nb_model_classes(const nb_model *m);
+/* The [train] recipe, with defaults for what the file omits. Owned by m. */
+const nb_recipe *nb_model_recipe(const nb_model *m);
+/* Number of trainable parameters (elements), as torch's
+ * sum(p.numel() for p in model.parameters()) counts them. */
+nb_status nb_model_param_count(const nb_model *m, int64_t *count);
+
+/* ---- building ---------------------------------------------------------------- */
+
+/* Adds an input node named `name` for a batch of `batch` examples with the
+ * model's input shape and dtype. */
+nb_tensor *nb_model_new_input(const nb_model *m, nb_graph *g, const char *name, int64_t batch);
+/* Builds the network on x ([batch, input...]) into nn->g and sets *logits to
+ * its output ([batch, classes] for a classifier). nn->training selects batch
+ * statistics and active dropout. A shape error names the layer and its line
+ * in the model file; the graph keeps its own error as well. */
+nb_status nb_model_build(const nb_model *m, const nb_nn *nn, nb_tensor *x, nb_tensor **logits);
+
+/* Writes a table of the layers (name, type, output shape for `batch`
+ * examples, parameters), the totals, and the memory plan of one training
+ * step (forward + backward + the recipe's optimizer, compiled for the CPU):
+ * the arena beside the naive sum of intermediates, and the state. */
+nb_status nb_model_summary(const nb_model *m, int64_t batch, FILE *f);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
