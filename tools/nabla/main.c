@@ -12,7 +12,7 @@ static void usage(FILE *f) {
              "\n"
              "commands:\n"
              "  ops        print the op table (forward, backward, cpu, cuda)\n"
-          "  summary    layers, shapes, parameters and training memory of a model file\n"
+             "  summary    layers, shapes, parameters and training memory of a model file\n"
              "  --version  print the version, git commit and build options\n"
              "  --help     print this help\n");
 }
