@@ -90,6 +90,12 @@ nb_status nb_kv_get_rng(const nb_kv *kv, const char *key, nb_rng *out);
  * is NB_ERR_INVALID_ARG. */
 nb_status nb_safetensors_save(const char *path, const nb_state *st, const char *prefix,
                               const nb_kv *metadata);
+/* Like nb_safetensors_save, for the variables for which keep(name, ctx)
+ * returns non-zero (keep NULL: all), e.g. a model's weights without its
+ * optimizer state (see nb_optimizer_owns). */
+nb_status nb_safetensors_save_if(const char *path, const nb_state *st,
+                                 int (*keep)(const char *name, void *ctx), void *ctx,
+                                 const nb_kv *metadata);
 
 /* Loads a safetensors file into the variables of `st` whose names start with
  * `prefix` (NULL or "" for all; file tensors are matched by their full

@@ -4,6 +4,7 @@
 
 #include "backend.h"
 #include "data.h"
+#include "fit.h"
 #include "graph.h"
 #include "io.h"
 #include "model.h"

@@ -35,6 +35,9 @@ nb_status nb_clip_grad_norm(nb_graph *g, float max_norm, nb_tensor **norm_out);
 /* Sets the per-step inputs for update number `step` (1 for the first) with
  * learning rate `lr`. Call before every nb_plan_run(). */
 nb_status nb_optimizer_feed(const nb_optimizer *o, nb_plan *p, int64_t step, float lr);
+/* 1 if `name` is an optimizer's own state variable (".adam_m", ".adam_v",
+ * ".momentum" suffixes), 0 for model variables. */
+int nb_optimizer_owns(const char *name);
 /* Number of parameters the optimizer updates. */
 int nb_optimizer_param_count(const nb_optimizer *o);
 void nb_optimizer_free(nb_optimizer *o);

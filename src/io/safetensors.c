@@ -538,8 +538,8 @@ static char *build_header(const save_entry *e, int n, const nb_kv *meta, size_t 
   return out;
 }
 
-static nb_status collect(const nb_state *st, const char *prefix, save_entry **out, int *n,
-                         size_t *max_bytes) {
+static nb_status collect(const nb_state *st, int (*keep)(const char *, void *), void *ctx,
+                         save_entry **out, int *n, size_t *max_bytes) {
   int nv = nb_state_count(st);
   save_entry *e = malloc((size_t)(nv ? nv : 1) * sizeof *e);
   if (!e) return nb_error(NB_ERR_OOM, "nb_safetensors_save: out of memory");
@@ -552,7 +552,7 @@ static nb_status collect(const nb_state *st, const char *prefix, save_entry **ou
       free(e);
       return s;
     }
-    if (!has_prefix(x.name, prefix)) continue;
+    if (keep && !keep(x.name, ctx)) continue;
     if (!strcmp(x.name, "__metadata__")) {
       free(e);
       return nb_error(NB_ERR_INVALID_ARG,
@@ -567,13 +567,21 @@ static nb_status collect(const nb_state *st, const char *prefix, save_entry **ou
   return NB_OK;
 }
 
+static int keep_prefix(const char *name, void *prefix) { return has_prefix(name, prefix); }
+
 nb_status nb_safetensors_save(const char *path, const nb_state *st, const char *prefix,
                               const nb_kv *metadata) {
+  return nb_safetensors_save_if(path, st, keep_prefix, (void *)prefix, metadata);
+}
+
+nb_status nb_safetensors_save_if(const char *path, const nb_state *st,
+                                 int (*keep)(const char *name, void *ctx), void *ctx,
+                                 const nb_kv *metadata) {
   if (!path || !st) return nb_error(NB_ERR_INVALID_ARG, "nb_safetensors_save: NULL argument");
   save_entry *e = NULL;
   int n = 0;
   size_t max = 0;
-  nb_status s = collect(st, prefix, &e, &n, &max);
+  nb_status s = collect(st, keep, ctx, &e, &n, &max);
   if (s) return s;
   size_t hlen = 0;
   char *hdr = build_header(e, n, metadata, &hlen);

@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../graph/graph_internal.h"
 #include "nabla/optim.h"
@@ -112,6 +113,16 @@ nb_status nb_optimizer_feed(const nb_optimizer *o, nb_plan *p, int64_t step, flo
     if (st) return st;
   }
   return nb_plan_set_input(p, o->lr, &v, sizeof v);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && !strcmp(s + n - k, suffix);
+}
+
+int nb_optimizer_owns(const char *name) {
+  return name &&
+         (ends_with(name, ".adam_m") || ends_with(name, ".adam_v") || ends_with(name, ".momentum"));
 }
 
 int nb_optimizer_param_count(const nb_optimizer *o) { return o ? o->n_params : 0; }

@@ -6,11 +6,17 @@
 
 int nabla_cmd_ops(int argc, char **argv);
 int nabla_cmd_summary(int argc, char **argv);
+int nabla_cmd_train(int argc, char **argv);
+int nabla_cmd_eval(int argc, char **argv);
+int nabla_cmd_predict(int argc, char **argv);
 
 static void usage(FILE *f) {
   fprintf(f, "usage: nabla COMMAND [ARGS]\n"
              "\n"
              "commands:\n"
+             "  train      train a model file on its dataset (MNIST, CIFAR-10)\n"
+             "  eval       accuracy, classification report and confusion matrix of weights\n"
+             "  predict    classify images with trained weights\n"
              "  ops        print the op table (forward, backward, cpu, cuda)\n"
              "  summary    layers, shapes, parameters and training memory of a model file\n"
              "  --version  print the version, git commit and build options\n"
@@ -39,6 +45,9 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(cmd, "ops")) return nabla_cmd_ops(argc - 1, argv + 1);
   if (!strcmp(cmd, "summary")) return nabla_cmd_summary(argc - 1, argv + 1);
+  if (!strcmp(cmd, "train")) return nabla_cmd_train(argc - 1, argv + 1);
+  if (!strcmp(cmd, "eval")) return nabla_cmd_eval(argc - 1, argv + 1);
+  if (!strcmp(cmd, "predict")) return nabla_cmd_predict(argc - 1, argv + 1);
   fprintf(stderr, "nabla: unknown command '%s' (try nabla --help)\n", cmd);
   return 2;
 }

@@ -1,0 +1,370 @@
+/* The training loop: one compiled plan per training step (forward, backward,
+ * clipping, optimizer), eval plans that share the variables, per-epoch
+ * evaluation, logs and checkpoints that resume bit for bit. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "nabla/fit.h"
+#include "nabla/nabla.h"
+
+nb_fit_options nb_fit_defaults(void) {
+  nb_fit_options o;
+  memset(&o, 0, sizeof o);
+  o.device = "cpu";
+  o.optimizer = -1;
+  o.progress = NB_PROGRESS_AUTO;
+  return o;
+}
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+nb_status nb_recipe_normalize(const nb_recipe *r, nb_dataset *d) {
+  if (!r || !d) return nb_error(NB_ERR_INVALID_ARG, "nb_recipe_normalize: NULL argument");
+  if (r->norm_channels == 0) return NB_OK;
+  int64_t channels = d->ndim >= 2 ? d->shape[0] : 1;
+  if (r->norm_channels != 1 && r->norm_channels != channels)
+    return nb_error(NB_ERR_SHAPE,
+                    "the recipe normalises %d channels but the data has %lld (shape[0])",
+                    r->norm_channels, (long long)channels);
+  float mean[64], std[64];
+  if (channels > 64) return nb_error(NB_ERR_UNSUPPORTED, "normalising more than 64 channels");
+  for (int64_t c = 0; c < channels; c++) {
+    mean[c] = r->mean[r->norm_channels == 1 ? 0 : c];
+    std[c] = r->std[r->norm_channels == 1 ? 0 : c];
+  }
+  return nb_dataset_normalize(d, mean, std);
+}
+
+/* ---- graphs -------------------------------------------------------------------- */
+
+typedef struct {
+  nb_graph *g;
+  nb_plan *plan;
+  nb_tensor *x, *y, *loss, *correct, *pred, *norm;
+  nb_optimizer *opt;
+  int64_t batch;
+} step_graph;
+
+static void step_graph_free(step_graph *s) {
+  nb_optimizer_free(s->opt);
+  nb_plan_free(s->plan);
+  nb_graph_free(s->g);
+  memset(s, 0, sizeof *s);
+}
+
+/* The network with its loss. Train mode adds backward, clipping and the
+ * optimizer; eval mode adds predictions. */
+static nb_status build_step(const nb_model *m, const nb_recipe *r, int training, int64_t batch,
+                            uint64_t seed, nb_backend *be, nb_state *st, step_graph *s) {
+  memset(s, 0, sizeof *s);
+  s->batch = batch;
+  s->g = nb_graph_new();
+  if (!s->g) return nb_error(NB_ERR_OOM, "fit: out of memory");
+  nb_graph *g = s->g;
+  s->x = nb_model_new_input(m, g, "x", batch);
+  s->y = nb_input(g, "labels", NB_I64, 1, &batch);
+  nb_nn nn = {g, training, seed, NB_NN_INIT_TORCH};
+  nb_tensor *logits = NULL;
+  nb_status rc = nb_graph_status(g);
+  if (!rc) rc = nb_model_build(m, &nn, s->x, &logits);
+  if (rc) return rc;
+  s->loss = nb_cross_entropy(g, logits, s->y, training ? r->label_smoothing : 0.0f);
+  s->pred = nb_argmax(g, logits, 1, 0);
+  s->correct =
+      nb_sum(g, nb_eq(g, nb_cast(g, s->pred, NB_F32), nb_cast(g, s->y, NB_F32)), 0, NULL, 0);
+  nb_tensor_set_output(s->loss);
+  nb_tensor_set_output(s->correct);
+  if (!training) nb_tensor_set_output(s->pred);
+  rc = nb_graph_status(g);
+  if (rc) return nb_error(rc, "%s", nb_graph_error(g));
+  if (training) {
+    rc = nb_graph_backward(g, s->loss);
+    if (!rc && r->clip_grad_norm > 0) {
+      rc = nb_clip_grad_norm(g, r->clip_grad_norm, &s->norm);
+      if (!rc) nb_tensor_set_output(s->norm);
+    }
+    if (!rc) {
+      if (r->optimizer == NB_RECIPE_SGD)
+        rc = nb_optimizer_sgd(g, r->momentum, r->weight_decay, r->nesterov, &s->opt);
+      else
+        rc = nb_optimizer_adam(g, r->beta1, r->beta2, r->eps, r->weight_decay,
+                               r->optimizer == NB_RECIPE_ADAMW, &s->opt);
+    }
+    if (rc) return rc;
+  }
+  return nb_compile(g, be, st, NULL, &s->plan);
+}
+
+static int64_t example_bytes(const nb_dataset *d) {
+  return d->example_numel * (int64_t)sizeof(float);
+}
+
+nb_status nb_evaluate(const nb_model *m, nb_backend *be, nb_state *st, const nb_dataset *data,
+                      int64_t batch, nb_confusion *cm, double *loss) {
+  if (!m || !be || !st || !data) return nb_error(NB_ERR_INVALID_ARG, "nb_evaluate: NULL argument");
+  if (data->n == 0) return nb_error(NB_ERR_INVALID_ARG, "nb_evaluate: the dataset is empty");
+  if (batch <= 0) batch = 500;
+  if (batch > data->n) batch = data->n;
+  nb_recipe r = *nb_model_recipe(m);
+  /* one plan for full batches and, if needed, one for the remainder */
+  step_graph full, tail;
+  memset(&tail, 0, sizeof tail);
+  nb_status rc = build_step(m, &r, 0, batch, r.seed, be, st, &full);
+  int64_t rem = data->n % batch;
+  if (!rc && rem) rc = build_step(m, &r, 0, rem, r.seed, be, st, &tail);
+  double total = 0;
+  int64_t *pred = malloc((size_t)batch * sizeof *pred);
+  if (!rc && !pred) rc = nb_error(NB_ERR_OOM, "nb_evaluate: out of memory");
+  for (int64_t at = 0; !rc && at < data->n;) {
+    step_graph *s = data->n - at >= batch ? &full : &tail;
+    int64_t b = s->batch;
+    rc = nb_plan_set_input(s->plan, s->x, data->x + at * data->example_numel,
+                           (size_t)(b * example_bytes(data)));
+    if (!rc) rc = nb_plan_set_input(s->plan, s->y, data->y + at, (size_t)b * sizeof(int64_t));
+    if (!rc) rc = nb_plan_run(s->plan);
+    float l = 0;
+    if (!rc) rc = nb_plan_get(s->plan, s->loss, &l, sizeof l);
+    if (!rc) rc = nb_plan_get(s->plan, s->pred, pred, (size_t)b * sizeof *pred);
+    if (!rc && cm) rc = nb_confusion_add(cm, pred, data->y + at, b);
+    total += (double)l * (double)b;
+    at += b;
+  }
+  if (!rc && loss) *loss = total / (double)data->n;
+  free(pred);
+  step_graph_free(&full);
+  step_graph_free(&tail);
+  return rc;
+}
+
+/* ---- logs and checkpoints ----------------------------------------------------------- */
+
+static int keep_model_var(const char *name, void *ctx) {
+  (void)ctx;
+  return !nb_optimizer_owns(name);
+}
+
+static nb_status save_checkpoint(const char *path, const nb_state *st, const nb_model *m,
+                                 int64_t step, int64_t epoch, uint64_t plan_step,
+                                 const nb_loader_pos *pos) {
+  nb_kv *kv = NULL;
+  nb_status rc = nb_kv_new(&kv);
+  if (!rc) rc = nb_kv_set_i64(kv, NB_CKPT_STEP, step);
+  if (!rc) rc = nb_kv_set_i64(kv, NB_CKPT_EPOCH, epoch);
+  if (!rc) rc = nb_kv_set_i64(kv, NB_CKPT_PLAN_STEP, (int64_t)plan_step);
+  if (!rc) rc = nb_kv_set_i64(kv, "loader_epoch", pos->epoch);
+  if (!rc) rc = nb_kv_set_i64(kv, "loader_batch", pos->batch);
+  if (!rc) rc = nb_kv_set_rng(kv, "loader_rng", &pos->rng);
+  if (!rc) rc = nb_kv_set(kv, NB_CKPT_MODEL, nb_model_source(m));
+  if (!rc) rc = nb_checkpoint_save(path, st, kv);
+  nb_kv_free(kv);
+  return rc;
+}
+
+typedef struct {
+  int64_t step, epoch;
+  uint64_t plan_step;
+  nb_loader_pos pos;
+} resume_point;
+
+static nb_status load_checkpoint(const char *path, nb_state *st, resume_point *rp) {
+  nb_kv *kv = NULL;
+  nb_status rc = nb_checkpoint_load(path, st, 0, &kv);
+  int64_t plan_step = 0;
+  if (!rc) rc = nb_kv_get_i64(kv, NB_CKPT_STEP, &rp->step);
+  if (!rc) rc = nb_kv_get_i64(kv, NB_CKPT_EPOCH, &rp->epoch);
+  if (!rc) rc = nb_kv_get_i64(kv, NB_CKPT_PLAN_STEP, &plan_step);
+  if (!rc) rc = nb_kv_get_i64(kv, "loader_epoch", &rp->pos.epoch);
+  if (!rc) rc = nb_kv_get_i64(kv, "loader_batch", &rp->pos.batch);
+  if (!rc) rc = nb_kv_get_rng(kv, "loader_rng", &rp->pos.rng);
+  rp->plan_step = (uint64_t)plan_step;
+  nb_kv_free(kv);
+  if (rc) return nb_error(rc, "resume from %s: %s", path, nb_last_error());
+  return NB_OK;
+}
+
+typedef struct {
+  nb_tb_writer *tb;
+  nb_csvlog *csv;
+} run_logs;
+
+static nb_status open_logs(const char *dir, int resuming, run_logs *l) {
+  memset(l, 0, sizeof *l);
+  if (!dir) return NB_OK;
+  nb_status rc = nb_mkdirs(dir);
+  char path[1024];
+  if (!rc) rc = nb_tb_open(dir, &l->tb);
+  static const char *const cols[] = {"epoch",         "step",           "lr",
+                                     "train_loss",    "train_accuracy", "test_loss",
+                                     "test_accuracy", "images_per_sec"};
+  snprintf(path, sizeof path, "%s/log.csv", dir);
+  if (!rc) rc = nb_csvlog_open(path, 8, cols, resuming ? NB_CSVLOG_APPEND : 0, &l->csv);
+  return rc;
+}
+
+static void close_logs(run_logs *l) {
+  if (l->tb) nb_tb_close(l->tb);
+  if (l->csv) nb_csvlog_close(l->csv);
+}
+
+/* ---- fit ------------------------------------------------------------------------- */
+
+static nb_recipe effective_recipe(const nb_model *m, const nb_fit_options *o) {
+  nb_recipe r = *nb_model_recipe(m);
+  if (o->epochs > 0) r.epochs = o->epochs;
+  if (o->batch > 0) r.batch = (int)o->batch;
+  if (o->lr > 0) r.lr = o->lr;
+  if (o->optimizer >= 0) r.optimizer = (nb_recipe_optimizer)o->optimizer;
+  if (o->seed) r.seed = o->seed;
+  return r;
+}
+
+nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_dataset *train,
+                 const nb_dataset *test, const nb_fit_options *opt, nb_fit_result *res) {
+  if (!m || !be || !st || !train || !res)
+    return nb_error(NB_ERR_INVALID_ARG, "nb_fit: model, backend, state, data and result needed");
+  nb_fit_options o = opt ? *opt : nb_fit_defaults();
+  FILE *log = o.log ? o.log : stdout;
+  memset(res, 0, sizeof *res);
+  nb_recipe r = effective_recipe(m, &o);
+  if (train->n < r.batch)
+    return nb_error(NB_ERR_INVALID_ARG,
+                    "nb_fit: %lld training examples, fewer than one batch of %d",
+                    (long long)train->n, r.batch);
+
+  nb_loader_options lo = nb_loader_defaults(r.batch);
+  lo.drop_last = 1;
+  lo.seed = r.seed;
+  lo.augment.crop_pad = r.crop_padding;
+  lo.augment.hflip = r.hflip;
+  nb_loader *loader = NULL;
+  step_graph s;
+  memset(&s, 0, sizeof s);
+  run_logs logs;
+  memset(&logs, 0, sizeof logs);
+  nb_progress *bar = NULL;
+  nb_schedule sched;
+  nb_status rc = nb_loader_new(train, &lo, &loader);
+  int64_t per_epoch = loader ? nb_loader_batches_per_epoch(loader) : 0;
+  if (!rc) rc = nb_recipe_schedule(&r, per_epoch, &sched);
+  if (!rc) rc = build_step(m, &r, 1, r.batch, r.seed, be, st, &s);
+
+  resume_point rp = {0, 0, 0, {0, 0, {{0}}}};
+  if (!rc && o.resume) {
+    rc = load_checkpoint(o.resume, st, &rp);
+    if (!rc) rc = nb_loader_set_pos(loader, &rp.pos);
+    if (!rc) nb_plan_set_step(s.plan, rp.plan_step);
+    if (!rc)
+      fprintf(log, "resumed from %s: epoch %lld, step %lld\n", o.resume, (long long)rp.epoch,
+              (long long)rp.step);
+  }
+  if (!rc) rc = open_logs(o.out_dir, o.resume != NULL, &logs);
+
+  int64_t step = rp.step;
+  double t_train = 0;
+  int64_t images = 0;
+  for (int64_t epoch = rp.epoch; !rc && epoch < r.epochs; epoch++) {
+    char label[64];
+    snprintf(label, sizeof label, "epoch %lld/%d", (long long)epoch + 1, r.epochs);
+    rc = nb_progress_new(log, label, per_epoch, o.progress, &bar);
+    if (!rc) rc = nb_progress_set_unit(bar, "img", (double)r.batch);
+    double loss_sum = 0, hits = 0, lr = 0, t0 = now();
+    int64_t done = 0;
+    for (int64_t b = 0; !rc && b < per_epoch; b++) {
+      nb_batch batch;
+      rc = nb_loader_next(loader, &batch);
+      if (rc) break;
+      if (batch.epoch != epoch) {
+        rc = nb_error(NB_ERR_INTERNAL, "fit: loader at epoch %lld, trainer at %lld",
+                      (long long)batch.epoch, (long long)epoch);
+        break;
+      }
+      step++;
+      lr = nb_schedule_lr(&sched, step);
+      rc = nb_plan_set_input(s.plan, s.x, batch.x, (size_t)(r.batch * example_bytes(train)));
+      if (!rc) rc = nb_plan_set_input(s.plan, s.y, batch.y, (size_t)r.batch * sizeof(int64_t));
+      if (!rc) rc = nb_optimizer_feed(s.opt, s.plan, step, (float)lr);
+      if (!rc) rc = nb_plan_run(s.plan);
+      float l = 0, c = 0;
+      if (!rc) rc = nb_plan_get(s.plan, s.loss, &l, sizeof l);
+      if (!rc) rc = nb_plan_get(s.plan, s.correct, &c, sizeof c);
+      loss_sum += l;
+      hits += c;
+      done = b + 1;
+      double avg = loss_sum / (double)done, acc = hits / (double)(done * r.batch);
+      const char *names[2] = {"loss", "acc"};
+      double vals[2] = {avg, acc};
+      if (!rc) rc = nb_progress_update(bar, done, 2, names, vals);
+    }
+    if (bar) nb_progress_end(bar);
+    nb_progress_free(bar);
+    bar = NULL;
+    if (rc) break;
+    double el = now() - t0;
+    t_train += el;
+    images += done * r.batch;
+    res->train_loss = loss_sum / (double)(done ? done : 1);
+    res->train_accuracy = hits / (double)(done ? done * r.batch : 1);
+    res->test_loss = res->test_accuracy = 0;
+    if (test) {
+      nb_confusion *cm = NULL;
+      rc = nb_confusion_new((int)nb_model_classes(m), &cm);
+      if (!rc) rc = nb_evaluate(m, be, st, test, o.eval_batch, cm, &res->test_loss);
+      if (!rc) res->test_accuracy = nb_confusion_accuracy(cm);
+      nb_confusion_free(cm);
+      if (rc) break;
+    }
+    res->epochs = (int)epoch + 1;
+    res->steps = step;
+    fprintf(
+        log,
+        "epoch %lld/%d  train loss %.4f  acc %.4f  |  test loss %.4f  acc %.4f  |  %.0f img/s\n",
+        (long long)epoch + 1, r.epochs, res->train_loss, res->train_accuracy, res->test_loss,
+        res->test_accuracy, (double)(done * r.batch) / el);
+    fflush(log);
+    if (logs.tb) {
+      rc = nb_tb_scalar(logs.tb, "train/loss", step, (float)res->train_loss);
+      if (!rc) rc = nb_tb_scalar(logs.tb, "train/accuracy", step, (float)res->train_accuracy);
+      if (!rc && test) rc = nb_tb_scalar(logs.tb, "test/loss", step, (float)res->test_loss);
+      if (!rc && test) rc = nb_tb_scalar(logs.tb, "test/accuracy", step, (float)res->test_accuracy);
+      if (!rc) rc = nb_tb_scalar(logs.tb, "lr", step, (float)lr);
+      if (!rc) rc = nb_tb_flush(logs.tb);
+    }
+    if (!rc && logs.csv) {
+      double row[8] = {(double)epoch + 1,
+                       (double)step,
+                       lr,
+                       res->train_loss,
+                       res->train_accuracy,
+                       res->test_loss,
+                       res->test_accuracy,
+                       (double)(done * r.batch) / el};
+      rc = nb_csvlog_row(logs.csv, row, 8);
+    }
+    if (!rc && o.out_dir) {
+      nb_loader_pos pos;
+      rc = nb_loader_get_pos(loader, &pos);
+      snprintf(res->checkpoint, sizeof res->checkpoint, "%s/checkpoint.safetensors", o.out_dir);
+      if (!rc)
+        rc = save_checkpoint(res->checkpoint, st, m, step, epoch + 1, nb_plan_step(s.plan), &pos);
+    }
+  }
+  if (!rc && o.out_dir) {
+    snprintf(res->weights, sizeof res->weights, "%s/weights.safetensors", o.out_dir);
+    rc = nb_safetensors_save_if(res->weights, st, keep_model_var, NULL, NULL);
+  }
+  res->seconds = t_train;
+  res->images_per_sec = t_train > 0 ? (double)images / t_train : 0;
+  if (!res->epochs) res->epochs = (int)rp.epoch;
+  if (!res->steps) res->steps = step;
+  close_logs(&logs);
+  step_graph_free(&s);
+  nb_loader_free(loader);
+  return rc;
+}

@@ -1,0 +1,368 @@
+/* `nabla train`, `nabla eval` and `nabla predict`: the classic workflow on
+ * a model file. The dataset follows from the model's input shape (1x28x28:
+ * MNIST, 3x32x32: CIFAR-10) unless --dataset names one. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nabla/fit.h"
+#include "nabla/nabla.h"
+
+typedef struct {
+  const char *model, *weights, *data, *dataset, *out, *resume, *device;
+  int epochs, threads, json, optimizer, top_k, report;
+  int64_t batch, limit;
+  float lr;
+  uint64_t seed;
+  const char **files;
+  int n_files;
+} cli;
+
+static int fail(const char *cmd) {
+  fprintf(stderr, "nabla %s: %s\n", cmd, nb_last_error());
+  return 1;
+}
+
+static void usage(const char *cmd, FILE *f) {
+  if (!strcmp(cmd, "train"))
+    fprintf(f, "usage: nabla train MODEL [--data DIR] [--dataset mnist|fashion-mnist|cifar10]\n"
+               "                   [--epochs N] [--batch B] [--lr X] [--optimizer adam|adamw|sgd]\n"
+               "                   [--device cpu] [--threads T] [--seed S] [--out DIR]\n"
+               "                   [--resume CKPT] [--limit N] [--json]\n"
+               "Trains MODEL with the recipe in its [train] section (flags override it),\n"
+               "evaluates on the test split after every epoch, and writes checkpoints,\n"
+               "weights.safetensors, TensorBoard events and log.csv to --out (default runs/NAME).\n"
+               "Data: --data DIR, else $NABLA_DATA, ../shared/data/<name>, data/<name>.\n");
+  else if (!strcmp(cmd, "eval"))
+    fprintf(f, "usage: nabla eval MODEL WEIGHTS [--data DIR] [--dataset NAME] [--batch B]\n"
+               "                  [--limit N] [--threads T] [--json]\n"
+               "Accuracy, loss, per-class precision/recall/F1 and the confusion matrix\n"
+               "on the test split.\n");
+  else
+    fprintf(f, "usage: nabla predict MODEL WEIGHTS IMAGE... [--top-k K] [--threads T]\n"
+               "Classifies PNG/JPEG images (converted to the model's input size) and\n"
+               "prints the top-k classes with their probabilities.\n");
+}
+
+static int parse(const char *cmd, int argc, char **argv, int positional, cli *c) {
+  memset(c, 0, sizeof *c);
+  c->device = "cpu";
+  c->optimizer = -1;
+  c->top_k = 3;
+  c->files = calloc((size_t)argc + 1, sizeof *c->files);
+  int pos = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(cmd, stdout);
+      return -1;
+    }
+    if (!strcmp(a, "--json")) {
+      c->json = 1;
+      continue;
+    }
+    if (a[0] != '-' || a[1] != '-') {
+      if (pos == 0)
+        c->model = a;
+      else if (pos == 1 && positional >= 2)
+        c->weights = a;
+      else if (positional >= 3)
+        c->files[c->n_files++] = a;
+      else {
+        fprintf(stderr, "nabla %s: unexpected argument '%s' (see --help)\n", cmd, a);
+        return 2;
+      }
+      pos++;
+      continue;
+    }
+    const char *v = i + 1 < argc ? argv[++i] : NULL;
+    if (!v) {
+      fprintf(stderr, "nabla %s: %s needs a value (see --help)\n", cmd, a);
+      return 2;
+    }
+    char *end = NULL;
+    if (!strcmp(a, "--data"))
+      c->data = v;
+    else if (!strcmp(a, "--dataset"))
+      c->dataset = v;
+    else if (!strcmp(a, "--out"))
+      c->out = v;
+    else if (!strcmp(a, "--resume"))
+      c->resume = v;
+    else if (!strcmp(a, "--device"))
+      c->device = v;
+    else if (!strcmp(a, "--epochs"))
+      c->epochs = (int)strtol(v, &end, 10);
+    else if (!strcmp(a, "--threads"))
+      c->threads = (int)strtol(v, &end, 10);
+    else if (!strcmp(a, "--top-k"))
+      c->top_k = (int)strtol(v, &end, 10);
+    else if (!strcmp(a, "--batch"))
+      c->batch = strtoll(v, &end, 10);
+    else if (!strcmp(a, "--limit"))
+      c->limit = strtoll(v, &end, 10);
+    else if (!strcmp(a, "--seed"))
+      c->seed = strtoull(v, &end, 10);
+    else if (!strcmp(a, "--lr"))
+      c->lr = strtof(v, &end);
+    else if (!strcmp(a, "--optimizer")) {
+      c->optimizer = !strcmp(v, "adam")    ? NB_RECIPE_ADAM
+                     : !strcmp(v, "adamw") ? NB_RECIPE_ADAMW
+                     : !strcmp(v, "sgd")   ? NB_RECIPE_SGD
+                                           : -2;
+      if (c->optimizer == -2) {
+        fprintf(stderr, "nabla %s: --optimizer must be adam, adamw or sgd, not '%s'\n", cmd, v);
+        return 2;
+      }
+    } else {
+      fprintf(stderr, "nabla %s: unknown option %s (see --help)\n", cmd, a);
+      return 2;
+    }
+    if (end && *end) {
+      fprintf(stderr, "nabla %s: %s expects a number, got '%s'\n", cmd, a, v);
+      return 2;
+    }
+  }
+  if (pos < (positional >= 3 ? 3 : positional)) {
+    usage(cmd, stderr);
+    return 2;
+  }
+  if (c->epochs < 0 || c->batch < 0 || c->limit < 0 || c->lr < 0 || c->top_k < 1) {
+    fprintf(stderr, "nabla %s: epochs, batch, limit and lr must be >= 0, top-k >= 1\n", cmd);
+    return 2;
+  }
+  nb_set_num_threads(c->threads);
+  return 0;
+}
+
+/* The dataset a model trains on: --dataset, else from its input shape. */
+static const char *dataset_for(const nb_model *m, const char *given) {
+  if (given) return given;
+  int64_t shape[NB_MAX_DIMS];
+  int nd = nb_model_input_shape(m, shape, NULL);
+  if (nd == 3 && shape[0] == 1 && shape[1] == 28 && shape[2] == 28) return "mnist";
+  if (nd == 3 && shape[0] == 3 && shape[1] == 32 && shape[2] == 32) return "cifar10";
+  return NULL;
+}
+
+static nb_status load_split(const char *name, const char *dir, nb_split split, int64_t limit,
+                            nb_dataset *d) {
+  if (!strcmp(name, "mnist")) return nb_mnist_load(dir, split, limit, d);
+  if (!strcmp(name, "fashion-mnist")) return nb_fashion_mnist_load(dir, split, limit, d);
+  if (!strcmp(name, "cifar10")) return nb_cifar10_load(dir, split, limit, d);
+  return nb_error(NB_ERR_INVALID_ARG,
+                  "unknown dataset '%s' (expected mnist, fashion-mnist or cifar10)", name);
+}
+
+/* Loads the splits the command needs, normalised with the model's recipe. */
+static nb_status load_data(const cli *c, const nb_model *m, int want_train, nb_dataset *train,
+                           nb_dataset *test) {
+  const char *name = dataset_for(m, c->dataset);
+  if (!name)
+    return nb_error(NB_ERR_INVALID_ARG,
+                    "%s: cannot tell which dataset fits its input; pass --dataset NAME", c->model);
+  char dir[1024];
+  nb_status rc = nb_data_find(name, c->data, dir, sizeof dir);
+  if (!rc && want_train) rc = load_split(name, dir, NB_SPLIT_TRAIN, c->limit, train);
+  if (!rc) rc = load_split(name, dir, NB_SPLIT_TEST, c->limit, test);
+  const nb_recipe *r = nb_model_recipe(m);
+  if (!rc && want_train) rc = nb_recipe_normalize(r, train);
+  if (!rc) rc = nb_recipe_normalize(r, test);
+  return rc;
+}
+
+static const char *model_name(const nb_model *m) {
+  const char *n = nb_model_name(m);
+  return n && *n ? n : "model";
+}
+
+int nabla_cmd_train(int argc, char **argv) {
+  cli c;
+  int p = parse("train", argc, argv, 1, &c);
+  if (p) {
+    free(c.files);
+    return p < 0 ? 0 : p;
+  }
+  nb_model *m = NULL;
+  nb_backend *be = NULL;
+  nb_state *st = NULL;
+  nb_dataset train, test;
+  memset(&train, 0, sizeof train);
+  memset(&test, 0, sizeof test);
+  nb_fit_result res;
+  char out[1024];
+  nb_status rc = nb_model_load(c.model, &m);
+  if (!rc) rc = load_data(&c, m, 1, &train, &test);
+  if (!rc) rc = nb_backend_new(c.device, &be);
+  if (!rc) rc = nb_state_new(be, &st);
+  if (!rc) {
+    snprintf(out, sizeof out, "%s", c.out ? c.out : "runs/");
+    if (!c.out) snprintf(out, sizeof out, "runs/%s", model_name(m));
+    nb_fit_options o = nb_fit_defaults();
+    o.device = c.device;
+    o.epochs = c.epochs;
+    o.batch = c.batch;
+    o.lr = c.lr;
+    o.optimizer = c.optimizer;
+    o.seed = c.seed;
+    o.out_dir = out;
+    o.resume = c.resume;
+    /* with --json stdout carries only the result line */
+    o.log = c.json ? stderr : stdout;
+    fprintf(o.log, "%s: %lld train / %lld test examples, %d threads, %s\n", c.model,
+            (long long)train.n, (long long)test.n, nb_get_num_threads(), nb_backend_name(be));
+    rc = nb_fit(m, be, st, &train, &test, &o, &res);
+  }
+  int code = 0;
+  if (rc) {
+    code = fail("train");
+  } else {
+    fprintf(c.json ? stderr : stdout,
+            "test accuracy %.2f%%, test loss %.4f, %.0f images/s; weights: %s\n",
+            100 * res.test_accuracy, res.test_loss, res.images_per_sec, res.weights);
+    if (c.json)
+      printf("{\"test_accuracy\": %.6f, \"test_loss\": %.6f, \"train_loss\": %.6f, "
+             "\"epochs\": %d, \"steps\": %lld, \"images_per_sec\": %.1f, "
+             "\"checkpoint\": \"%s\", \"weights\": \"%s\"}\n",
+             res.test_accuracy, res.test_loss, res.train_loss, res.epochs, (long long)res.steps,
+             res.images_per_sec, res.checkpoint, res.weights);
+  }
+  nb_dataset_free(&train);
+  nb_dataset_free(&test);
+  nb_state_free(st);
+  nb_backend_free(be);
+  nb_model_free(m);
+  free(c.files);
+  return code;
+}
+
+/* A state holding the model's variables, filled from a weights file. */
+static nb_status load_weights(const nb_model *m, nb_backend *be, const char *path, nb_state **st) {
+  nb_status rc = nb_state_new(be, st);
+  if (rc) return rc;
+  /* binding the variables: build the eval graph once for batch 1 */
+  nb_graph *g = nb_graph_new();
+  nb_nn nn = {g, 0, 1, NB_NN_INIT_TORCH};
+  nb_tensor *logits = NULL, *x = nb_model_new_input(m, g, "x", 1);
+  rc = nb_model_build(m, &nn, x, &logits);
+  nb_plan *p = NULL;
+  if (!rc) {
+    nb_tensor_set_output(logits);
+    rc = nb_compile(g, be, *st, NULL, &p);
+  }
+  nb_plan_free(p);
+  nb_graph_free(g);
+  if (!rc) rc = nb_safetensors_load(path, *st, NULL, NB_SAFETENSORS_ALLOW_EXTRA);
+  return rc;
+}
+
+int nabla_cmd_eval(int argc, char **argv) {
+  cli c;
+  int p = parse("eval", argc, argv, 2, &c);
+  if (p) {
+    free(c.files);
+    return p < 0 ? 0 : p;
+  }
+  nb_model *m = NULL;
+  nb_backend *be = NULL;
+  nb_state *st = NULL;
+  nb_confusion *cm = NULL;
+  nb_dataset test;
+  memset(&test, 0, sizeof test);
+  double loss = 0;
+  nb_status rc = nb_model_load(c.model, &m);
+  if (!rc) rc = load_data(&c, m, 0, NULL, &test);
+  if (!rc) rc = nb_backend_new(c.device, &be);
+  if (!rc) rc = load_weights(m, be, c.weights, &st);
+  if (!rc) rc = nb_confusion_new((int)nb_model_classes(m), &cm);
+  if (!rc) rc = nb_evaluate(m, be, st, &test, c.batch, cm, &loss);
+  int code = 0;
+  if (rc) {
+    code = fail("eval");
+  } else {
+    FILE *f = c.json ? stderr : stdout;
+    fprintf(f, "%s on %lld test examples: accuracy %.2f%%, loss %.4f\n\n", c.weights,
+            (long long)test.n, 100 * nb_confusion_accuracy(cm), loss);
+    nb_confusion_report(cm, f, (const char *const *)test.class_names, 4);
+    fprintf(f, "\nconfusion matrix (rows: true class, columns: predicted)\n");
+    nb_confusion_print(cm, f, (const char *const *)test.class_names);
+    if (c.json)
+      printf("{\"test_accuracy\": %.6f, \"test_loss\": %.6f, \"examples\": %lld, "
+             "\"weights\": \"%s\"}\n",
+             nb_confusion_accuracy(cm), loss, (long long)test.n, c.weights);
+  }
+  nb_confusion_free(cm);
+  nb_dataset_free(&test);
+  nb_state_free(st);
+  nb_backend_free(be);
+  nb_model_free(m);
+  free(c.files);
+  return code;
+}
+
+int nabla_cmd_predict(int argc, char **argv) {
+  cli c;
+  int p = parse("predict", argc, argv, 3, &c);
+  if (p) {
+    free(c.files);
+    return p < 0 ? 0 : p;
+  }
+  nb_model *m = NULL;
+  nb_backend *be = NULL;
+  nb_state *st = NULL;
+  nb_graph *g = NULL;
+  nb_plan *plan = NULL;
+  float *x = NULL, *probs = NULL;
+  int64_t shape[NB_MAX_DIMS];
+  nb_status rc = nb_model_load(c.model, &m);
+  int nd = m ? nb_model_input_shape(m, shape, NULL) : 0;
+  int64_t classes = m ? nb_model_classes(m) : 0;
+  if (!rc && nd != 3)
+    rc = nb_error(NB_ERR_UNSUPPORTED, "%s: predict takes image models ([C, H, W] input)", c.model);
+  if (!rc) rc = nb_backend_new(c.device, &be);
+  if (!rc) rc = load_weights(m, be, c.weights, &st);
+  nb_tensor *xin = NULL, *prob = NULL;
+  if (!rc) {
+    g = nb_graph_new();
+    nb_nn nn = {g, 0, 1, NB_NN_INIT_TORCH};
+    nb_tensor *logits = NULL;
+    xin = nb_model_new_input(m, g, "x", 1);
+    rc = nb_model_build(m, &nn, xin, &logits);
+    if (!rc) prob = nb_softmax(g, logits, 1);
+    if (!rc) nb_tensor_set_output(prob);
+    if (!rc) rc = nb_compile(g, be, st, NULL, &plan);
+  }
+  int64_t numel = shape[0] * shape[1] * shape[2];
+  x = malloc((size_t)(numel > 0 ? numel : 1) * sizeof *x);
+  probs = malloc((size_t)(classes > 0 ? classes : 1) * sizeof *probs);
+  nb_image_options io = {(int)shape[0], (int)shape[1], (int)shape[2], NB_RESIZE_BILINEAR};
+  const nb_recipe *r = m ? nb_model_recipe(m) : NULL;
+  for (int i = 0; !rc && i < c.n_files; i++) {
+    rc = nb_image_load(c.files[i], &io, x);
+    nb_dataset one = {1, 3, {shape[0], shape[1], shape[2]}, numel, x, NULL, 0, NULL};
+    if (!rc) rc = nb_recipe_normalize(r, &one);
+    if (!rc) rc = nb_plan_set_input(plan, xin, x, (size_t)numel * sizeof *x);
+    if (!rc) rc = nb_plan_run(plan);
+    if (!rc) rc = nb_plan_get(plan, prob, probs, (size_t)classes * sizeof *probs);
+    if (rc) break;
+    printf("%s:", c.files[i]);
+    for (int k = 0; k < c.top_k && k < classes; k++) {
+      int64_t best = -1;
+      for (int64_t j = 0; j < classes; j++)
+        if (probs[j] >= 0 && (best < 0 || probs[j] > probs[best])) best = j;
+      printf("  %lld (%.4f)", (long long)best, (double)probs[best]);
+      probs[best] = -1.0f;
+    }
+    printf("\n");
+  }
+  int code = rc ? fail("predict") : 0;
+  free(x);
+  free(probs);
+  nb_plan_free(plan);
+  nb_graph_free(g);
+  nb_state_free(st);
+  nb_backend_free(be);
+  nb_model_free(m);
+  free(c.files);
+  return code;
+}
