@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Corrupt or missing inputs to the nabla command line: each must end with a
+# non-zero exit (not a crash: no signal) and one clear error line naming
+# the file. Usage: cli_errors.sh path/to/nabla repo_root
+set -u
+nabla=$1
+root=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+
+# expect_error DESCRIPTION PATTERN COMMAND...
+expect_error() {
+  local what=$1 pattern=$2
+  shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  local lines
+  lines=$(grep -c . "$tmp/err")
+  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && [ "$lines" -eq 1 ] && grep -q -- "$pattern" "$tmp/err"; then
+    pass=$((pass + 1))
+  else
+    fail=$((fail + 1))
+    echo "FAIL: $what (exit $rc, $lines stderr lines, want /$pattern/):"
+    sed 's/^/    /' "$tmp/err" | head -5
+  fi
+}
+
+mnist=$root/../shared/data/mnist
+mkdir -p "$tmp/mnist" "$tmp/cifar"
+printf 'this is not a model\n[conv2d\n' >"$tmp/bad.cfg"
+expect_error "missing model file" "nope.cfg" "$nabla" train "$tmp/nope.cfg"
+expect_error "corrupt model file" "bad.cfg:1" "$nabla" train "$tmp/bad.cfg"
+expect_error "missing data dir" "/nonexistent" "$nabla" train "$root/models/mnist_cnn.cfg" --data /nonexistent
+# truncated IDX files
+if [ -f "$mnist/t10k-images-idx3-ubyte.gz" ]; then
+  for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+    zcat "$mnist/$f.gz" | head -c 20000 >"$tmp/mnist/$f"
+  done
+  expect_error "truncated IDX" "train-images-idx3-ubyte" "$nabla" train "$root/models/mnist_cnn.cfg" --data "$tmp/mnist"
+fi
+# truncated CIFAR batch
+for i in 1 2 3 4 5; do head -c 3073 /dev/zero >"$tmp/cifar/data_batch_$i.bin"; done
+head -c 5000 /dev/zero >"$tmp/cifar/test_batch.bin"
+expect_error "truncated CIFAR" "test_batch.bin" "$nabla" eval "$root/models/cifar_cnn.cfg" "$tmp/none.safetensors" --data "$tmp/cifar"
+# corrupt weights and checkpoints
+printf 'garbage' >"$tmp/w.safetensors"
+if [ -f "$mnist/t10k-images-idx3-ubyte.gz" ]; then
+  expect_error "corrupt weights" "w.safetensors" "$nabla" eval "$root/models/mnist_cnn.cfg" "$tmp/w.safetensors" --data "$mnist" --limit 100
+  expect_error "corrupt checkpoint" "w.safetensors" "$nabla" train "$root/models/mnist_cnn.cfg" --data "$mnist" --limit 200 --resume "$tmp/w.safetensors" --out "$tmp/run"
+fi
+# corrupt image, with real weights from a tiny run
+if [ -f "$mnist/t10k-images-idx3-ubyte.gz" ] &&
+  "$nabla" train "$root/models/mnist_cnn.cfg" --data "$mnist" --limit 128 --epochs 1 \
+    --out "$tmp/ok" >/dev/null 2>&1; then
+  printf '\x89PNG\r\n\x1a\nbroken' >"$tmp/img.png"
+  expect_error "corrupt image" "img.png" "$nabla" predict "$root/models/mnist_cnn.cfg" \
+    "$tmp/ok/weights.safetensors" "$tmp/img.png"
+fi
+expect_error "unknown option" "--bogus" "$nabla" train "$root/models/mnist_cnn.cfg" --bogus 1
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
