@@ -47,8 +47,8 @@ int main(int argc, char **argv) {
   CHECK(nb_confusion_new(10, &cm));
   CHECK(nb_evaluate(model, cpu, state, &test, 500, cm, &loss));
   CHECK(nb_confusion_report(cm, stdout, (const char *const *)test.class_names, 4));
-  printf("test accuracy %.2f%%, %.0f images/s, weights in %s\n",
-         100.0 * nb_confusion_accuracy(cm), res.images_per_sec, res.weights);
+  printf("test accuracy %.2f%%, %.0f images/s, weights in %s\n", 100.0 * nb_confusion_accuracy(cm),
+         res.images_per_sec, res.weights);
 
   nb_confusion_free(cm);
   nb_state_free(state);
