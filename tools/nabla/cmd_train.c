@@ -236,22 +236,38 @@ int nabla_cmd_train(int argc, char **argv) {
   return code;
 }
 
-/* A state holding the model's variables, filled from a weights file. */
-static nb_status load_weights(const nb_model *m, nb_backend *be, const char *path, nb_state **st) {
+/* An inference plan: the network in eval mode on a batch of one, ending in
+ * softmax probabilities. */
+typedef struct {
+  nb_graph *g;
+  nb_tensor *x, *prob;
+  nb_plan *plan;
+} infer_plan;
+
+static void infer_free(infer_plan *ip) {
+  nb_plan_free(ip->plan);
+  nb_graph_free(ip->g);
+  memset(ip, 0, sizeof *ip);
+}
+
+/* A state filled from a weights file, and the inference plan that bound its
+ * variables (compiling creates them, so the file can be checked against
+ * them by name, dtype and shape). */
+static nb_status load_weights(const nb_model *m, nb_backend *be, const char *path, nb_state **st,
+                              infer_plan *ip) {
+  memset(ip, 0, sizeof *ip);
   nb_status rc = nb_state_new(be, st);
   if (rc) return rc;
-  /* binding the variables: build the eval graph once for batch 1 */
-  nb_graph *g = nb_graph_new();
-  nb_nn nn = {g, 0, 1, NB_NN_INIT_TORCH};
-  nb_tensor *logits = NULL, *x = nb_model_new_input(m, g, "x", 1);
-  rc = nb_model_build(m, &nn, x, &logits);
-  nb_plan *p = NULL;
+  ip->g = nb_graph_new();
+  nb_nn nn = {ip->g, 0, 1, NB_NN_INIT_TORCH};
+  nb_tensor *logits = NULL;
+  ip->x = nb_model_new_input(m, ip->g, "x", 1);
+  rc = nb_model_build(m, &nn, ip->x, &logits);
   if (!rc) {
-    nb_tensor_set_output(logits);
-    rc = nb_compile(g, be, *st, NULL, &p);
+    ip->prob = nb_softmax(ip->g, logits, 1);
+    nb_tensor_set_output(ip->prob);
+    rc = nb_compile(ip->g, be, *st, NULL, &ip->plan);
   }
-  nb_plan_free(p);
-  nb_graph_free(g);
   if (!rc) rc = nb_safetensors_load(path, *st, NULL, NB_SAFETENSORS_ALLOW_EXTRA);
   return rc;
 }
@@ -267,13 +283,14 @@ int nabla_cmd_eval(int argc, char **argv) {
   nb_backend *be = NULL;
   nb_state *st = NULL;
   nb_confusion *cm = NULL;
+  infer_plan ip = {0};
   nb_dataset test;
   memset(&test, 0, sizeof test);
   double loss = 0;
   nb_status rc = nb_model_load(c.model, &m);
   if (!rc) rc = load_data(&c, m, 0, NULL, &test);
   if (!rc) rc = nb_backend_new(c.device, &be);
-  if (!rc) rc = load_weights(m, be, c.weights, &st);
+  if (!rc) rc = load_weights(m, be, c.weights, &st, &ip);
   if (!rc) rc = nb_confusion_new((int)nb_model_classes(m), &cm);
   if (!rc) rc = nb_evaluate(m, be, st, &test, c.batch, cm, &loss);
   int code = 0;
@@ -292,6 +309,7 @@ int nabla_cmd_eval(int argc, char **argv) {
              nb_confusion_accuracy(cm), loss, (long long)test.n, c.weights);
   }
   nb_confusion_free(cm);
+  infer_free(&ip);
   nb_dataset_free(&test);
   nb_state_free(st);
   nb_backend_free(be);
@@ -310,28 +328,16 @@ int nabla_cmd_predict(int argc, char **argv) {
   nb_model *m = NULL;
   nb_backend *be = NULL;
   nb_state *st = NULL;
-  nb_graph *g = NULL;
-  nb_plan *plan = NULL;
+  infer_plan ip = {0};
   float *x = NULL, *probs = NULL;
-  int64_t shape[NB_MAX_DIMS];
+  int64_t shape[NB_MAX_DIMS] = {0};
   nb_status rc = nb_model_load(c.model, &m);
   int nd = m ? nb_model_input_shape(m, shape, NULL) : 0;
   int64_t classes = m ? nb_model_classes(m) : 0;
   if (!rc && nd != 3)
     rc = nb_error(NB_ERR_UNSUPPORTED, "%s: predict takes image models ([C, H, W] input)", c.model);
   if (!rc) rc = nb_backend_new(c.device, &be);
-  if (!rc) rc = load_weights(m, be, c.weights, &st);
-  nb_tensor *xin = NULL, *prob = NULL;
-  if (!rc) {
-    g = nb_graph_new();
-    nb_nn nn = {g, 0, 1, NB_NN_INIT_TORCH};
-    nb_tensor *logits = NULL;
-    xin = nb_model_new_input(m, g, "x", 1);
-    rc = nb_model_build(m, &nn, xin, &logits);
-    if (!rc) prob = nb_softmax(g, logits, 1);
-    if (!rc) nb_tensor_set_output(prob);
-    if (!rc) rc = nb_compile(g, be, st, NULL, &plan);
-  }
+  if (!rc) rc = load_weights(m, be, c.weights, &st, &ip);
   int64_t numel = shape[0] * shape[1] * shape[2];
   x = malloc((size_t)(numel > 0 ? numel : 1) * sizeof *x);
   probs = malloc((size_t)(classes > 0 ? classes : 1) * sizeof *probs);
@@ -341,9 +347,9 @@ int nabla_cmd_predict(int argc, char **argv) {
     rc = nb_image_load(c.files[i], &io, x);
     nb_dataset one = {1, 3, {shape[0], shape[1], shape[2]}, numel, x, NULL, 0, NULL};
     if (!rc) rc = nb_recipe_normalize(r, &one);
-    if (!rc) rc = nb_plan_set_input(plan, xin, x, (size_t)numel * sizeof *x);
-    if (!rc) rc = nb_plan_run(plan);
-    if (!rc) rc = nb_plan_get(plan, prob, probs, (size_t)classes * sizeof *probs);
+    if (!rc) rc = nb_plan_set_input(ip.plan, ip.x, x, (size_t)numel * sizeof *x);
+    if (!rc) rc = nb_plan_run(ip.plan);
+    if (!rc) rc = nb_plan_get(ip.plan, ip.prob, probs, (size_t)classes * sizeof *probs);
     if (rc) break;
     printf("%s:", c.files[i]);
     for (int k = 0; k < c.top_k && k < classes; k++) {
@@ -358,8 +364,7 @@ int nabla_cmd_predict(int argc, char **argv) {
   int code = rc ? fail("predict") : 0;
   free(x);
   free(probs);
-  nb_plan_free(plan);
-  nb_graph_free(g);
+  infer_free(&ip);
   nb_state_free(st);
   nb_backend_free(be);
   nb_model_free(m);
