@@ -294,6 +294,68 @@ nb_status nb_loader_set_pos(nb_loader *l, const nb_loader_pos *pos);
 /* Stops and joins the prefetch thread and frees the loader. NULL is ignored. */
 void nb_loader_free(nb_loader *l);
 
+/* ---- character tokenizer and token windows -------------------------------- */
+
+/* A byte-level vocabulary: the distinct bytes of a training text, sorted,
+ * so token ids are stable for a given text (tinyshakespeare: 65 tokens). */
+typedef struct nb_char_vocab {
+  int size;                 /* number of tokens, 0..256 */
+  unsigned char bytes[256]; /* token id -> byte, ascending */
+  int16_t id[256];          /* byte -> token id, -1 when not in the vocabulary */
+} nb_char_vocab;
+
+/* Builds the vocabulary of the n bytes at `text` (the sorted unique bytes). */
+nb_status nb_char_vocab_build(const char *text, size_t n, nb_char_vocab *out);
+
+/* Reads a whole file into a malloc'ed buffer (*data, freed by the caller;
+ * NUL-terminated for convenience, *n excludes the NUL). Errors name the file. */
+nb_status nb_text_read_file(const char *path, char **data, size_t *n);
+
+/* Encodes n bytes into ids[n]; a byte outside the vocabulary is an error
+ * naming its offset and value. */
+nb_status nb_char_encode(const nb_char_vocab *v, const char *text, size_t n, int32_t *ids);
+
+/* Decodes n ids into text[n] (no NUL is added); an id outside [0, size) is
+ * an error naming its position. */
+nb_status nb_char_decode(const nb_char_vocab *v, const int32_t *ids, size_t n, char *text);
+
+/* Saves the vocabulary as text: a header line "nabla-char-vocab 1 SIZE" then
+ * the byte values in decimal, one per line, so any byte survives. */
+nb_status nb_char_vocab_save(const nb_char_vocab *v, const char *path);
+
+/* Loads a file written by nb_char_vocab_save; a malformed file (bad header,
+ * values not ascending in 0..255, wrong count) is an error naming the line. */
+nb_status nb_char_vocab_load(const char *path, nb_char_vocab *out);
+
+/* Which part of the token array windows come from. */
+typedef enum nb_token_split {
+  NB_TOKENS_TRAIN = 0, /* the first 90% of the tokens */
+  NB_TOKENS_VAL = 1,   /* the last 10% */
+} nb_token_split;
+
+/* Random contiguous windows for next-token training: x = tokens[i : i+T],
+ * y = tokens[i+1 : i+T+1], with i uniform over the positions where the
+ * window and its target both lie in the split. Plain data with no
+ * allocation: it borrows `tokens`, which must outlive it, and can be copied
+ * into a checkpoint to resume the same sequence of windows. */
+typedef struct nb_token_windows {
+  const int32_t *tokens;
+  int64_t n_train, n_val; /* tokens in each split; val starts at tokens + n_train */
+  int64_t block;          /* T */
+  /* one generator per split, so evaluating does not change the training
+   * windows that follow */
+  nb_rng rng[2];
+} nb_token_windows;
+
+/* Sets up windows of `block` tokens over tokens[0..n) split 90/10 (train gets
+ * floor(0.9 n)); both splits must hold at least block + 1 tokens. */
+nb_status nb_token_windows_init(nb_token_windows *w, const int32_t *tokens, int64_t n,
+                                int64_t block, uint64_t seed);
+
+/* Fills x and y [batch, block] with `batch` random windows of `split`. */
+nb_status nb_token_windows_next(nb_token_windows *w, nb_token_split split, int64_t batch,
+                                int32_t *x, int32_t *y);
+
 #ifdef __cplusplus
 }
 #endif

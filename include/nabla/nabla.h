@@ -9,6 +9,7 @@
 #include "io.h"
 #include "model.h"
 #include "nn.h"
+#include "onnx.h"
 #include "optim.h"
 #include "tensor.h"
 #include "train.h"

@@ -70,6 +70,35 @@ const char *nb_nn_act_name(nb_nn_act act);
  * with the list of names if unknown. */
 nb_status nb_nn_act_parse(const char *name, nb_nn_act *out);
 
+/* ---- attention and transformers ------------------------------------------- */
+
+/* Fused scaled-dot-product attention, a graph op with its own CPU kernels:
+ * softmax(q k^T * scale + mask) v for q [B, H, Tq, D], k [B, H, Tk, D],
+ * v [B, H, Tk, Dv] (f32) -> [B, H, Tq, Dv]. causal != 0 masks keys j > i
+ * for query i (top-left aligned, like PyTorch's is_causal). scale == 0
+ * means 1/sqrt(D). No Tq x Tk matrix is stored: the forward keeps each row's
+ * logsumexp and the backward recomputes the probabilities from it. The
+ * result is a strided view (the logsumexp sits beside each row). Bad shapes
+ * or dtypes are a graph error naming "attention" and the three shapes. */
+nb_tensor *nb_attention(nb_graph *g, nb_tensor *q, nb_tensor *k, nb_tensor *v, int causal,
+                        float scale);
+
+/* Multi-head self-attention of x [B, T, C] with `heads` heads (C % heads ==
+ * 0): NAME.qkv = Linear(C, 3C) (like GPT-2's c_attn: q, k, v in that order
+ * along the output axis, each split into heads of C / heads), attention with
+ * scale 1/sqrt(C / heads), then NAME.proj = Linear(C, C). -> [B, T, C]. */
+nb_tensor *nb_nn_multihead_attention(const nb_nn *nn, const char *name, nb_tensor *x, int heads,
+                                     int causal);
+
+/* A pre-norm transformer block (GPT-2) on x [B, T, C]:
+ *   x = x + attn(ln1(x));  x = x + mlp(ln2(x)),
+ * mlp = NAME.mlp.fc Linear(C, mlp_ratio C), GELU (tanh form),
+ * NAME.mlp.proj Linear(mlp_ratio C, C). Layer norms NAME.ln1, NAME.ln2 (eps
+ * 1e-5); attention NAME.attn (nb_nn_multihead_attention). mlp_ratio <= 0
+ * means 4. */
+nb_tensor *nb_nn_transformer_block(const nb_nn *nn, const char *name, nb_tensor *x, int heads,
+                                   int causal, int mlp_ratio);
+
 #ifdef __cplusplus
 }
 #endif

@@ -36,7 +36,8 @@ typedef struct nb_kernel_call {
   void *workspace;
   size_t workspace_bytes;
   uint64_t step;               /* plan run counter, for dropout */
-  const nb_fused_group *group; /* elementwise nodes: the group ending here */
+  const nb_fused_group *group; /* elementwise nodes: the group ending here;
+                                  opaque nodes: an epilogue (fuses_epilogue) */
 } nb_kernel_call;
 
 typedef struct nb_backend_vtable {
@@ -49,6 +50,12 @@ typedef struct nb_backend_vtable {
   nb_status (*supports)(nb_backend *be, const nb_tensor *node);
   /* Scratch bytes a node's kernel needs (0 if none). */
   size_t (*workspace)(nb_backend *be, const nb_tensor *node);
+  /* Optional (NULL = never): 1 if the kernel of this opaque node can run an
+   * elementwise group on its output (an epilogue). It is then called with
+   * call.group set, call.in holding node's inputs followed by the group's
+   * external inputs (the one that is node itself has no pointer), and
+   * call.out pointing at the group's result, which it writes. */
+  int (*fuses_epilogue)(nb_backend *be, const nb_tensor *node);
   nb_status (*run)(nb_backend *be, const nb_kernel_call *call);
   void (*destroy)(nb_backend *be);
 } nb_backend_vtable;

@@ -62,12 +62,11 @@ static nb_status bind_launches(nb_plan *p) {
   size_t ws = 0;
   for (int s = 0; s < p->n_launch; s++) {
     nb_launch *l = &p->launch[s];
-    int n_in = l->group ? l->group->n_ext : l->node->n_in;
-    l->in = calloc((size_t)(n_in ? n_in : 1), sizeof *l->in);
+    l->in = calloc((size_t)(l->n_ins ? l->n_ins : 1), sizeof *l->in);
     if (!l->in) return nb_error(NB_ERR_OOM, "compile: out of memory");
-    for (int k = 0; k < n_in; k++)
-      l->in[k] = nb_plan_data(p, l->group ? l->group->ext[k] : l->node->in[k]);
-    size_t w = p->be->vt->workspace(p->be, l->node);
+    /* an epilogue's producer has no storage: its pointer stays NULL */
+    for (int k = 0; k < l->n_ins; k++) l->in[k] = nb_plan_data(p, l->ins[k]);
+    size_t w = p->be->vt->workspace(p->be, l->producer ? l->producer : l->node);
     if (w > ws) ws = w;
   }
   p->workspace_bytes = ws;
@@ -100,6 +99,13 @@ nb_status nb_compile(nb_graph *g, nb_backend *be, nb_state *st, const nb_compile
   if (!s) s = nb_pass_memplan(p);
   if (!s && p->arena_bytes) s = be->vt->alloc(be, p->arena_bytes, &p->arena);
   if (!s) s = bind_launches(p);
+  /* A debugging aid, read once per plan: per-launch timings (plan.c). */
+  const char *prof = getenv("NABLA_PROFILE");
+  if (!s && prof && *prof && strcmp(prof, "0") != 0) {
+    p->prof = calloc((size_t)(p->n_launch ? p->n_launch : 1), sizeof *p->prof);
+    if (!p->prof) s = nb_error(NB_ERR_OOM, "nb_compile: out of memory");
+    p->prof_cpu = strcmp(prof, "cpu") == 0;
+  }
   if (s) {
     /* keep the pass's message, say where it came from */
     char msg[1024];
@@ -114,6 +120,8 @@ nb_status nb_compile(nb_graph *g, nb_backend *be, nb_state *st, const nb_compile
 void nb_plan_free(nb_plan *p) {
   if (!p) return;
   nb_backend *be = p->be;
+  nb_plan_print_profile(p);
+  free(p->prof);
   if (p->info) {
     for (int i = 0; i < p->n_nodes; i++) {
       nb_node_info *in = &p->info[i];
@@ -125,7 +133,10 @@ void nb_plan_free(nb_plan *p) {
       }
     }
   }
-  for (int s = 0; s < p->n_launch; s++) free(p->launch[s].in);
+  for (int s = 0; s < p->n_launch; s++) {
+    free(p->launch[s].in);
+    free(p->launch[s].ins);
+  }
   free(p->launch);
   free(p->info);
   be->vt->free(be, p->arena);

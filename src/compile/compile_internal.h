@@ -27,12 +27,27 @@ typedef struct nb_node_info {
   void *own;             /* input/constant buffer, or state data */
   int inplace_of;        /* node whose arena region this one took over, or -1 */
   nb_fused_group *fused; /* the elementwise group ending at this node */
+  /* Epilogue fusion (fuse.c): on a group's last node, the opaque node whose
+   * kernel computes the group's input and then runs the group on its output
+   * (NULL if none); on that opaque node, the id of the group's last node
+   * (-1 if none): it has no storage and no launch of its own. */
+  nb_tensor *producer;
+  int epilogue_of;
+  /* memplan.c: the variable whose storage this assigned value is written
+   * into directly (its assign is then a no-op), or -1 */
+  int assign_of;
 } nb_node_info;
 
 typedef struct nb_launch {
   nb_tensor *node; /* the node written (the last member for a group) */
   nb_fused_group *group;
-  void **in; /* resolved input pointers, filled per run */
+  /* With an epilogue: the opaque node run by the kernel, whose result is
+   * the group input group->ext[k] == producer and lands in node's storage.
+   * Its inputs come first in `ins`, then the group's. */
+  nb_tensor *producer;
+  int n_ins;
+  const nb_tensor **ins; /* the nodes read, in kernel order */
+  void **in;             /* resolved input pointers, filled per run */
 } nb_launch;
 
 struct nb_plan {
@@ -50,7 +65,13 @@ struct nb_plan {
   void *workspace;
   size_t workspace_bytes;
   uint64_t step;
-  int n_inplace, n_fused;
+  int n_inplace, n_fused, n_epilogues;
+  /* NABLA_PROFILE set (not "0") at compile time: seconds spent in each
+   * launch, summed over runs, printed to stderr by nb_plan_free(). NULL when
+   * off. */
+  double *prof;
+  uint64_t prof_runs;
+  int prof_cpu; /* NABLA_PROFILE=cpu: thread CPU time instead of wall time */
 };
 
 /* Passes, in order. Each returns an error status with a message. */
@@ -62,6 +83,9 @@ nb_status nb_pass_memplan(nb_plan *p);  /* arena offsets, in-place */
 
 /* The node whose storage `t` reads (itself unless a view). */
 static inline const nb_tensor *nb_storage_of(const nb_tensor *t) { return t->base ? t->base : t; }
+
+/* NABLA_PROFILE: prints the per-launch time table to stderr. */
+void nb_plan_print_profile(const nb_plan *p);
 
 /* First byte of `t`'s data in the plan (after compile). */
 void *nb_plan_data(const nb_plan *p, const nb_tensor *t);

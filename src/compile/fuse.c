@@ -1,7 +1,8 @@
 /* Pass 3: fuse chains of elementwise ops into groups that run as one kernel
  * and write only their last result. A producer joins its consumer's group
  * when the consumer is its only reader, the shapes are equal, and the
- * producer is not needed outside (output, assign value). */
+ * producer is not needed outside (output, assign value). Then groups that
+ * finish an opaque kernel's output become that kernel's epilogue. */
 #include <stdlib.h>
 
 #include "compile_internal.h"
@@ -54,6 +55,36 @@ static nb_status build_group(nb_plan *p, const int *members, int n, nb_fused_gro
   return NB_OK;
 }
 
+/* Epilogues: a group whose input X is the whole output of an opaque kernel
+ * (a convolution, a pooling gradient, a matmul) that nothing else reads runs
+ * inside that kernel, on each chunk of X while it is still in cache, and
+ * writes straight to the group's result: conv + bias + ReLU is one pass over
+ * memory instead of three, and X needs no arena region. The backend says
+ * which kernels take epilogues. */
+static void pick_epilogues(nb_plan *p) {
+  nb_backend *be = p->be;
+  if (!be->vt->fuses_epilogue) return;
+  nb_graph *g = p->g;
+  for (int i = 0; i < g->n_nodes; i++) {
+    nb_fused_group *grp = p->info[i].fused;
+    if (!grp) continue;
+    const nb_tensor *root = g->nodes[i];
+    for (int e = 0; e < grp->n_ext; e++) {
+      nb_tensor *x = (nb_tensor *)grp->ext[e];
+      nb_node_info *xi = &p->info[x->id];
+      if (x->base || xi->kind != NB_STORE_ARENA || (x->flags & NB_FLAG_OUTPUT)) continue;
+      if (xi->n_consumers != 1 || xi->epilogue_of >= 0 || x->dtype != NB_F32) continue;
+      if (nb_op_def_get(x->op)->fusion != NB_FUSE_OPAQUE || !same_shape(x, root)) continue;
+      if (!nb_tensor_is_contiguous(x) || !be->vt->fuses_epilogue(be, x)) continue;
+      xi->epilogue_of = i;
+      xi->kind = NB_STORE_NONE;
+      p->info[i].producer = x;
+      p->n_epilogues++;
+      break;
+    }
+  }
+}
+
 nb_status nb_pass_fuse(nb_plan *p) {
   nb_graph *g = p->g;
   int n = g->n_nodes;
@@ -69,6 +100,8 @@ nb_status nb_pass_fuse(nb_plan *p) {
     parent[i] = i;
     size[i] = 1;
     p->info[i].group = -1;
+    p->info[i].epilogue_of = -1;
+    p->info[i].producer = NULL;
   }
   if (p->opt.fuse) {
     for (int i = 0; i < n; i++) {
@@ -108,6 +141,7 @@ nb_status nb_pass_fuse(nb_plan *p) {
       p->info[members[k]].kind = NB_STORE_NONE;
     }
   }
+  if (st == NB_OK && p->opt.fuse) pick_epilogues(p);
 done:
   free(parent);
   free(size);

@@ -1,6 +1,9 @@
 /* Running a compiled plan, feeding inputs and reading results. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "compile_internal.h"
 
@@ -43,21 +46,31 @@ nb_status nb_plan_set_input(nb_plan *p, const nb_tensor *input, const void *data
   return bytes ? p->be->vt->upload(p->be, in->own, data, bytes) : NB_OK;
 }
 
+/* Wall time, or with NABLA_PROFILE=cpu the calling thread's CPU time, which
+ * other processes on a shared machine do not inflate (exact with 1 thread). */
+static double seconds(const nb_plan *p) {
+  struct timespec ts;
+  clock_gettime(p->prof_cpu ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 nb_status nb_plan_run(nb_plan *p) {
   if (!p) return nb_error(NB_ERR_INVALID_ARG, "nb_plan_run: plan is NULL");
   for (int s = 0; s < p->n_launch; s++) {
+    double t0 = p->prof ? seconds(p) : 0.0;
     const nb_launch *l = &p->launch[s];
     nb_kernel_call call = {
-        .node = l->node,
+        .node = l->producer ? l->producer : l->node,
         .out = nb_plan_data(p, l->node),
         .in = l->in,
-        .n_in = l->group ? l->group->n_ext : l->node->n_in,
+        .n_in = l->n_ins,
         .workspace = p->workspace,
         .workspace_bytes = p->workspace_bytes,
         .step = p->step,
         .group = l->group,
     };
     nb_status st = p->be->vt->run(p->be, &call);
+    if (p->prof) p->prof[s] += seconds(p) - t0;
     if (st) {
       char msg[1024];
       snprintf(msg, sizeof msg, "%s", nb_last_error());
@@ -66,7 +79,62 @@ nb_status nb_plan_run(nb_plan *p) {
     }
   }
   p->step++;
+  p->prof_runs++;
   return NB_OK;
+}
+
+/* "conv2d", or for a fused group its ops in order: "add+relu". */
+static void launch_name(const nb_launch *l, char *buf, size_t cap) {
+  if (!l->group) {
+    snprintf(buf, cap, "%s", nb_op_def_get(l->node->op)->name);
+    return;
+  }
+  size_t n = 0;
+  buf[0] = 0;
+  if (l->producer) {
+    int w = snprintf(buf, cap, "%s>", nb_op_def_get(l->producer->op)->name);
+    n = w > 0 && (size_t)w < cap ? (size_t)w : 0;
+  }
+  for (int k = 0; k < l->group->n_ops && n + 1 < cap; k++) {
+    int w =
+        snprintf(buf + n, cap - n, "%s%s", k ? "+" : "", nb_op_def_get(l->group->ops[k].op)->name);
+    if (w < 0) break;
+    n += (size_t)w;
+  }
+  if (n >= cap) snprintf(buf + cap - 4, 4, "...");
+}
+
+/* Prints the NABLA_PROFILE table: every launch with its mean time and share,
+ * slowest first. A profile is a debugging aid, so output goes to stderr. */
+void nb_plan_print_profile(const nb_plan *p) {
+  if (!p || !p->prof || !p->prof_runs) return;
+  double total = 0;
+  for (int s = 0; s < p->n_launch; s++) total += p->prof[s];
+  size_t n = p->n_launch > 0 ? (size_t)p->n_launch : 1;
+  int *order = malloc(n * sizeof *order);
+  if (!order) return;
+  for (int s = 0; s < p->n_launch; s++) order[s] = s;
+  for (int i = 1; i < p->n_launch; i++) /* insertion sort, slowest first */
+    for (int j = i; j > 0 && p->prof[order[j]] > p->prof[order[j - 1]]; j--) {
+      int t = order[j];
+      order[j] = order[j - 1];
+      order[j - 1] = t;
+    }
+  fprintf(stderr,
+          "nabla profile (%s): %d launches (%d with an epilogue), %llu runs, %.3f ms per run\n",
+          p->prof_cpu ? "thread CPU time" : "wall time", p->n_launch, p->n_epilogues,
+          (unsigned long long)p->prof_runs, 1e3 * total / (double)p->prof_runs);
+  fprintf(stderr, "%9s %6s  %-5s %-40s %s\n", "ms/run", "share", "node", "kernel", "shape");
+  for (int i = 0; i < p->n_launch; i++) {
+    const nb_launch *l = &p->launch[order[i]];
+    char name[256], shape[128];
+    launch_name(l, name, sizeof name);
+    nb_shape_str(l->node->ndim, l->node->shape, shape, sizeof shape);
+    fprintf(stderr, "%9.4f %5.1f%%  %-5d %-40s %s\n",
+            1e3 * p->prof[order[i]] / (double)p->prof_runs,
+            total > 0 ? 100.0 * p->prof[order[i]] / total : 0.0, l->node->id, name, shape);
+  }
+  free(order);
 }
 
 /* Copies a strided view out of a downloaded copy of its base storage. */

@@ -81,6 +81,9 @@ typedef enum nb_opcode {
   NB_OP_AVGPOOL2D_BWD,     /* in[0] = dy; same ip; output shape of x */
   NB_OP_SOFTMAX,           /* ip[0] = axis */
   NB_OP_LOG_SOFTMAX,       /* ip[0] = axis */
+  /* fused scaled-dot-product attention (ops_attention.c): ip[0] = causal, fp[0] = scale */
+  NB_OP_ATTENTION,     /* in: q, k, v; out [B, H, Tq, Dv + 1]: y and the row logsumexp */
+  NB_OP_ATTENTION_BWD, /* in: q, k, v, fwd, dfwd; out flat [dq | dk | dv] */
   NB_OP_COUNT
 } nb_opcode;
 
@@ -187,5 +190,6 @@ void nb_register_ops_shape(nb_op_def *table);
 void nb_register_ops_linalg(nb_op_def *table);
 void nb_register_ops_conv(nb_op_def *table);
 void nb_register_ops_nn(nb_op_def *table);
+void nb_register_ops_attention(nb_op_def *table);
 
 #endif

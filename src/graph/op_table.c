@@ -22,6 +22,7 @@ static void build_table(void) {
   nb_register_ops_linalg(table);
   nb_register_ops_conv(table);
   nb_register_ops_nn(table);
+  nb_register_ops_attention(table);
   for (int i = 0; i < NB_OP_COUNT; i++)
     if (!table[i].name) table[i] = (nb_op_def){"unregistered", NB_FUSE_OPAQUE, NULL, NULL};
 }

@@ -9,6 +9,7 @@ int nabla_cmd_summary(int argc, char **argv);
 int nabla_cmd_train(int argc, char **argv);
 int nabla_cmd_eval(int argc, char **argv);
 int nabla_cmd_predict(int argc, char **argv);
+int nabla_cmd_onnx_test(int argc, char **argv);
 
 static void usage(FILE *f) {
   fprintf(f, "usage: nabla COMMAND [ARGS]\n"
@@ -18,6 +19,7 @@ static void usage(FILE *f) {
              "  eval       accuracy, classification report and confusion matrix of weights\n"
              "  predict    classify images with trained weights\n"
              "  ops        print the op table (forward, backward, cpu, cuda)\n"
+             "  onnx-test  run ONNX backend test cases (model.onnx + test_data_set_*)\n"
              "  summary    layers, shapes, parameters and training memory of a model file\n"
              "  --version  print the version, git commit and build options\n"
              "  --help     print this help\n");
@@ -48,6 +50,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "train")) return nabla_cmd_train(argc - 1, argv + 1);
   if (!strcmp(cmd, "eval")) return nabla_cmd_eval(argc - 1, argv + 1);
   if (!strcmp(cmd, "predict")) return nabla_cmd_predict(argc - 1, argv + 1);
+  if (!strcmp(cmd, "onnx-test")) return nabla_cmd_onnx_test(argc - 1, argv + 1);
   fprintf(stderr, "nabla: unknown command '%s' (try nabla --help)\n", cmd);
   return 2;
 }

@@ -24,6 +24,7 @@ static void build_kernels(void) {
   nb_cpu_register_pool(kernels);
   nb_cpu_register_softmax(kernels);
   nb_cpu_register_movement(kernels);
+  nb_cpu_register_attention(kernels);
 }
 
 static int default_threads(void) {
@@ -46,6 +47,11 @@ void nb_set_num_threads(int n) {
 int nb_get_num_threads(void) { return nb_cpu_threads(); }
 
 int nb_cpu_threads(void) { return num_threads > 0 ? num_threads : default_threads(); }
+
+int nb_cpu_max_threads(void) {
+  int t = nb_cpu_threads(), d = default_threads();
+  return t > d ? t : d;
+}
 
 static nb_status cpu_alloc(nb_backend *be, size_t bytes, void **out) {
   (void)be;
@@ -81,6 +87,12 @@ static size_t cpu_workspace(nb_backend *be, const nb_tensor *node) {
   return kernels[node->op].workspace ? kernels[node->op].workspace(node) : 0;
 }
 
+static int cpu_fuses_epilogue(nb_backend *be, const nb_tensor *node) {
+  (void)be;
+  pthread_once(&kernels_once, build_kernels);
+  return kernels[node->op].epilogue;
+}
+
 static nb_status cpu_run(nb_backend *be, const nb_kernel_call *c) {
   (void)be;
   return kernels[c->node->op].run(c);
@@ -96,6 +108,7 @@ static const nb_backend_vtable cpu_vtable = {
     .download = cpu_copy,
     .supports = cpu_supports,
     .workspace = cpu_workspace,
+    .fuses_epilogue = cpu_fuses_epilogue,
     .run = cpu_run,
     .destroy = cpu_destroy,
 };

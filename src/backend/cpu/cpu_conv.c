@@ -1,5 +1,9 @@
-/* 2-D convolution (NCHW, grouped, strided, dilated) and its two gradients,
- * as im2col + GEMM.
+/* 2-D convolution (NCHW, grouped, strided, dilated) and its two gradients.
+ * On CPUs with AVX2+FMA the direct kernels of cpu_conv_direct.c run them
+ * (alg_of() says which); this file holds the choice, the epilogue plumbing,
+ * and im2col + GEMM, which runs everything else: CPUs without AVX2, input
+ * gradients of strided convolutions, and NABLA_CONV=im2col. 1x1 unpadded
+ * convolutions are plain GEMMs either way.
  *
  * Work goes in chunks of images: im2col of the whole chunk (all groups) into
  * one column matrix, then one GEMM per group whose columns span every image
@@ -11,6 +15,7 @@
  * chunk's buffers live in the plan's workspace, sized by conv_workspace(). */
 #include <cblas.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_internal.h"
@@ -68,16 +73,62 @@ static void geom_of(const nb_tensor *node, conv_geom *g) {
   if (g->chunk < 1) g->chunk = 1;
 }
 
-/* Columns [crs, chunk * pq] followed by a staging area [k, chunk * pq] for
- * the NCHW <-> GEMM layout change of y or dy. */
-static size_t ws_bytes(const conv_geom *g) {
-  return g->direct ? 0 : (size_t)(g->chunk * (g->crs + g->k) * g->pq) * sizeof(float);
+/* ---- choice of algorithm -------------------------------------------------------------- */
+
+/* The direct kernels (cpu_conv_direct.c) take every convolution they can
+ * on a CPU with AVX2+FMA: the forward pass and the weight gradient always,
+ * the input gradient at stride 1 (a stride-1 convolution of the padded dy
+ * with the rotated weights). 1x1 unpadded convolutions stay plain GEMMs.
+ * NABLA_CONV=im2col forces im2col + GEMM, to compare or to bisect. */
+static int want_direct(void) {
+  const char *e = getenv("NABLA_CONV");
+  return NB_CPU_DIRECT_CONV && nb_conv_direct_available() && !(e && !strcmp(e, "im2col"));
+}
+
+static nb_dconv dconv_of(const conv_geom *g) {
+  nb_dconv d = {g->n,  g->c, g->h, g->w,  g->k,  g->p,  g->q,  g->groups, g->cg,
+                g->kg, g->r, g->s, g->sh, g->sw, g->ph, g->pw, g->dh,     g->dw};
+  return d;
+}
+
+/* The input gradient of a stride-1 convolution as a convolution of dy:
+ * padding d * (k - 1) - pad on each side, channels per group swapped. */
+static int dconv_bwd_input(const conv_geom *g, nb_dconv *d) {
+  int64_t ph = g->dh * (g->r - 1) - g->ph, pw = g->dw * (g->s - 1) - g->pw;
+  if (g->sh != 1 || g->sw != 1 || ph < 0 || pw < 0) return 0;
+  *d = (nb_dconv){g->n,  g->k, g->p, g->q, g->c, g->h, g->w, g->groups, g->kg,
+                  g->cg, g->r, g->s, 1,    1,    ph,   pw,   g->dh,     g->dw};
+  return 1;
+}
+
+typedef enum { ALG_GEMM, ALG_IM2COL, ALG_DIRECT } conv_alg;
+
+static conv_alg alg_of(const nb_tensor *node, const conv_geom *g, nb_dconv *d) {
+  if (g->direct) return ALG_GEMM;
+  if (!want_direct()) return ALG_IM2COL;
+  if (node->op == NB_OP_CONV2D_BWD_INPUT) return dconv_bwd_input(g, d) ? ALG_DIRECT : ALG_IM2COL;
+  *d = dconv_of(g);
+  return ALG_DIRECT;
+}
+
+/* im2col: columns [crs, chunk * pq] followed by a staging area [k, chunk * pq]
+ * for the NCHW <-> GEMM layout change of y or dy. */
+static size_t ws_bytes(const nb_tensor *node, const conv_geom *g) {
+  nb_dconv d;
+  switch (alg_of(node, g, &d)) {
+  case ALG_GEMM: return 0;
+  case ALG_DIRECT:
+    return node->op == NB_OP_CONV2D_BWD_WEIGHT
+               ? nb_conv_direct_bwdw_workspace(&d, nb_cpu_max_threads())
+               : nb_conv_direct_fwd_workspace(&d, nb_cpu_max_threads());
+  default: return (size_t)(g->chunk * (g->crs + g->k) * g->pq) * sizeof(float);
+  }
 }
 
 static size_t conv_workspace(const nb_tensor *node) {
   conv_geom g;
   geom_of(node, &g);
-  return ws_bytes(&g);
+  return ws_bytes(node, &g);
 }
 
 /* CBLAS takes int dimensions; refuse rather than truncate. */
@@ -100,9 +151,10 @@ static nb_status check_inputs(const nb_kernel_call *c, const conv_geom *g) {
     if (!nb_tensor_is_contiguous(node->in[i]))
       return nb_error(NB_ERR_INTERNAL, "%s: input %d is not contiguous",
                       nb_op_def_get(node->op)->name, i);
-  if (c->workspace_bytes < ws_bytes(g))
+  size_t need = ws_bytes(node, g);
+  if (c->workspace_bytes < need)
     return nb_error(NB_ERR_INTERNAL, "%s: workspace of %zu bytes is too small (need %zu)",
-                    nb_op_def_get(node->op)->name, c->workspace_bytes, ws_bytes(g));
+                    nb_op_def_get(node->op)->name, c->workspace_bytes, need);
   return check_blas_dims(node, g);
 }
 
@@ -211,13 +263,17 @@ static void from_nchw(const conv_geom *g, const float *y, int64_t nb, float *sta
 }
 
 /* y[n, group] = W_group [kg, rows] . col(x[n, group]) [rows, pq] */
-static nb_status run_conv(const nb_kernel_call *c) {
+static nb_status conv_fwd(const nb_kernel_call *c) {
   conv_geom g;
   geom_of(c->node, &g);
   nb_status st = check_inputs(c, &g);
   if (st) return st;
   const float *x = c->in[0], *w = c->in[1];
   float *y = c->out;
+  nb_dconv d;
+  if (alg_of(c->node, &g, &d) == ALG_DIRECT)
+    return nb_conv_direct_fwd(&d, x, w, 0, y, c->workspace, c->workspace_bytes,
+                              c->group ? c : NULL);
   if (g.direct) {
     for (int64_t n = 0; n < g.n; n++)
       for (int64_t gi = 0; gi < g.groups; gi++)
@@ -238,13 +294,17 @@ static nb_status run_conv(const nb_kernel_call *c) {
 }
 
 /* dx[n, group] = col2im(W_group^T [rows, kg] . dy[n, group] [kg, pq]) */
-static nb_status run_conv_bwd_input(const nb_kernel_call *c) {
+static nb_status conv_bwd_input(const nb_kernel_call *c) {
   conv_geom g;
   geom_of(c->node, &g);
   nb_status st = check_inputs(c, &g);
   if (st) return st;
   const float *dy = c->in[0], *w = c->in[1];
   float *dx = c->out;
+  nb_dconv d;
+  if (alg_of(c->node, &g, &d) == ALG_DIRECT)
+    return nb_conv_direct_fwd(&d, dy, w, 1, dx, c->workspace, c->workspace_bytes,
+                              c->group ? c : NULL);
   if (g.direct) {
     for (int64_t n = 0; n < g.n; n++)
       for (int64_t gi = 0; gi < g.groups; gi++)
@@ -266,7 +326,7 @@ static nb_status run_conv_bwd_input(const nb_kernel_call *c) {
 }
 
 /* dW_group [kg, rows] = sum over n of dy[n, group] [kg, pq] . col(x[n, group])^T */
-static nb_status run_conv_bwd_weight(const nb_kernel_call *c) {
+static nb_status conv_bwd_weight(const nb_kernel_call *c) {
   conv_geom g;
   geom_of(c->node, &g);
   nb_status st = check_inputs(c, &g);
@@ -276,6 +336,11 @@ static nb_status run_conv_bwd_weight(const nb_kernel_call *c) {
   if (g.k * g.rows == 0) return NB_OK;
   /* an empty batch still has a (zero) weight gradient */
   if (g.n == 0) memset(dw, 0, (size_t)(g.k * g.rows) * sizeof(float));
+  nb_dconv d;
+  if (g.n > 0 && alg_of(c->node, &g, &d) == ALG_DIRECT) {
+    st = nb_conv_direct_bwd_weight(&d, x, dy, dw, c->workspace, c->workspace_bytes);
+    return st || !c->group ? st : nb_cpu_epilogue_all(c);
+  }
   if (g.direct) {
     for (int64_t n = 0; n < g.n; n++)
       for (int64_t gi = 0; gi < g.groups; gi++)
@@ -296,8 +361,38 @@ static nb_status run_conv_bwd_weight(const nb_kernel_call *c) {
   return NB_OK;
 }
 
+/* An epilogue the direct kernels did not run chunk by chunk (GEMM and
+ * im2col paths) runs once over the whole output. */
+static nb_status with_epilogue(const nb_kernel_call *c, nb_status (*body)(const nb_kernel_call *),
+                               int direct_did_it) {
+  nb_status st = body(c);
+  if (st || !c->group || direct_did_it) return st;
+  return nb_cpu_epilogue_all(c);
+}
+
+static int direct_runs_epilogue(const nb_kernel_call *c) {
+  conv_geom g;
+  nb_dconv d;
+  geom_of(c->node, &g);
+  return c->node->op != NB_OP_CONV2D_BWD_WEIGHT && alg_of(c->node, &g, &d) == ALG_DIRECT;
+}
+
+static nb_status run_conv(const nb_kernel_call *c) {
+  return with_epilogue(c, conv_fwd, direct_runs_epilogue(c));
+}
+static nb_status run_conv_bwd_input(const nb_kernel_call *c) {
+  return with_epilogue(c, conv_bwd_input, direct_runs_epilogue(c));
+}
+/* the direct weight gradient runs its epilogue itself */
+static nb_status run_conv_bwd_weight(const nb_kernel_call *c) {
+  conv_geom g;
+  nb_dconv d;
+  geom_of(c->node, &g);
+  return with_epilogue(c, conv_bwd_weight, g.n > 0 && alg_of(c->node, &g, &d) == ALG_DIRECT);
+}
+
 void nb_cpu_register_conv(nb_cpu_kernel_entry *t) {
-  t[NB_OP_CONV2D] = (nb_cpu_kernel_entry){run_conv, conv_workspace};
-  t[NB_OP_CONV2D_BWD_INPUT] = (nb_cpu_kernel_entry){run_conv_bwd_input, conv_workspace};
-  t[NB_OP_CONV2D_BWD_WEIGHT] = (nb_cpu_kernel_entry){run_conv_bwd_weight, conv_workspace};
+  t[NB_OP_CONV2D] = (nb_cpu_kernel_entry){run_conv, conv_workspace, 1};
+  t[NB_OP_CONV2D_BWD_INPUT] = (nb_cpu_kernel_entry){run_conv_bwd_input, conv_workspace, 1};
+  t[NB_OP_CONV2D_BWD_WEIGHT] = (nb_cpu_kernel_entry){run_conv_bwd_weight, conv_workspace, 1};
 }

@@ -10,7 +10,17 @@ typedef struct nb_cpu_kernel_entry {
   nb_cpu_kernel run;
   /* scratch bytes for a node; NULL = none */
   size_t (*workspace)(const nb_tensor *node);
+  /* 1: run() applies call->group to its output when given one (epilogue) */
+  int epilogue;
 } nb_cpu_kernel_entry;
+
+/* Epilogues (cpu_elementwise.c): with call->group set, an opaque kernel
+ * writes its result into call->out and then runs the group over it, either
+ * on each finished chunk [start, start + len) of elements, on the calling
+ * thread (inside the kernel's own parallel loop), or over everything at the
+ * end with nb_cpu_epilogue_all (parallel). */
+nb_status nb_cpu_epilogue(const nb_kernel_call *c, int64_t start, int64_t len);
+nb_status nb_cpu_epilogue_all(const nb_kernel_call *c);
 
 /* Each kernel family fills its entries of the table (indexed by opcode). */
 void nb_cpu_register_elementwise(nb_cpu_kernel_entry *t);
@@ -21,9 +31,58 @@ void nb_cpu_register_conv(nb_cpu_kernel_entry *t);
 void nb_cpu_register_pool(nb_cpu_kernel_entry *t);
 void nb_cpu_register_softmax(nb_cpu_kernel_entry *t);
 void nb_cpu_register_movement(nb_cpu_kernel_entry *t);
+void nb_cpu_register_attention(nb_cpu_kernel_entry *t);
+
+/* Hot inner loops are compiled twice, for AVX2 and for the baseline x86-64
+ * the build targets; the loader picks one at start-up (GNU ifunc). A Release
+ * build stays portable and still gets 8-wide vectors where the CPU has them.
+ * The clone is keyed on the AVX2 feature, not on "arch=haswell", which GCC
+ * dispatches by CPU model and so never picks on AMD Zen. FMA is not enabled:
+ * both versions round identically (C11 forbids contraction by default). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define NB_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define NB_CPU_CLONES
+#endif
 
 /* Threads for our parallel loops (nb_set_num_threads). */
 int nb_cpu_threads(void);
+/* The most threads a kernel may be asked to use: the larger of the current
+ * setting and the core count. Per-thread workspace is sized for this many. */
+int nb_cpu_max_threads(void);
+
+/* ---- direct convolution (cpu_conv_direct.c) ---------------------------------------- */
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define NB_CPU_DIRECT_CONV 1
+#else
+#define NB_CPU_DIRECT_CONV 0
+#endif
+
+/* One convolution as the direct kernels see it (NCHW, grouped):
+ * out[n][g*kg + k][p][q] = sum over c < cg, r, s of
+ *   in[n][g*cg + c][p*sh + r*dh - ph][q*sw + s*dw - pw] * weight(g, k, c, r, s),
+ * reads outside the input being 0. */
+typedef struct nb_dconv {
+  int64_t n, cin, h, w;   /* input */
+  int64_t cout, p, q;     /* output */
+  int64_t groups, cg, kg; /* input and output channels per group */
+  int64_t r, s, sh, sw, ph, pw, dh, dw;
+} nb_dconv;
+
+/* 1 if this CPU runs the direct kernels (AVX2 and FMA). */
+int nb_conv_direct_available(void);
+size_t nb_conv_direct_fwd_workspace(const nb_dconv *d, int threads);
+size_t nb_conv_direct_bwdw_workspace(const nb_dconv *d, int threads);
+/* out = conv(in, w). flip = 0: w is [cout][cg][r][s]. flip = 1: this is the
+ * input gradient of a stride-1 convolution with weights [groups * cg][kg][r][s]
+ * (its output channels are our input channels), used rotated by 180 degrees.
+ * epi: a call whose group runs on each finished chunk of out, or NULL. */
+nb_status nb_conv_direct_fwd(const nb_dconv *d, const float *in, const float *w, int flip,
+                             float *out, void *ws, size_t ws_bytes, const nb_kernel_call *epi);
+/* dw [cout][cg][r][s] = gradient of conv(in, w) given dy = dL/dout. */
+nb_status nb_conv_direct_bwd_weight(const nb_dconv *d, const float *in, const float *dy, float *dw,
+                                    void *ws, size_t ws_bytes);
 
 /* Walks the elements of a strided tensor in row-major order: the element
  * offset (in elements) of linear index `i` of shape/stride. */

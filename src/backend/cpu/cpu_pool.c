@@ -41,6 +41,13 @@ static nb_status check_inputs(const nb_tensor *node) {
   return NB_OK;
 }
 
+/* Planes per parallel chunk: an epilogue runs once per chunk, which should
+ * hold a few thousand elements (L1/L2-sized, and worth the call). */
+static int64_t planes_per_chunk(int64_t plane) {
+  int64_t per = plane > 0 ? 4096 / plane : 1;
+  return per < 1 ? 1 : per;
+}
+
 static int big(const pool_geom *g) { return g->planes * g->p * g->q * g->kh * g->kw > PAR_MIN; }
 
 /* Window of output (p, q) clipped to the input: rows [h0, h1), cols [w0, w1). */
@@ -77,6 +84,67 @@ static int64_t argmax_in(const pool_geom *g, const float *x, window k, float *ma
   return best;
 }
 
+/* The 2x2, stride 2, unpadded pool of nearly every CNN has its own loops:
+ * windows never overlap and (but for a ceil_mode edge) never clip, so each
+ * output is four loads and three selects that vectorise, instead of the
+ * generic window walk (measured 10x slower on the MNIST CNN). The select
+ * order is argmax_in's: first maximum wins, a NaN takes over. */
+static int is_2x2(const pool_geom *g) {
+  return g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0;
+}
+
+NB_CPU_CLONES static void maxpool2x2_rows(const float *restrict r0, const float *restrict r1,
+                                          float *restrict y, int64_t n) {
+  for (int64_t q = 0; q < n; q++) {
+    float a = r0[2 * q], b = r0[2 * q + 1], cc = r1[2 * q], d = r1[2 * q + 1];
+    float m = a;
+    m = (b > m || b != b) ? b : m;
+    m = (cc > m || cc != cc) ? cc : m;
+    m = (d > m || d != d) ? d : m;
+    y[q] = m;
+  }
+}
+
+/* The forward's selects, tracking which of the four won (in float, so that
+ * the loop vectorises); the winner gets dy, the other three 0. */
+NB_CPU_CLONES static void maxpool2x2_bwd_rows(const float *restrict r0, const float *restrict r1,
+                                              const float *restrict dy, float *restrict d0,
+                                              float *restrict d1, int64_t n) {
+  for (int64_t q = 0; q < n; q++) {
+    float a = r0[2 * q], b = r0[2 * q + 1], cc = r1[2 * q], d = r1[2 * q + 1], g = dy[q];
+    float m = a, k = 0.0f;
+    int t = b > m || b != b;
+    m = t ? b : m;
+    k = t ? 1.0f : k;
+    t = cc > m || cc != cc;
+    m = t ? cc : m;
+    k = t ? 2.0f : k;
+    t = d > m || d != d;
+    k = t ? 3.0f : k;
+    d0[2 * q] = k == 0.0f ? g : 0.0f;
+    d0[2 * q + 1] = k == 1.0f ? g : 0.0f;
+    d1[2 * q] = k == 2.0f ? g : 0.0f;
+    d1[2 * q + 1] = k == 3.0f ? g : 0.0f;
+  }
+}
+
+static void maxpool_plane(const pool_geom *g, const float *xp, float *yp) {
+  int64_t p0 = 0, q0 = 0;
+  if (is_2x2(g)) {
+    /* full windows; a ceil_mode edge row/column is left to the generic loop */
+    p0 = g->p < g->h / 2 ? g->p : g->h / 2;
+    q0 = g->q < g->w / 2 ? g->q : g->w / 2;
+    for (int64_t p = 0; p < p0; p++)
+      maxpool2x2_rows(xp + 2 * p * g->w, xp + (2 * p + 1) * g->w, yp + p * g->q, q0);
+  }
+  for (int64_t p = 0; p < g->p; p++)
+    for (int64_t q = p < p0 ? q0 : 0; q < g->q; q++) {
+      float m;
+      argmax_in(g, xp, max_window(g, p, q), &m);
+      yp[p * g->q + q] = m;
+    }
+}
+
 static nb_status run_maxpool(const nb_kernel_call *c) {
   const nb_tensor *node = c->node;
   nb_status st = check_inputs(node);
@@ -85,18 +153,41 @@ static nb_status run_maxpool(const nb_kernel_call *c) {
   geom_of(node, node, &g);
   const float *x = c->in[0];
   float *y = c->out;
-#pragma omp parallel for schedule(static) num_threads(nb_cpu_threads()) if (big(&g))
-  for (int64_t pl = 0; pl < g.planes; pl++) {
-    const float *xp = x + pl * g.h * g.w;
-    float *yp = y + pl * g.p * g.q;
-    for (int64_t p = 0; p < g.p; p++)
-      for (int64_t q = 0; q < g.q; q++) {
-        float m;
-        argmax_in(&g, xp, max_window(&g, p, q), &m);
-        yp[p * g.q + q] = m;
-      }
+  int failed = 0;
+  int64_t per = planes_per_chunk(g.p * g.q), chunks = (g.planes + per - 1) / per;
+  int nt = big(&g) ? nb_cpu_threads() : 1;
+#pragma omp parallel for schedule(static) num_threads(nt) reduction(max : failed)
+  for (int64_t ch = 0; ch < chunks; ch++) {
+    int64_t p0 = ch * per, p1 = p0 + per < g.planes ? p0 + per : g.planes;
+    for (int64_t pl = p0; pl < p1; pl++) maxpool_plane(&g, x + pl * g.h * g.w, y + pl * g.p * g.q);
+    if (c->group && nb_cpu_epilogue(c, p0 * g.p * g.q, (p1 - p0) * g.p * g.q)) failed = 1;
   }
-  return NB_OK;
+  return failed ? nb_error(NB_ERR_OOM, "max_pool2d: epilogue: out of memory") : NB_OK;
+}
+
+static void maxpool_bwd_plane(const pool_geom *g, const float *xp, const float *dyp, float *dxp) {
+  int64_t p0 = 0, q0 = 0;
+  if (is_2x2(g)) {
+    p0 = g->p < g->h / 2 ? g->p : g->h / 2;
+    q0 = g->q < g->w / 2 ? g->q : g->w / 2;
+    /* full windows write every element they cover, so only the rest of
+     * the plane needs clearing before the generic loop accumulates */
+    for (int64_t p = 0; p < p0; p++) {
+      int64_t i0 = 2 * p * g->w, i1 = i0 + g->w;
+      maxpool2x2_bwd_rows(xp + i0, xp + i1, dyp + p * g->q, dxp + i0, dxp + i1, q0);
+      for (int64_t j = 2 * q0; j < g->w; j++) dxp[i0 + j] = dxp[i1 + j] = 0.0f;
+    }
+    memset(dxp + 2 * p0 * g->w, 0, (size_t)((g->h - 2 * p0) * g->w) * sizeof(float));
+  } else {
+    memset(dxp, 0, (size_t)(g->h * g->w) * sizeof(float));
+  }
+  for (int64_t p = 0; p < g->p; p++)
+    for (int64_t q = p < p0 ? q0 : 0; q < g->q; q++) {
+      window k = max_window(g, p, q);
+      if (k.h0 >= k.h1 || k.w0 >= k.w1) continue;
+      float m;
+      dxp[argmax_in(g, xp, k, &m)] += dyp[p * g->q + q];
+    }
 }
 
 /* in[0] = x, in[1] = dy. The argmax is recomputed from x rather than
@@ -109,20 +200,19 @@ static nb_status run_maxpool_bwd(const nb_kernel_call *c) {
   geom_of(node, node->in[1], &g);
   const float *x = c->in[0], *dy = c->in[1];
   float *dx = c->out;
-#pragma omp parallel for schedule(static) num_threads(nb_cpu_threads()) if (big(&g))
-  for (int64_t pl = 0; pl < g.planes; pl++) {
-    const float *xp = x + pl * g.h * g.w, *dyp = dy + pl * g.p * g.q;
-    float *dxp = dx + pl * g.h * g.w;
-    memset(dxp, 0, (size_t)(g.h * g.w) * sizeof(float));
-    for (int64_t p = 0; p < g.p; p++)
-      for (int64_t q = 0; q < g.q; q++) {
-        window k = max_window(&g, p, q);
-        if (k.h0 >= k.h1 || k.w0 >= k.w1) continue;
-        float m;
-        dxp[argmax_in(&g, xp, k, &m)] += dyp[p * g.q + q];
-      }
+  int failed = 0;
+  int64_t per = planes_per_chunk(g.h * g.w), chunks = (g.planes + per - 1) / per;
+  int nt = big(&g) ? nb_cpu_threads() : 1;
+#pragma omp parallel for schedule(static) num_threads(nt) reduction(max : failed)
+  for (int64_t ch = 0; ch < chunks; ch++) {
+    int64_t p0 = ch * per, p1 = p0 + per < g.planes ? p0 + per : g.planes;
+    for (int64_t pl = p0; pl < p1; pl++)
+      maxpool_bwd_plane(&g, x + pl * g.h * g.w, dy + pl * g.p * g.q, dx + pl * g.h * g.w);
+    /* these planes of dx are finished: the epilogue (ReLU's gradient) reads
+     * them from cache */
+    if (c->group && nb_cpu_epilogue(c, p0 * g.h * g.w, (p1 - p0) * g.h * g.w)) failed = 1;
   }
-  return NB_OK;
+  return failed ? nb_error(NB_ERR_OOM, "max_pool2d_backward: epilogue: out of memory") : NB_OK;
 }
 
 /* Average window: clipped to the input, with PyTorch's divisor. With
@@ -197,8 +287,8 @@ static nb_status run_avgpool_bwd(const nb_kernel_call *c) {
 }
 
 void nb_cpu_register_pool(nb_cpu_kernel_entry *t) {
-  t[NB_OP_MAXPOOL2D].run = run_maxpool;
-  t[NB_OP_MAXPOOL2D_BWD].run = run_maxpool_bwd;
+  t[NB_OP_MAXPOOL2D] = (nb_cpu_kernel_entry){run_maxpool, NULL, 1};
+  t[NB_OP_MAXPOOL2D_BWD] = (nb_cpu_kernel_entry){run_maxpool_bwd, NULL, 1};
   t[NB_OP_AVGPOOL2D].run = run_avgpool;
   t[NB_OP_AVGPOOL2D_BWD].run = run_avgpool_bwd;
 }

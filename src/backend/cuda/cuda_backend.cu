@@ -83,9 +83,19 @@ void cuda_destroy(nb_backend *be) {
   free(be);
 }
 
+/* positional: nvcc's C++17 has no designated initializers; keep the order
+ * of nb_backend_vtable */
 const nb_backend_vtable cuda_vtable = {
-    "cuda",      cuda_alloc,     cuda_free, cuda_upload, cuda_download,
-    cuda_supports, cuda_workspace, cuda_run,  cuda_destroy,
+    "cuda",         /* kind */
+    cuda_alloc,     /* alloc */
+    cuda_free,      /* free */
+    cuda_upload,    /* upload */
+    cuda_download,  /* download */
+    cuda_supports,  /* supports */
+    cuda_workspace, /* workspace */
+    nullptr,        /* fuses_epilogue: no fused epilogues yet */
+    cuda_run,       /* run */
+    cuda_destroy,   /* destroy */
 };
 
 } // namespace
