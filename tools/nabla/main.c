@@ -10,6 +10,7 @@ int nabla_cmd_train(int argc, char **argv);
 int nabla_cmd_eval(int argc, char **argv);
 int nabla_cmd_predict(int argc, char **argv);
 int nabla_cmd_onnx_test(int argc, char **argv);
+int nabla_cmd_bench(int argc, char **argv);
 
 static void usage(FILE *f) {
   fprintf(f, "usage: nabla COMMAND [ARGS]\n"
@@ -18,6 +19,7 @@ static void usage(FILE *f) {
              "  train      train a model file on its dataset (MNIST, CIFAR-10)\n"
              "  eval       accuracy, classification report and confusion matrix of weights\n"
              "  predict    classify images with trained weights\n"
+             "  bench      time a model's training step and inference (images/s, memory)\n"
              "  ops        print the op table (forward, backward, cpu, cuda)\n"
              "  onnx-test  run ONNX backend test cases (model.onnx + test_data_set_*)\n"
              "  summary    layers, shapes, parameters and training memory of a model file\n"
@@ -50,6 +52,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "train")) return nabla_cmd_train(argc - 1, argv + 1);
   if (!strcmp(cmd, "eval")) return nabla_cmd_eval(argc - 1, argv + 1);
   if (!strcmp(cmd, "predict")) return nabla_cmd_predict(argc - 1, argv + 1);
+  if (!strcmp(cmd, "bench")) return nabla_cmd_bench(argc - 1, argv + 1);
   if (!strcmp(cmd, "onnx-test")) return nabla_cmd_onnx_test(argc - 1, argv + 1);
   fprintf(stderr, "nabla: unknown command '%s' (try nabla --help)\n", cmd);
   return 2;
