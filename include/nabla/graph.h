@@ -177,8 +177,9 @@ nb_tensor *nb_concat(nb_graph *g, int n, nb_tensor *const *xs, int axis);
 nb_tensor *nb_pad(nb_graph *g, nb_tensor *x, const int64_t *pads, float value);
 /* Selects entries of `x` along `axis` with an i32/i64 index vector. */
 nb_tensor *nb_index_select(nb_graph *g, nb_tensor *x, int axis, nb_tensor *index);
-/* out = zeros(shape of x) then out[index[i]] += src[i] along `axis`; the
- * gradient of index_select. */
+/* out = a copy of x, then out[index[i]] += src[i] along `axis` (duplicate
+ * indices accumulate; like torch.index_add). With x a broadcast zero it is
+ * the gradient of index_select. Indices outside [0, n) are a run-time error. */
 nb_tensor *nb_index_add(nb_graph *g, nb_tensor *x, int axis, nb_tensor *index, nb_tensor *src);
 /* Integer labels of any shape -> f32 [..., num_classes]. */
 nb_tensor *nb_one_hot(nb_graph *g, nb_tensor *labels, int64_t num_classes);
