@@ -23,6 +23,7 @@
 #include <stdio.h>
 
 #include "nn.h"
+#include "optim.h"
 #include "train.h"
 
 #ifdef __cplusplus
@@ -86,6 +87,13 @@ nb_recipe nb_recipe_defaults(void);
 /* The recipe's learning-rate schedule for a run of r->epochs epochs of
  * `steps_per_epoch` updates, ready for nb_schedule_lr() (train.h). */
 nb_status nb_recipe_schedule(const nb_recipe *r, int64_t steps_per_epoch, nb_schedule *out);
+/* Appends the recipe's update for `loss` to g: the backward pass, gradient
+ * clipping when the recipe sets clip_grad_norm (*grad_norm gets the norm
+ * node, marked as an output; NULL otherwise; grad_norm may be NULL), and the
+ * recipe's optimizer (*opt, freed by the caller). The one place a recipe
+ * becomes a training step, so training, benchmarks and summaries agree. */
+nb_status nb_recipe_update(const nb_recipe *r, nb_graph *g, nb_tensor *loss, nb_tensor **grad_norm,
+                           nb_optimizer **opt);
 
 /* "adam", "adamw", "sgd" ("?" for a bad value). */
 const char *nb_recipe_optimizer_name(nb_recipe_optimizer o);

@@ -381,6 +381,26 @@ static void print_recipe(const nb_recipe *r, FILE *f) {
   }
 }
 
+nb_status nb_recipe_update(const nb_recipe *r, nb_graph *g, nb_tensor *loss, nb_tensor **grad_norm,
+                           nb_optimizer **opt) {
+  if (!r || !g || !loss || !opt)
+    return nb_error(NB_ERR_INVALID_ARG, "nb_recipe_update: NULL argument");
+  *opt = NULL;
+  if (grad_norm) *grad_norm = NULL;
+  nb_status st = nb_graph_backward(g, loss);
+  if (!st && r->clip_grad_norm > 0) {
+    nb_tensor *norm = NULL;
+    st = nb_clip_grad_norm(g, r->clip_grad_norm, &norm);
+    if (!st) nb_tensor_set_output(norm);
+    if (!st && grad_norm) *grad_norm = norm;
+  }
+  if (st) return st;
+  if (r->optimizer == NB_RECIPE_SGD)
+    return nb_optimizer_sgd(g, r->momentum, r->weight_decay, r->nesterov, opt);
+  return nb_optimizer_adam(g, r->beta1, r->beta2, r->eps, r->weight_decay,
+                           r->optimizer == NB_RECIPE_ADAMW, opt);
+}
+
 /* Appends loss, backward and the recipe's optimizer to g and compiles it for
  * the CPU, to report what one training step plans. */
 static nb_status plan_step(const nb_model *m, nb_graph *g, nb_tensor *y, int64_t batch,
@@ -395,14 +415,8 @@ static nb_status plan_step(const nb_model *m, nb_graph *g, nb_tensor *y, int64_t
   nb_tensor_set_output(loss);
   nb_status st = nb_graph_status(g);
   if (st) return nb_error(st, "%s: loss: %s", m->source, nb_graph_error(g));
-  st = nb_graph_backward(g, loss);
-  if (st) return st;
   nb_optimizer *opt = NULL;
-  if (r->optimizer == NB_RECIPE_SGD)
-    st = nb_optimizer_sgd(g, r->momentum, r->weight_decay, r->nesterov, &opt);
-  else
-    st = nb_optimizer_adam(g, r->beta1, r->beta2, r->eps, r->weight_decay,
-                           r->optimizer == NB_RECIPE_ADAMW, &opt);
+  st = nb_recipe_update(r, g, loss, NULL, &opt);
   if (st) return st;
   nb_backend *be = NULL;
   nb_state *state = NULL;

@@ -84,21 +84,8 @@ static nb_status build_step(const nb_model *m, const nb_recipe *r, int training,
   if (!training) nb_tensor_set_output(s->pred);
   rc = nb_graph_status(g);
   if (rc) return nb_error(rc, "%s", nb_graph_error(g));
-  if (training) {
-    rc = nb_graph_backward(g, s->loss);
-    if (!rc && r->clip_grad_norm > 0) {
-      rc = nb_clip_grad_norm(g, r->clip_grad_norm, &s->norm);
-      if (!rc) nb_tensor_set_output(s->norm);
-    }
-    if (!rc) {
-      if (r->optimizer == NB_RECIPE_SGD)
-        rc = nb_optimizer_sgd(g, r->momentum, r->weight_decay, r->nesterov, &s->opt);
-      else
-        rc = nb_optimizer_adam(g, r->beta1, r->beta2, r->eps, r->weight_decay,
-                               r->optimizer == NB_RECIPE_ADAMW, &s->opt);
-    }
-    if (rc) return rc;
-  }
+  if (training) rc = nb_recipe_update(r, g, s->loss, &s->norm, &s->opt);
+  if (rc) return rc;
   return nb_compile(g, be, st, NULL, &s->plan);
 }
 

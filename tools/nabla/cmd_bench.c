@@ -50,12 +50,7 @@ static nb_status build(const nb_model *m, int train, int64_t batch, nb_backend *
   } else {
     nb_tensor *loss = nb_cross_entropy(b->g, logits, b->y, r->label_smoothing);
     nb_tensor_set_output(loss);
-    rc = nb_graph_backward(b->g, loss);
-    if (!rc && r->optimizer == NB_RECIPE_SGD)
-      rc = nb_optimizer_sgd(b->g, r->momentum, r->weight_decay, r->nesterov, &b->opt);
-    else if (!rc)
-      rc = nb_optimizer_adam(b->g, r->beta1, r->beta2, r->eps, r->weight_decay,
-                             r->optimizer == NB_RECIPE_ADAMW, &b->opt);
+    rc = nb_recipe_update(r, b->g, loss, NULL, &b->opt);
     if (rc) return rc;
   }
   return nb_compile(b->g, be, st, NULL, &b->plan);
