@@ -12,17 +12,18 @@
  * windows come from the last 10%.
  *
  * Weight decay applies to every parameter (biases, layer norms and the
- * embeddings included): nb_optimizer_adam has one decay for all parameters,
- * where nanoGPT exempts the 1-d ones. bench/torch_gpt.py does the same so
- * the two stay comparable.
+ * embeddings included), where nanoGPT exempts the 1-d ones
+ * (nb_adam_options.decay_min_dims = 2, as models/gpt_char.cfg does).
+ * bench/torch_gpt.py decays everything too so the two stay comparable.
  *
  * One training step (forward, backward, clipping, AdamW) is one compiled
- * plan; an evaluation plan (batch 16) and a sampling plan (batch 1) are
- * built from the same layer names and so share the parameters through one
- * nb_state.
+ * plan; an evaluation plan (batch 16) and the sampling plans (a decode
+ * graph over per-layer KV caches: one plan for the prompt, one reused for
+ * every new character) are built from the same layer names and so share
+ * the parameters through one nb_state.
  *
  * usage: gpt_char [FILE] [--steps N] [--eval-every N] [--threads T] [--seed S]
- *                 [--temperature X] [--prompt TEXT] [--sample N] */
+ *                 [--temperature X] [--prompt TEXT] [--sample N] [--no-kv-cache] */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -46,7 +47,7 @@ enum { CTX = 128, LAYERS = 4, HEADS = 4, WIDTH = 128, BATCH = 16, EVAL_BATCHES =
 
 typedef struct {
   int64_t steps, eval_every, sample;
-  int threads;
+  int threads, no_cache;
   uint64_t seed;
   float temperature;
   const char *data, *prompt;
@@ -66,7 +67,7 @@ static int build_gpt(gpt_graph *m, int64_t b, int64_t vocab, int training, int w
                      uint64_t seed) {
   nb_graph *g = nb_graph_new();
   m->g = g;
-  nb_nn nn = {g, training, seed, NB_NN_INIT_NORMAL_002};
+  nb_nn nn = {.g = g, .training = training, .seed = seed, .init = NB_NN_INIT_NORMAL_002};
   int64_t bt[2] = {b, CTX};
   m->x = nb_input(g, "ids", NB_I32, 2, bt);
   m->y = with_loss ? nb_input(g, "targets", NB_I32, 2, bt) : NULL;
@@ -128,7 +129,7 @@ static double now(void) {
 
 static void usage(FILE *f) {
   fprintf(f, "usage: gpt_char [FILE] [--steps N] [--eval-every N] [--threads T] [--seed S]\n"
-             "                [--temperature X] [--prompt TEXT] [--sample N]\n"
+             "                [--temperature X] [--prompt TEXT] [--sample N] [--no-kv-cache]\n"
              "FILE defaults to $NABLA_DATA/tinyshakespeare/input.txt or\n"
              "../shared/data/tinyshakespeare/input.txt; --temperature 0 samples greedily.\n");
 }
@@ -149,6 +150,10 @@ static int parse(int argc, char **argv, options *o) {
     }
     if (a[0] != '-') {
       o->data = a;
+      continue;
+    }
+    if (!strcmp(a, "--no-kv-cache")) {
+      o->no_cache = 1;
       continue;
     }
     if (!v) {
@@ -202,32 +207,72 @@ static int evaluate(gpt_graph *e, nb_plan *plan, nb_token_windows *win, int32_t 
   return 0;
 }
 
-/* Picks the next token from one row of logits: argmax when temperature is 0,
- * otherwise a draw from softmax(logits / temperature). */
-static int32_t pick(const float *logits, int vocab, float temperature, nb_rng *rng, double *p) {
-  int best = 0;
-  for (int i = 1; i < vocab; i++)
-    if (logits[i] > logits[best]) best = i;
-  if (temperature <= 0) return best;
-  double sum = 0;
-  for (int i = 0; i < vocab; i++) {
-    p[i] = exp((double)(logits[i] - logits[best]) / temperature);
-    sum += p[i];
+/* The sampling model as a decode graph (generate.h): `len` new tokens at a
+ * run-time position over per-layer KV caches, with the training graph's
+ * parameter names (nn.h's *_decode layers), so it binds the trained weights. */
+typedef struct {
+  int64_t vocab;
+  uint64_t seed;
+} decode_ctx;
+
+static nb_status build_decode(void *ctx, nb_graph *g, int64_t len, int64_t capacity,
+                              nb_decode_graph *out) {
+  const decode_ctx *d = ctx;
+  nb_nn nn = {.g = g, .seed = d->seed, .init = NB_NN_INIT_NORMAL_002};
+  int64_t bt[2] = {1, len}, one = 1;
+  out->ids = nb_input(g, "ids", NB_I32, 2, bt);
+  out->pos = nb_input(g, "pos", NB_I32, 1, &one);
+  nb_tensor *h = nb_nn_embedding(&nn, "wte", out->ids, d->vocab, WIDTH);
+  nb_tensor *wte = nb_graph_find(g, "wte.weight");
+  h = nb_nn_positional_at(&nn, "wpe", h, out->pos, CTX);
+  for (int l = 0; l < LAYERS; l++) {
+    char name[32];
+    snprintf(name, sizeof name, "h.%d", l);
+    h = nb_nn_transformer_block_decode(&nn, name, h, HEADS, 4, out->pos, capacity);
   }
-  double r = nb_rng_uniform(rng) * sum;
-  for (int i = 0; i < vocab; i++) {
-    r -= p[i];
-    if (r < 0) return i;
-  }
-  return vocab - 1;
+  h = nb_nn_layer_norm(&nn, "ln_f", h, 1e-5f);
+  int64_t flat[2] = {len, WIDTH};
+  out->logits = nb_matmul(g, nb_reshape(g, h, 2, flat), nb_transpose(g, wte, 0, 1));
+  return nb_graph_status(g);
 }
 
-/* Generates o->sample characters after the prompt. There is no KV cache yet:
- * every new character reruns the whole batch-1 graph over the last T tokens
- * (O(T) work per token instead of O(1) for the new position). While the text
- * is shorter than T it sits at positions 0..n-1 and the rest is padding,
- * which causal attention keeps from influencing position n-1. */
+static int print_char(int32_t tok, void *vocab) {
+  putchar(((const nb_char_vocab *)vocab)->bytes[tok]);
+  fflush(stdout);
+  return 0;
+}
+
+/* Streams o->sample characters after the prompt: the prompt runs through
+ * the model once, filling the KV caches, then one compiled plan runs per
+ * character, for the new position only. When the context is full the last
+ * half of it is run again (nb_generate_options.slide). */
 static int sample(nb_backend *cpu, nb_state *state, const nb_char_vocab *vocab, const options *o) {
+  decode_ctx ctx = {vocab->size, o->seed};
+  nb_decoder *dec;
+  CHECK(nb_decoder_new(cpu, state, CTX, build_decode, &ctx, &dec));
+  size_t np = strlen(o->prompt);
+  int32_t *ids = malloc((np ? np : 1) * sizeof *ids);
+  if (!ids) return 1;
+  CHECK(nb_char_encode(vocab, o->prompt, np, ids));
+  nb_generate_options g = {.max_tokens = o->sample, .slide = 1};
+  g.sample = (nb_sample_options){.temperature = o->temperature, .seed = o->seed + 7};
+  nb_generate_stats s;
+  printf("--- sample (temperature %.2f, KV cache) ---\n%s", (double)o->temperature, o->prompt);
+  CHECK(nb_generate(dec, ids, (int64_t)np, &g, print_char, (void *)vocab, &s));
+  printf("\n---\nsampling: %lld characters in %.3f s, %.1f tokens/s with the KV cache\n",
+         (long long)s.new_tokens, s.prefill_seconds + s.decode_seconds, s.tokens_per_sec);
+  free(ids);
+  nb_decoder_free(dec);
+  return 0;
+}
+
+/* The same without a cache (--no-kv-cache, for comparison): every new
+ * character reruns the whole batch-1 graph over the last T tokens, O(T)
+ * work per token. While the text is shorter than T it sits at positions
+ * 0..n-1 and the rest is padding, which causal attention keeps from
+ * influencing position n-1. */
+static int sample_recompute(nb_backend *cpu, nb_state *state, const nb_char_vocab *vocab,
+                            const options *o) {
   gpt_graph s;
   if (build_gpt(&s, 1, vocab->size, 0, 0, o->seed)) {
     fprintf(stderr, "gpt_char: %s\n", nb_graph_error(s.g));
@@ -235,35 +280,32 @@ static int sample(nb_backend *cpu, nb_state *state, const nb_char_vocab *vocab, 
   }
   nb_plan *plan;
   CHECK(nb_compile(s.g, cpu, state, NULL, &plan));
+  nb_sampler *sampler;
+  nb_sample_options so = {.temperature = o->temperature, .seed = o->seed + 7};
+  CHECK(nb_sampler_new(vocab->size, &so, &sampler));
   size_t np = strlen(o->prompt), total = np + (size_t)o->sample;
   int32_t *ids = malloc(total * sizeof *ids), window[CTX];
   float *logits = malloc((size_t)CTX * (size_t)vocab->size * sizeof *logits);
-  double *p = malloc((size_t)vocab->size * sizeof *p);
-  char *text = malloc(total + 1);
-  if (!ids || !logits || !p || !text) {
-    fprintf(stderr, "gpt_char: out of memory for sampling\n");
-    return 1;
-  }
+  if (!ids || !logits) return 1;
   CHECK(nb_char_encode(vocab, o->prompt, np, ids));
-  nb_rng rng;
-  nb_rng_seed(&rng, o->seed + 7);
-  size_t n = np;
-  while (n < total) {
+  printf("--- sample (temperature %.2f, no cache) ---\n%s", (double)o->temperature, o->prompt);
+  double t0 = now();
+  for (size_t n = np; n < total; n++) {
     size_t len = n < CTX ? n : CTX, start = n - len;
     memset(window, 0, sizeof window);
     memcpy(window, ids + start, len * sizeof *ids);
     CHECK(nb_plan_set_input(plan, s.x, window, sizeof window));
     CHECK(nb_plan_run(plan));
     CHECK(nb_plan_get(plan, s.logits, logits, (size_t)CTX * (size_t)vocab->size * sizeof *logits));
-    ids[n++] = pick(logits + (len - 1) * (size_t)vocab->size, vocab->size, o->temperature, &rng, p);
+    CHECK(nb_sampler_pick(sampler, logits + (len - 1) * (size_t)vocab->size, &ids[n]));
+    print_char(ids[n], (void *)vocab);
   }
-  CHECK(nb_char_decode(vocab, ids, total, text));
-  text[total] = '\0';
-  printf("--- sample (temperature %.2f) ---\n%s\n---\n", (double)o->temperature, text);
+  double dt = now() - t0;
+  printf("\n---\nsampling: %lld characters in %.3f s, %.1f tokens/s without a cache\n",
+         (long long)o->sample, dt, dt > 0 ? (double)o->sample / dt : 0.0);
   free(ids);
   free(logits);
-  free(p);
-  free(text);
+  nb_sampler_free(sampler);
   nb_plan_free(plan);
   nb_graph_free(s.g);
   return 0;
@@ -379,7 +421,9 @@ int main(int argc, char **argv) {
   }
   double tps = (double)(o.steps * BATCH * CTX) / t_train;
   printf("training: %.1f s, %.0f tokens/s\n", t_train, tps);
-  if (o.sample > 0 && sample(cpu, state, &vocab, &o)) return 1;
+  if (o.sample > 0 &&
+      (o.no_cache ? sample_recompute(cpu, state, &vocab, &o) : sample(cpu, state, &vocab, &o)))
+    return 1;
   printf("{\"val_loss\": %.4f, \"train_loss\": %.4f, \"steps\": %lld, \"tokens_per_sec\": %.0f}\n",
          val, last_train, (long long)o.steps, tps);
   free(bx);

@@ -2,7 +2,7 @@
 # Installs the Debian packages nabla builds with, if any are missing.
 # Sourced or run by the other scripts; safe to run again.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libopenblas-dev libopenblas-openmp-dev libcmocka-dev zlib1g-dev libcjson-dev libpng-dev libjpeg62-turbo-dev clang-format)
+pkgs=(build-essential cmake pkg-config libopenblas-dev libopenblas-openmp-dev libcmocka-dev zlib1g-dev libcjson-dev libpng-dev libjpeg62-turbo-dev libopenmpi-dev openmpi-bin clang-format python3-onnx)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -58,7 +58,17 @@ if [ -f "$mnist/t10k-images-idx3-ubyte.gz" ] &&
   expect_error "corrupt image" "img.png" "$nabla" predict "$root/models/mnist_cnn.cfg" \
     "$tmp/ok/weights.safetensors" "$tmp/img.png"
 fi
+# BPE vocabularies: a missing training text, a merge of a later id
+expect_error "missing tokenizer text" "nope.txt" "$nabla" tokenizer train "$tmp/nope.txt" --vocab 300 -o "$tmp/v.bpe"
+printf 'nabla-bpe 1\nsplit gpt4-bytes\nmerges 1\n300 97\nspecial 0\n' >"$tmp/bad.bpe"
+expect_error "corrupt BPE vocabulary" "bad.bpe:4" "$nabla" tokenizer encode "$tmp/bad.bpe" --text hi
 expect_error "unknown option" "--bogus" "$nabla" train "$root/models/mnist_cnn.cfg" --bogus 1
+# text models: a missing text, a corrupt checkpoint, a bad GPT section
+expect_error "missing text" "/nonexistent" "$nabla" train "$root/tests/data/tiny_gpt.cfg" --data /nonexistent
+expect_error "corrupt text checkpoint" "w.safetensors" "$nabla" train "$root/tests/data/tiny_gpt.cfg" \
+  --data "$root/tests/data/tiny_text.txt" --resume "$tmp/w.safetensors" --out "$tmp/text"
+sed 's/^tie = wte/tie = wtx/' "$root/tests/data/tiny_gpt.cfg" >"$tmp/tie.cfg"
+expect_error "tie to a missing layer" "tie.cfg:43: expected 'tie' to name an earlier" "$nabla" train "$tmp/tie.cfg"
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -39,7 +39,7 @@ typedef struct built {
 static built build(const nb_model *m, int64_t batch, int training, uint64_t seed) {
   built b;
   b.g = nb_graph_new();
-  nb_nn nn = {b.g, training, seed, NB_NN_INIT_TORCH};
+  nb_nn nn = {.g = b.g, .training = training, .seed = seed, .init = NB_NN_INIT_TORCH};
   b.x = nb_model_new_input(m, b.g, "x", batch);
   assert_non_null(b.x);
   TU_OK(nb_model_build(m, &nn, b.x, &b.y));
@@ -252,7 +252,7 @@ static void test_mnist_file_equals_hand_built(void **s) {
   h.g = nb_graph_new();
   int64_t xs[4] = {B, 1, 28, 28};
   h.x = nb_input(h.g, "x", NB_F32, 4, xs);
-  nb_nn nn = {h.g, 1, 42, NB_NN_INIT_TORCH};
+  nb_nn nn = {.g = h.g, .training = 1, .seed = 42, .init = NB_NN_INIT_TORCH};
   h.y = mnist_by_hand(&nn, h.x);
   nb_tensor_set_output(h.y);
   TU_OK(nb_graph_status(h.g));
@@ -530,7 +530,7 @@ static void test_residual_projections(void **s) {
   snprintf(text, sizeof text, fmt, "none");
   m = parse(text);
   nb_graph *g = nb_graph_new();
-  nb_nn nn = {g, 0, 1, NB_NN_INIT_TORCH};
+  nb_nn nn = {.g = g, .seed = 1, .init = NB_NN_INIT_TORCH};
   nb_tensor *y2;
   assert_int_equal(nb_model_build(m, &nn, nb_model_new_input(m, g, "x", 1), &y2), NB_ERR_SHAPE);
   assert_non_null(strstr(nb_last_error(), "test.cfg:12: [end down]"));
@@ -550,7 +550,7 @@ static void test_auto_names_and_embedding(void **s) {
                       "[end]\n"
                       "[linear head]\nout = 11\n");
   nb_graph *g = nb_graph_new();
-  nb_nn nn = {g, 0, 1, NB_NN_INIT_TORCH};
+  nb_nn nn = {.g = g, .seed = 1, .init = NB_NN_INIT_TORCH};
   nb_tensor *x = nb_model_new_input(m, g, "ids", 2), *y;
   assert_int_equal(nb_tensor_dtype(x), NB_I64);
   TU_OK(nb_model_build(m, &nn, x, &y));
@@ -728,7 +728,7 @@ static void test_build_errors(void **s) {
                       "[conv2d big]\nout = 2\nkernel = 7\n"
                       "[flatten]\n[linear fc]\nout = 10\n");
   nb_graph *g = nb_graph_new();
-  nb_nn nn = {g, 0, 1, NB_NN_INIT_TORCH};
+  nb_nn nn = {.g = g, .seed = 1, .init = NB_NN_INIT_TORCH};
   nb_tensor *y = (nb_tensor *)&y;
   assert_int_equal(nb_model_build(m, &nn, nb_model_new_input(m, g, "x", 2), &y), NB_ERR_SHAPE);
   assert_null(y);

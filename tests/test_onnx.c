@@ -317,7 +317,7 @@ static void test_tensor_errors(void **state) {
   put_int(&nine, 2, NB_ONNX_FLOAT);
   assert_int_equal(nb_onnx_tensor_decode(nine.p, nine.n, "nine.pb", &x), NB_ERR_FORMAT);
   free(nine.p);
-  /* strings and external data are reported as unsupported */
+  /* strings are reported as unsupported (external data: test_onnx_external.c) */
   buf s = {0};
   put_int(&s, 1, 1);
   put_int(&s, 2, NB_ONNX_STRING);

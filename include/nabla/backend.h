@@ -29,6 +29,28 @@ const char *nb_backend_name(const nb_backend *be);
 
 /* 1 if the backend has a kernel for the op named `op` (see nb_op_get_info). */
 int nb_backend_supports_op(nb_backend *be, const char *op);
+/* The same question for a kind of device ("cpu", "cuda") without opening
+ * one, so it works on a machine without a GPU: 1 if nabla's backend of that
+ * kind has a kernel for `op`. A build without CUDA still answers for the
+ * CUDA backend (`nabla ops` prints the same table everywhere); opening a
+ * cuda device there fails. Leaves and views need no kernel: 1. 0 for an
+ * unknown op or kind. */
+int nb_backend_kind_supports_op(const char *kind, const char *op);
+
+/* Device memory held by a backend's caching allocator (CUDA). */
+typedef struct nb_memory_stats {
+  size_t in_use;    /* bytes handed out and not yet freed */
+  size_t reserved;  /* bytes taken from the device: in use + cached for reuse */
+  size_t peak;      /* highest in_use so far */
+  uint64_t allocs;  /* allocations served */
+  uint64_t reused;  /* of which from the cache, without cudaMalloc */
+  size_t dev_free;  /* free bytes on the whole device (cudaMemGetInfo) */
+  size_t dev_total; /* bytes on the device */
+} nb_memory_stats;
+
+/* Fills *out; NB_ERR_UNSUPPORTED for a backend without its own allocator
+ * (the CPU backend uses the C heap). */
+nb_status nb_backend_memory_stats(nb_backend *be, nb_memory_stats *out);
 
 /* Process-wide CPU thread count used by CPU kernels and BLAS (documented
  * global state). n <= 0 restores the default (all cores). */

@@ -232,10 +232,18 @@ typedef struct nb_loader_options {
   int one_hot;        /* 1: also fill nb_batch.y_onehot (needs num_classes) */
   uint64_t seed;      /* seeds shuffling and augmentation */
   nb_augment augment;
+  /* Data-parallel sharding (dist.h): with shards > 1 the loader hands out
+   * only part `shard` (0-based) of every batch, examples [shard * b,
+   * (shard + 1) * b) of it with b = batch_size / shards, augmented exactly
+   * as in the whole batch. Loaders with the same dataset and seed and
+   * shards 0 .. shards-1 together yield every whole batch. Needs drop_last
+   * and batch_size divisible by shards. 0 or 1: whole batches. */
+  int shards;
+  int shard;
 } nb_loader_options;
 
 /* batch_size as given, shuffle 1, drop_last 0, prefetch 1, one_hot 0, seed
- * 0, no augmentation. */
+ * 0, no augmentation, no sharding. */
 nb_loader_options nb_loader_defaults(int64_t batch_size);
 
 /* One batch. The loader owns the buffers; they stay valid until the next
@@ -294,7 +302,7 @@ nb_status nb_loader_set_pos(nb_loader *l, const nb_loader_pos *pos);
 /* Stops and joins the prefetch thread and frees the loader. NULL is ignored. */
 void nb_loader_free(nb_loader *l);
 
-/* ---- character tokenizer and token windows -------------------------------- */
+/* ---- character tokenizer -------------------------------------------------- */
 
 /* A byte-level vocabulary: the distinct bytes of a training text, sorted,
  * so token ids are stable for a given text (tinyshakespeare: 65 tokens). */
@@ -326,6 +334,122 @@ nb_status nb_char_vocab_save(const nb_char_vocab *v, const char *path);
 /* Loads a file written by nb_char_vocab_save; a malformed file (bad header,
  * values not ascending in 0..255, wrong count) is an error naming the line. */
 nb_status nb_char_vocab_load(const char *path, nb_char_vocab *out);
+
+/* ---- byte-level BPE tokenizer --------------------------------------------- */
+
+/* A GPT-2-style byte-level BPE tokenizer (docs/data.md, "Tokenizers"): ids
+ * 0..255 are the bytes, id 256 + r is merge r (the concatenation of its two
+ * parts), and registered special tokens follow the merges. Any byte string
+ * encodes, and decodes back to exactly itself. Opaque; immutable once
+ * built, except for nb_bpe_add_special; encode and decode only read it, so
+ * threads may share one. Typical use:
+ *
+ *   nb_bpe *tok;  nb_bpe_load("vocab.bpe", &tok);
+ *   int32_t *ids = malloc(n * sizeof *ids);  size_t n_ids;
+ *   nb_bpe_encode(tok, text, n, 0, ids, &n_ids);   (n_ids <= n)
+ *   ... model over nb_bpe_vocab_size(tok) ids ...
+ *   nb_bpe_free(tok); */
+typedef struct nb_bpe nb_bpe;
+
+/* Most ids a tokenizer may have (bytes, merges and special tokens). */
+#define NB_BPE_MAX_VOCAB (1 << 20)
+/* Longest special token, in bytes, and most special tokens. */
+#define NB_BPE_MAX_SPECIAL_LEN 128
+#define NB_BPE_MAX_SPECIALS    1024
+
+/* Length (>= 1 when n > 0) of the pre-split chunk at the start of text[0..n).
+ * Training and encoding cut text into chunks and never merge across them.
+ * The rule ("gpt4-bytes") is GPT-4's split pattern on byte classes:
+ * letters = A-Z a-z and every byte >= 0x80 (so UTF-8 characters stay in
+ * words, and any byte sequence splits), digits = 0-9, whitespace = space \t
+ * \n \v \f \r, other = the rest. The first alternative that matches wins:
+ *   1. ' followed by s d m t ll ve re (ASCII, any case): "'s", "'LL"
+ *   2. one optional byte that is not \r \n, a letter or a digit, then letters
+ *   3. one to three digits
+ *   4. an optional space, a run of "other" bytes, then any \r and \n
+ *   5. whitespace up to and including its last \r or \n
+ *   6. a whitespace run followed by a non-space byte, less its last byte
+ *      (which joins the next word, " world"); a run at the end, all of it
+ *   7. a single whitespace byte
+ * i.e. '(?i:[sdmt]|ll|ve|re)|[^\r\nLN]?L+|N{1,3}| ?[^\sLN]+[\r\n]*|
+ * \s*[\r\n]|\s+(?!\S)|\s+ (tests/ref/bpe_ref.py has it as a Python re). */
+size_t nb_bpe_chunk_len(const char *text, size_t n);
+
+/* Learns merges from text[0..n) until the vocabulary holds vocab_size ids
+ * (256 bytes + vocab_size - 256 merges), or fewer when no adjacent pair is
+ * left. Each step merges the most frequent adjacent pair within chunks
+ * (pairs overlap: "aaa" counts (a,a) twice; merging is left to right, as in
+ * minbpe); ties go to the lowest pair (smallest left id, then smallest right
+ * id), not to the first seen as in minbpe. Pair counts are updated
+ * incrementally over the distinct chunks. vocab_size in [256,
+ * NB_BPE_MAX_VOCAB]. *out is freed with nb_bpe_free. */
+nb_status nb_bpe_train(const char *text, size_t n, int vocab_size, nb_bpe **out);
+
+/* Frees the tokenizer. NULL is ignored. */
+void nb_bpe_free(nb_bpe *t);
+
+/* Number of ids: 256 + merges + special tokens. */
+int nb_bpe_vocab_size(const nb_bpe *t);
+/* Number of merges; merge r made id 256 + r. */
+int nb_bpe_num_merges(const nb_bpe *t);
+/* The merges in rank order: 2 * nb_bpe_num_merges ids, merge r joins
+ * ids [2r] and [2r + 1]. Owned by t. */
+const int32_t *nb_bpe_merges(const nb_bpe *t);
+
+/* Registers a special token: a string of 1..NB_BPE_MAX_SPECIAL_LEN
+ * printable ASCII bytes without spaces (0x21..0x7e), e.g. "<|endoftext|>",
+ * not already registered, at most NB_BPE_MAX_SPECIALS of them. It gets the
+ * next id (nb_bpe_vocab_size before the call), written to *id when id is
+ * not NULL. Merges cannot be added after it. */
+nb_status nb_bpe_add_special(nb_bpe *t, const char *name, int32_t *id);
+
+/* The id of a registered special token. An unregistered name is
+ * NB_ERR_INVALID_ARG naming it and the registered ones. */
+nb_status nb_bpe_special_id(const nb_bpe *t, const char *name, int32_t *id);
+
+/* Encode flag: registered special-token strings in the text become their
+ * ids (the longest one starting at the earliest position wins). Without it
+ * the text is all ordinary bytes, so "<|endoftext|>" in a training file is
+ * just text, and a string that looks special but is not registered is
+ * ordinary text either way. */
+#define NB_BPE_ALLOW_SPECIAL 1
+
+/* Encodes text[0..n) into ids (room for n ids: a token covers at least one
+ * byte) and sets *n_ids. Each chunk starts as its bytes and repeatedly
+ * merges its lowest-rank adjacent pair (left to right among equals) until
+ * no pair of it is a merge: the same ids as GPT-2's and minbpe's encoders. */
+nb_status nb_bpe_encode(const nb_bpe *t, const char *text, size_t n, int flags, int32_t *ids,
+                        size_t *n_ids);
+
+/* Decodes n ids into a malloc'ed buffer (*text, freed by the caller;
+ * NUL-terminated for convenience, *len excludes the NUL). Special ids become
+ * their strings. An id outside [0, vocab size) is NB_ERR_INVALID_ARG naming
+ * its position. */
+nb_status nb_bpe_decode(const nb_bpe *t, const int32_t *ids, size_t n, char **text, size_t *len);
+
+/* The bytes of one id (*bytes owned by t, not NUL-terminated): for printing
+ * generated text token by token. A token may end inside a UTF-8 character. */
+nb_status nb_bpe_token(const nb_bpe *t, int32_t id, const char **bytes, size_t *len);
+
+/* Writes the vocabulary file (text, docs/data.md):
+ *   nabla-bpe 1
+ *   split gpt4-bytes
+ *   merges M
+ *   A B              M lines, merge r's two ids, in rank order
+ *   special K
+ *   NAME             K lines, in id order
+ * through a temporary file renamed over path, so a reader sees the old file
+ * or the new one, never a part. */
+nb_status nb_bpe_save(const nb_bpe *t, const char *path);
+
+/* Reads a file written by nb_bpe_save. Anything else (wrong header or
+ * version, unknown split, a count above the limits, a merge id not below
+ * 256 + its rank, a repeated merge or special token, a bad name, missing
+ * or extra lines, a line over 255 bytes) is NB_ERR_FORMAT naming
+ * path:line and the reason. */
+nb_status nb_bpe_load(const char *path, nb_bpe **out);
+
+/* ---- token windows -------------------------------------------------------- */
 
 /* Which part of the token array windows come from. */
 typedef enum nb_token_split {

@@ -131,6 +131,8 @@ nb_tensor *nb_rsqrt(nb_graph *g, nb_tensor *x);
 nb_tensor *nb_square(nb_graph *g, nb_tensor *x);
 nb_tensor *nb_reciprocal(nb_graph *g, nb_tensor *x);
 nb_tensor *nb_tanh(nb_graph *g, nb_tensor *x);
+/* The error function 2/sqrt(pi) * integral_0^x exp(-t^2) dt (C's erff). */
+nb_tensor *nb_erf(nb_graph *g, nb_tensor *x);
 nb_tensor *nb_sigmoid(nb_graph *g, nb_tensor *x);
 nb_tensor *nb_relu(nb_graph *g, nb_tensor *x);
 nb_tensor *nb_leaky_relu(nb_graph *g, nb_tensor *x, float slope);
@@ -185,6 +187,28 @@ nb_tensor *nb_index_add(nb_graph *g, nb_tensor *x, int axis, nb_tensor *index, n
 nb_tensor *nb_one_hot(nb_graph *g, nb_tensor *labels, int64_t num_classes);
 /* weight [V, D] looked up by integer ids of any shape -> [..., D]. */
 nb_tensor *nb_embedding(nb_graph *g, nb_tensor *weight, nb_tensor *ids);
+
+/* ---- run-time positions (decoding with a KV cache) ------------------------- */
+
+/* These ops take a position `pos` that is known only when the plan runs:
+ * one i32 or i64 element, usually an nb_input fed before each run, so one
+ * compiled plan serves every position. A position out of range is a
+ * run-time error from nb_plan_run naming the position and the size. They
+ * are forward only (no gradient). */
+
+/* Writes `value` into rows [pos, pos + n) of `axis` of variable `var`
+ * (n = value's size on that axis; the other axes must match var's) when
+ * its launch runs, in place, in creation order: unlike nb_assign it is not
+ * deferred to the end of the step. Returns var after the write (stored in
+ * the variable itself): read that node, not `var`, to see the new rows
+ * (a reader of the result is ordered after the write). The write happens
+ * even when nothing reads the result. Rows outside the window keep their
+ * values, which makes `var` a fixed-capacity buffer filled position by
+ * position, like a KV cache. */
+nb_tensor *nb_write_at(nb_graph *g, nb_tensor *var, nb_tensor *value, int axis, nb_tensor *pos);
+/* A copy of rows [pos, pos + len) of `axis` of x (x[pos:pos + len] with a
+ * run-time start), e.g. the positional embeddings of the tokens at pos. */
+nb_tensor *nb_slice_at(nb_graph *g, nb_tensor *x, int axis, nb_tensor *pos, int64_t len);
 
 /* ---- linear algebra and convolution --------------------------------------- */
 

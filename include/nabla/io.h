@@ -168,6 +168,38 @@ nb_status nb_checkpoint_save(const char *path, const nb_state *st, const nb_kv *
  * unchanged and *meta_out is NULL. */
 nb_status nb_checkpoint_load(const char *path, nb_state *st, unsigned flags, nb_kv **meta_out);
 
+/* ---- NumPy .npy arrays ---------------------------------------------------------- */
+
+/* An array read from a .npy file (numpy.save; format versions 1.0, 2.0 and
+ * 3.0). File dtypes become nabla dtypes: f4 -> f32, f8 -> f32 (rounded),
+ * f2 -> f16, i1/i2/i4 -> i32, i8 -> i64, u1 -> u8, u2 -> i32, u4 -> i64,
+ * b1 -> u8 (0 or 1); either byte order. Only C-order arrays are read
+ * (Fortran order beyond rank 1 is NB_ERR_FORMAT saying so). */
+typedef struct nb_npy {
+  nb_dtype dtype;
+  int ndim; /* 0 for a scalar */
+  int64_t shape[NB_MAX_DIMS];
+  int64_t numel; /* may be 0 (a dimension of size 0) */
+  void *data;    /* numel elements of dtype in host byte order (malloc'ed) */
+  char descr[8]; /* the file's dtype, e.g. "<f8" */
+} nb_npy;
+
+/* Reads a .npy file. A hostile or damaged file (bad magic, a truncated or
+ * malformed header, a shape that does not match the data the file holds, a
+ * shape product that overflows) is NB_ERR_FORMAT naming the file and the
+ * reason; nothing is allocated before the sizes are checked against the
+ * file's size. Free with nb_npy_free(). */
+nb_status nb_npy_load(const char *path, nb_npy *out);
+/* nb_npy_load on a file held in memory; `name` labels errors. */
+nb_status nb_npy_decode(const void *buf, size_t len, const char *name, nb_npy *out);
+/* Frees a->data (the struct itself is the caller's). NULL is ignored. */
+void nb_npy_free(nb_npy *a);
+/* Writes `data` (C order, host byte order) as a version 1.0 .npy file that
+ * numpy.load reads: f32 -> <f4, f16 -> <f2, bf16 -> <f4 (widened exactly),
+ * i32 -> <i4, i64 -> <i8, u8 -> |u1. Atomic: see nb_atomic_file. */
+nb_status nb_npy_save(const char *path, nb_dtype dtype, int ndim, const int64_t *shape,
+                      const void *data);
+
 /* ---- TensorBoard ------------------------------------------------------------- */
 
 /* Continues CRC-32C (Castagnoli) `crc` over n bytes; start with 0. */

@@ -22,6 +22,7 @@
 
 #include <stdio.h>
 
+#include "dist.h"
 #include "nn.h"
 #include "optim.h"
 #include "train.h"
@@ -79,6 +80,16 @@ typedef struct nb_recipe {
   /* Augmentation (training batches only). */
   int crop_padding; /* random crop after zero-padding this many pixels; 0 = off */
   int hflip;        /* random horizontal flip */
+
+  /* Token-sequence (text) models: a run of `steps` updates (0 = unset),
+   * validation every eval_every steps (0 = only at the end) over
+   * eval_batches batches (default 20). */
+  int64_t steps;
+  int64_t eval_every;
+  int eval_batches;
+  /* Weight decay only for parameters with at least this many axes (adam,
+   * adamw); 0 = every parameter (default), 2 = nanoGPT's rule. */
+  int decay_min_dims;
 } nb_recipe;
 
 /* The recipe a [train] section starts from. */
@@ -94,6 +105,11 @@ nb_status nb_recipe_schedule(const nb_recipe *r, int64_t steps_per_epoch, nb_sch
  * becomes a training step, so training, benchmarks and summaries agree. */
 nb_status nb_recipe_update(const nb_recipe *r, nb_graph *g, nb_tensor *loss, nb_tensor **grad_norm,
                            nb_optimizer **opt);
+/* nb_recipe_update for data-parallel training: with more than one rank in
+ * `dist` (NULL: one process), the gradients are averaged over the ranks
+ * (nb_dist_average_grads) right after backward, before clipping. */
+nb_status nb_recipe_update_dist(const nb_recipe *r, nb_graph *g, nb_tensor *loss, nb_dist *dist,
+                                nb_tensor **grad_norm, nb_optimizer **opt);
 
 /* "adam", "adamw", "sgd" ("?" for a bad value). */
 const char *nb_recipe_optimizer_name(nb_recipe_optimizer o);
@@ -124,11 +140,38 @@ int nb_model_input_shape(const nb_model *m, int64_t *shape, nb_dtype *dt);
 int64_t nb_model_classes(const nb_model *m);
 /* The [train] recipe, with defaults for what the file omits. Owned by m. */
 const nb_recipe *nb_model_recipe(const nb_model *m);
+/* 1 for a token-sequence model ([net] input = T, input_dtype i32 or i64):
+ * `nabla train` trains it as a language model (next-token prediction on
+ * text, output [batch, T, vocab]). */
+int nb_model_is_text(const nb_model *m);
+/* 1 if some key of the file says `vocab` ([net] classes = vocab, [embedding]
+ * vocab = vocab): the vocabulary comes from the data. */
+int nb_model_takes_vocab(const nb_model *m);
+/* The vocabulary size that `vocab` stands for: NB_MODEL_DEFAULT_VOCAB until
+ * nb_model_set_vocab; 0 when the model takes none. */
+int64_t nb_model_vocab(const nb_model *m);
+/* Sets the vocabulary size (>= 1) of a model that takes one from the data;
+ * NB_ERR_INVALID_ARG for a model without a `vocab` key. */
+nb_status nb_model_set_vocab(nb_model *m, int64_t vocab);
+/* What `vocab` means before the data says: Tiny Shakespeare's 65 bytes. */
+#define NB_MODEL_DEFAULT_VOCAB 65
 /* Number of trainable parameters (elements), as torch's
- * sum(p.numel() for p in model.parameters()) counts them. */
+ * sum(p.numel() for p in model.parameters()) counts them. With adapters
+ * attached (nb_model_set_lora) only they train, and only they count. */
 nb_status nb_model_param_count(const nb_model *m, int64_t *count);
 
 /* ---- building ---------------------------------------------------------------- */
+
+/* Attaches LoRA adapters (nn.h) to every later build of m: nb_model_build,
+ * given an nn without lora of its own, adds adapters to the Linear layers
+ * that lora->targets matches and freezes every other parameter
+ * (nn->freeze_base), so training, evaluating and summarising the model all
+ * see the adapted network and only the adapters train. Targets that match
+ * no Linear layer fail the build (nb_nn_finish). The configuration is
+ * copied after nb_lora_check; lora NULL detaches. */
+nb_status nb_model_set_lora(nb_model *m, const nb_lora *lora);
+/* The attached configuration, or NULL. Owned by m. */
+const nb_lora *nb_model_lora(const nb_model *m);
 
 /* Adds an input node named `name` for a batch of `batch` examples with the
  * model's input shape and dtype. */
@@ -138,6 +181,18 @@ nb_tensor *nb_model_new_input(const nb_model *m, nb_graph *g, const char *name, 
  * statistics and active dropout. A shape error names the layer and its line
  * in the model file; the graph keeps its own error as well. */
 nb_status nb_model_build(const nb_model *m, const nb_nn *nn, nb_tensor *x, nb_tensor **logits);
+/* Positions a token-sequence model takes ([net] input = T, or fewer when
+ * its [positional] table is shorter); 0 for other models. */
+int64_t nb_model_context(const nb_model *m);
+/* Builds the model's decode graph (nn.h, "decoding with a KV cache") into
+ * nn->g: ids [1, len] i32 are new tokens at positions pos.. (pos: an i32
+ * [1] input), with KV caches of `capacity` <= nb_model_context positions;
+ * *logits [1, len, vocab]. Same parameter names as nb_model_build, always
+ * in inference mode. A layer with no decode form (convolutions, pools,
+ * batch norm, residual blocks) or non-causal attention is an error naming
+ * it; see generate.h for running the graph. */
+nb_status nb_model_build_decode(const nb_model *m, const nb_nn *nn, nb_tensor *ids, nb_tensor *pos,
+                                int64_t capacity, nb_tensor **logits);
 
 /* Writes a table of the layers (name, type, output shape for `batch`
  * examples, parameters), the totals, and the memory plan of one training

@@ -4,9 +4,12 @@
 
 #include "backend.h"
 #include "data.h"
+#include "dist.h"
 #include "fit.h"
+#include "generate.h"
 #include "graph.h"
 #include "io.h"
+#include "lora.h"
 #include "model.h"
 #include "nn.h"
 #include "onnx.h"

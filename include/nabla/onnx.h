@@ -1,6 +1,7 @@
 /* ONNX import: a small self-contained reader of ONNX model files (no
  * protobuf library), and a builder that maps ONNX operators onto nabla graph
- * ops.
+ * ops. ONNX export (at the end): a protobuf writer, and nb_onnx_export,
+ * which writes the inference part of a nabla graph as an ONNX model.
  *
  * Shapes are static in nabla, so a model is built for concrete input shapes
  * (a dynamic batch dimension is fixed at build time). Integer tensors that
@@ -15,7 +16,9 @@
 #ifndef NABLA_ONNX_H
 #define NABLA_ONNX_H
 
+#include "backend.h"
 #include "graph.h"
+#include "model.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -78,7 +81,9 @@ enum {
 /* A decoded TensorProto. Floating types (float, double, float16, bfloat16)
  * are converted to f32 in `f32`; integer and bool types to int64 in `i64`
  * (uint64 keeps its bits). Exactly one of the two is non-NULL when numel > 0.
- * Strings, complex numbers and external data are NB_ERR_UNSUPPORTED. */
+ * Strings and complex numbers are NB_ERR_UNSUPPORTED. External data
+ * (data_location = EXTERNAL) is read from the file its "location" names,
+ * relative to the folder of the file being decoded (see nb_onnx_load). */
 typedef struct nb_onnx_tensor {
   const char *name; /* "" if unnamed */
   int elem_type;    /* NB_ONNX_* */
@@ -105,9 +110,14 @@ const char *nb_onnx_type_name(int elem_type);
 
 typedef struct nb_onnx_model nb_onnx_model;
 
-/* Reads and decodes an ONNX model file (ModelProto). */
+/* Reads and decodes an ONNX model file (ModelProto), with initializers kept
+ * as external data (onnx.save_model(..., save_as_external_data=True)) read
+ * from their files. An external "location" must be a relative path that
+ * stays inside the model's folder (no absolute paths, no "..", no symlink
+ * leading out); offset and length are checked against that file's size. */
 nb_status nb_onnx_load(const char *path, nb_onnx_model **out);
-/* Decodes a ModelProto from memory (copied); `name` labels errors. */
+/* Decodes a ModelProto from memory (copied); `name` labels errors and is
+ * the path external data is resolved against. */
 nb_status nb_onnx_load_buffer(const void *buf, size_t len, const char *name, nb_onnx_model **out);
 /* Frees a model (NULL is ignored). */
 void nb_onnx_free(nb_onnx_model *m);
@@ -159,6 +169,93 @@ typedef struct nb_onnx_input {
  * node. */
 nb_status nb_onnx_build(const nb_onnx_model *m, nb_graph *g, int n_inputs,
                         const nb_onnx_input *inputs, nb_tensor **in_nodes, nb_tensor **outputs);
+
+/* ---- protobuf writer --------------------------------------------------------- */
+
+/* A growable buffer that protobuf fields are appended to (the mirror of
+ * nb_pb_reader). Errors are sticky: after the first failure (out of memory,
+ * a message over protobuf's 2 GiB limit) every call does nothing and
+ * `status` keeps the error, so check it once at the end. */
+typedef struct nb_pb_writer {
+  uint8_t *buf; /* owned; freed by nb_pb_writer_free */
+  size_t len, cap;
+  nb_status status;
+} nb_pb_writer;
+
+void nb_pb_writer_init(nb_pb_writer *w);
+void nb_pb_writer_free(nb_pb_writer *w);
+/* Bytes already in wire format (fields from another writer). */
+void nb_pb_write_raw(nb_pb_writer *w, const void *data, size_t n);
+/* A bare varint (no tag). */
+void nb_pb_write_varint(nb_pb_writer *w, uint64_t v);
+/* A field tag: field number and wire type (NB_PB_*). */
+void nb_pb_write_tag(nb_pb_writer *w, uint32_t field, int wire);
+/* An int32/int64/enum/bool field (negative values take ten bytes). */
+void nb_pb_write_int(nb_pb_writer *w, uint32_t field, int64_t v);
+void nb_pb_write_fixed32(nb_pb_writer *w, uint32_t field, uint32_t v);
+/* A float field (fixed32, little-endian IEEE bits). */
+void nb_pb_write_float(nb_pb_writer *w, uint32_t field, float v);
+/* A length-delimited field: bytes, or a NUL-terminated string. */
+void nb_pb_write_bytes(nb_pb_writer *w, uint32_t field, const void *data, size_t n);
+void nb_pb_write_string(nb_pb_writer *w, uint32_t field, const char *s);
+/* A packed repeated int64 field. */
+void nb_pb_write_packed_int(nb_pb_writer *w, uint32_t field, const int64_t *v, size_t n);
+/* Opens a nested message (or any length-delimited field written piece by
+ * piece) as field `field`; nb_pb_end(w, mark) closes it. Nest freely. */
+size_t nb_pb_begin(nb_pb_writer *w, uint32_t field);
+void nb_pb_end(nb_pb_writer *w, size_t mark);
+
+/* ---- ONNX export --------------------------------------------------------------- */
+
+/* How a graph is exported. nb_onnx_export_defaults() gives the defaults. */
+typedef struct nb_onnx_export_options {
+  /* Axis 0 of every input becomes the symbolic dimension "N", and so does
+   * every axis that follows from it (the batch axis of the outputs, the -1
+   * in reshapes). Default 1; 0 keeps the graph's shapes. */
+  int dynamic_batch;
+  const char *graph_name;       /* GraphProto.name; default "nabla" */
+  const char *producer_version; /* ModelProto.producer_version; default "" */
+  const char *doc_string;       /* ModelProto.doc_string; NULL for none */
+  /* nb_onnx_export_model only: */
+  int normalize; /* prepend the recipe's (x - mean) / std: the model takes raw inputs */
+  int softmax;   /* append a softmax: the output is "probabilities", not "logits" */
+} nb_onnx_export_options;
+
+nb_onnx_export_options nb_onnx_export_defaults(void);
+
+/* Writes the part of `g` that computes `outputs` (n_outputs nodes) as an
+ * ONNX model (ir_version 8, opset 17, producer "nabla") into a new buffer
+ * *data of *len bytes (free() it). Input nodes become graph inputs, named as
+ * in the graph; variables become initializers holding their values in `st`
+ * (so `st` must hold every variable the outputs read: compile the graph or
+ * load weights first); constants become initializers too. Outputs are named
+ * after their nodes ("output", "output_1", ... when unnamed).
+ *
+ * Every nabla op maps to one or a few ONNX ops; the patterns nabla's layers
+ * build are recognised and written as the ONNX op PyTorch would export
+ * (conv + bias -> Conv, linear -> Gemm, eval-mode batch norm ->
+ * BatchNormalization, layer norm -> LayerNormalization, mean over H and W ->
+ * GlobalAveragePool). docs/onnx.md lists the mapping. A graph for export is
+ * an inference graph: an op with no ONNX mapping (gradient ops, active
+ * dropout, assigns) is NB_ERR_UNSUPPORTED naming the op and the node. With
+ * dynamic_batch, an op that would tie the batch axis to the size the graph
+ * was built with (a slice or pad of the batch axis, a reshape that splits
+ * it) is NB_ERR_UNSUPPORTED too; build the graph with a batch above 1 so
+ * the batch axis can be told apart from axes of size 1. */
+nb_status nb_onnx_export(const nb_graph *g, const nb_state *st, int n_outputs,
+                         nb_tensor *const *outputs, const nb_onnx_export_options *opt,
+                         uint8_t **data, size_t *len);
+/* nb_onnx_export() into a file, written atomically (io.h, nb_atomic_file). */
+nb_status nb_onnx_export_file(const nb_graph *g, const nb_state *st, int n_outputs,
+                              nb_tensor *const *outputs, const nb_onnx_export_options *opt,
+                              const char *path);
+/* Exports model `m` for inference: its evaluation graph (batch norm with
+ * running statistics, no dropout) from input "input" [N, input shape...] to
+ * output "logits" [N, classes] (or "probabilities" with opt->softmax), with
+ * the weights in `st` (every parameter and running statistic of the model,
+ * by name, as after nb_safetensors_load or training). opt may be NULL. */
+nb_status nb_onnx_export_model(const nb_model *m, const nb_state *st,
+                               const nb_onnx_export_options *opt, const char *path);
 
 #ifdef __cplusplus
 }

@@ -19,6 +19,23 @@ typedef struct nb_optimizer nb_optimizer;
  * is updated. Moments are variables named "<param>.adam_m" / ".adam_v". */
 nb_status nb_optimizer_adam(nb_graph *g, float beta1, float beta2, float eps, float weight_decay,
                             int decoupled, nb_optimizer **out);
+/* Adam(W) settings for nb_optimizer_adam_ex. */
+typedef struct nb_adam_options {
+  float beta1, beta2, eps;
+  float weight_decay;
+  int decoupled; /* 1: AdamW (decoupled decay), 0: Adam (L2 penalty) */
+  /* Weight decay only for parameters with at least this many axes; 0 or 1
+   * decays every parameter. 2 is nanoGPT's rule (matrices and embeddings
+   * decay, biases and layer-norm gains do not), the same as torch.optim
+   * param groups {ndim >= 2: weight_decay} and {ndim < 2: 0}. */
+  int decay_min_dims;
+} nb_adam_options;
+
+/* beta1 0.9, beta2 0.999, eps 1e-8, no weight decay, Adam, decay_min_dims 0. */
+nb_adam_options nb_adam_defaults(void);
+/* nb_optimizer_adam with every setting in one struct (decay_min_dims
+ * included). */
+nb_status nb_optimizer_adam_ex(nb_graph *g, const nb_adam_options *o, nb_optimizer **out);
 /* SGD with momentum (0 = plain), Nesterov and L2 weight decay, like
  * torch.optim.SGD. Momentum buffers are "<param>.momentum". */
 nb_status nb_optimizer_sgd(nb_graph *g, float momentum, float weight_decay, int nesterov,

@@ -111,6 +111,10 @@ int nb_confusion_classes(const nb_confusion *c);
 /* Adds n pairs. Every value must be in [0, classes); otherwise nothing is
  * added and the error names the first bad index. */
 nb_status nb_confusion_add(nb_confusion *c, const int64_t *pred, const int64_t *label, int64_t n);
+/* Adds a whole classes x classes matrix of counts (row = true label,
+ * column = prediction), such as another matrix's summed over ranks. Counts
+ * must be >= 0; otherwise nothing is added. */
+nb_status nb_confusion_add_counts(nb_confusion *c, const int64_t *counts);
 /* Number of samples with true label `label` predicted as `pred` (0 when out
  * of range). */
 int64_t nb_confusion_count(const nb_confusion *c, int label, int pred);

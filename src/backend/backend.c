@@ -54,3 +54,41 @@ int nb_backend_supports_op(nb_backend *be, const char *op) {
   }
   return 0;
 }
+
+int nb_backend_kind_supports_op(const char *kind, const char *op) {
+  if (!kind || !op) return 0;
+  int cpu = !strcmp(kind, "cpu"), cuda = !strcmp(kind, "cuda");
+  if (!cpu && !cuda) return 0;
+  for (int i = 0; i < NB_OP_COUNT; i++) {
+    const nb_op_def *d = nb_op_def_get((nb_opcode)i);
+    if (strcmp(d->name, op)) continue;
+    /* leaves and views are storage, not kernels */
+    if (d->fusion == NB_FUSE_LEAF || d->fusion == NB_FUSE_VIEW) return 1;
+    if (cuda) {
+      /* a CUDA build asks its kernel table; others the list that mirrors it */
+#ifdef NABLA_WITH_CUDA
+      return nb_cuda_has_kernel((nb_opcode)i);
+#else
+      return nb_cuda_lists_op((nb_opcode)i);
+#endif
+    }
+    /* the CPU backend is the host: opening it costs nothing */
+    nb_backend *be = NULL;
+    if (nb_cpu_backend_open(0, &be)) {
+      nb_clear_error();
+      return 0;
+    }
+    int ok = nb_backend_supports_op(be, op);
+    nb_backend_free(be);
+    return ok;
+  }
+  return 0;
+}
+
+nb_status nb_backend_memory_stats(nb_backend *be, nb_memory_stats *out) {
+  if (!be || !out) return nb_error(NB_ERR_INVALID_ARG, "nb_backend_memory_stats: NULL argument");
+  memset(out, 0, sizeof *out);
+  if (!be->vt->memory_stats)
+    return nb_error(NB_ERR_UNSUPPORTED, "%s: no allocator statistics (host memory)", be->name);
+  return be->vt->memory_stats(be, out);
+}

@@ -58,6 +58,8 @@ typedef struct nb_backend_vtable {
   int (*fuses_epilogue)(nb_backend *be, const nb_tensor *node);
   nb_status (*run)(nb_backend *be, const nb_kernel_call *call);
   void (*destroy)(nb_backend *be);
+  /* Optional (NULL = NB_ERR_UNSUPPORTED): the allocator's statistics. */
+  nb_status (*memory_stats)(nb_backend *be, nb_memory_stats *out);
 } nb_backend_vtable;
 
 struct nb_backend {
@@ -69,8 +71,12 @@ struct nb_backend {
 
 /* Backend constructors, one per device kind. */
 nb_status nb_cpu_backend_open(int index, nb_backend **out);
+/* 1 if nabla's CUDA backend has a kernel for `op`, in any build (cuda_ops.c). */
+int nb_cuda_lists_op(nb_opcode op);
 #ifdef NABLA_WITH_CUDA
 nb_status nb_cuda_backend_open(int index, nb_backend **out);
+/* 1 if the CUDA backend has a kernel for `op`; needs no device. */
+int nb_cuda_has_kernel(nb_opcode op);
 #endif
 
 /* Variables of a state: storage on the state's backend. */

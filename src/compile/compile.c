@@ -42,6 +42,12 @@ static nb_status assign_storage(nb_plan *p) {
       /* writes into the variable's storage */
       in->kind = NB_STORE_VIEW;
       break;
+    case NB_OP_WRITE_AT:
+      /* an ordinary launch whose result is its variable's storage (nb_plan_data) */
+      in->kind = NB_STORE_VIEW;
+      st = be->vt->supports(be, t);
+      if (st) return nb_error(st, "node %d (write_at) on %s: %s", i, be->name, nb_last_error());
+      break;
     default:
       if (t->base || nb_is_view_op(t->op)) {
         in->kind = NB_STORE_VIEW;

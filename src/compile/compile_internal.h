@@ -3,6 +3,7 @@
 #define NB_COMPILE_INTERNAL_H
 
 #include "../backend/backend_internal.h"
+#include "nabla/dist.h"
 
 /* Where a node's storage lives. */
 typedef enum nb_storage_kind {
@@ -72,6 +73,9 @@ struct nb_plan {
   double *prof;
   uint64_t prof_runs;
   int prof_cpu; /* NABLA_PROFILE=cpu: thread CPU time instead of wall time */
+  /* the communicator of the plan's gradient reductions (dist.h), NULL if none:
+   * nb_plan_run lets MPI progress them between launches */
+  nb_dist *dist;
 };
 
 /* Passes, in order. Each returns an error status with a message. */

@@ -6,7 +6,8 @@ nb_status nb_pass_dce(nb_plan *p) {
   int roots = 0;
   for (int i = g->n_nodes - 1; i >= 0; i--) {
     const nb_tensor *t = g->nodes[i];
-    if ((t->flags & NB_FLAG_OUTPUT) || t->op == NB_OP_ASSIGN) {
+    /* side effects are roots even when nothing reads them */
+    if ((t->flags & NB_FLAG_OUTPUT) || t->op == NB_OP_ASSIGN || t->op == NB_OP_WRITE_AT) {
       p->info[i].keep = 1;
       p->info[i].output = (t->flags & NB_FLAG_OUTPUT) != 0;
       roots++;

@@ -34,25 +34,94 @@ static nb_status list_inputs(nb_launch *l) {
   return NB_OK;
 }
 
+/* ---- launch order ------------------------------------------------------------
+ *
+ * Creation order, which is always valid, with two exceptions that let a
+ * gradient reduction (dist.h) overlap computation: an allreduce_start is
+ * launched as soon as the launches producing its inputs have run (backward
+ * creates the gradients of the last layers first, so their bucket starts
+ * while the earlier layers' gradients are still being computed), and an
+ * allreduce_wait is launched only right before the first launch that reads
+ * its result (so the optimizer updates of earlier buckets also overlap). A
+ * start reading a leaf (a variable, an input) stays in place, so it never
+ * moves across a write of that leaf. */
+
+static int is_start(const nb_tensor *t) { return t->op == NB_OP_ALLREDUCE_START; }
+static int is_wait(const nb_tensor *t) { return t->op == NB_OP_ALLREDUCE_WAIT; }
+
+/* Appends t's launch, after the waits whose results it reads. */
+static nb_status emit(nb_plan *p, nb_tensor *t, char *done) {
+  if (done[t->id]) return NB_OK;
+  nb_launch l = {.node = t, .group = p->info[t->id].fused, .producer = p->info[t->id].producer};
+  nb_status st = list_inputs(&l);
+  for (int k = 0; !st && k < l.n_ins; k++) {
+    nb_tensor *x = (nb_tensor *)nb_storage_of(l.ins[k]);
+    if ((is_wait(x) || is_start(x)) && launched(p, x) && !done[x->id]) st = emit(p, x, done);
+    if (!st && x != t && launched(p, x) && !done[x->id])
+      st = nb_error(NB_ERR_INTERNAL, "schedule: node %d (%s) would run before its input %d (%s)",
+                    t->id, nb_op_def_get(t->op)->name, x->id, nb_op_def_get(x->op)->name);
+  }
+  if (st) {
+    free(l.ins);
+    return st;
+  }
+  if (is_start(t)) p->dist = t->data;
+  p->launch[p->n_launch] = l;
+  p->info[t->id].step = p->n_launch++;
+  done[t->id] = 1;
+  return NB_OK;
+}
+
+/* Launches every start whose inputs have all been produced. */
+static nb_status hoist_starts(nb_plan *p, char *done, const int *starts, int n_starts) {
+  for (int j = 0; j < n_starts; j++) {
+    nb_tensor *s = p->g->nodes[starts[j]];
+    if (done[s->id]) continue;
+    int ready = 1;
+    for (int k = 0; ready && k < s->n_in; k++) {
+      const nb_tensor *x = nb_storage_of(s->in[k]);
+      ready = launched(p, x) && done[x->id];
+    }
+    if (!ready) continue;
+    nb_status st = emit(p, s, done);
+    if (st) return st;
+  }
+  return NB_OK;
+}
+
 nb_status nb_pass_schedule(nb_plan *p) {
   nb_graph *g = p->g;
-  int n = 0;
-  for (int i = 0; i < g->n_nodes; i++) n += launched(p, g->nodes[i]);
+  int n = 0, n_starts = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    n += launched(p, g->nodes[i]);
+    n_starts += launched(p, g->nodes[i]) && is_start(g->nodes[i]);
+  }
   p->launch = calloc((size_t)(n ? n : 1), sizeof *p->launch);
-  if (!p->launch) return nb_error(NB_ERR_OOM, "schedule: out of memory");
+  char *done = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), 1);
+  int *starts = malloc((size_t)(n_starts ? n_starts : 1) * sizeof *starts);
+  nb_status st = NB_OK;
+  if (!p->launch || !done || !starts) st = nb_error(NB_ERR_OOM, "schedule: out of memory");
+  n_starts = 0;
+  for (int i = 0; !st && i < g->n_nodes; i++)
+    if (launched(p, g->nodes[i]) && is_start(g->nodes[i])) starts[n_starts++] = i;
   /* assigns run last so every read of a variable sees its old value */
-  for (int pass = 0; pass < 2; pass++)
-    for (int i = 0; i < g->n_nodes; i++) {
+  for (int pass = 0; !st && pass < 2; pass++) {
+    if (pass == 0 && n_starts) st = hoist_starts(p, done, starts, n_starts);
+    for (int i = 0; !st && i < g->n_nodes; i++) {
       nb_tensor *t = g->nodes[i];
-      if (!launched(p, t) || (t->op == NB_OP_ASSIGN) != pass) continue;
-      nb_launch *l = &p->launch[p->n_launch];
-      l->node = t;
-      l->group = p->info[i].fused;
-      l->producer = p->info[i].producer;
-      p->info[i].step = p->n_launch++;
-      nb_status st = list_inputs(l);
-      if (st) return st;
+      if (!launched(p, t) || (t->op == NB_OP_ASSIGN) != pass || is_wait(t)) continue;
+      st = emit(p, t, done);
+      if (!st && pass == 0 && n_starts) st = hoist_starts(p, done, starts, n_starts);
     }
+    /* waits nothing read before the assigns */
+    for (int i = 0; !st && pass == 0 && i < g->n_nodes; i++)
+      if (launched(p, g->nodes[i]) && is_wait(g->nodes[i])) st = emit(p, g->nodes[i], done);
+  }
+  free(done);
+  free(starts);
+  if (st) return st;
+  if (p->n_launch != n)
+    return nb_error(NB_ERR_INTERNAL, "schedule: %d of %d launches ordered", p->n_launch, n);
   for (int i = 0; i < g->n_nodes; i++) p->info[i].last_use = -1;
   for (int s = 0; s < p->n_launch; s++) {
     const nb_launch *l = &p->launch[s];

@@ -9,7 +9,8 @@
 
 void *nb_plan_data(const nb_plan *p, const nb_tensor *t) {
   const nb_tensor *owner = nb_storage_of(t);
-  if (t->op == NB_OP_ASSIGN) owner = t->in[0];
+  /* an assign, a write_at and views of them live in their variable */
+  if (owner->op == NB_OP_ASSIGN || owner->op == NB_OP_WRITE_AT) owner = owner->in[0];
   const nb_node_info *in = &p->info[owner->id];
   unsigned char *base;
   switch (in->kind) {
@@ -70,6 +71,9 @@ nb_status nb_plan_run(nb_plan *p) {
         .group = l->group,
     };
     nb_status st = p->be->vt->run(p->be, &call);
+    /* Open MPI advances a non-blocking reduction only inside MPI calls:
+     * give it a turn between kernels while one is under way */
+    if (p->dist && nb_dist_pending(p->dist)) nb_dist_progress(p->dist);
     if (p->prof) p->prof[s] += seconds(p) - t0;
     if (st) {
       char msg[1024];

@@ -75,8 +75,12 @@ static void begin_epoch(const nb_loader *l, producer *p, int64_t epoch, nb_rng s
 /* Fills s with the producer's next batch and advances the producer. */
 static void fill(const nb_loader *l, producer *p, slot *s) {
   const nb_dataset *ds = l->ds;
-  const int64_t B = l->opt.batch_size, F = ds->example_numel, start = p->batch * B;
-  const int64_t size = ds->n - start < B ? ds->n - start : B;
+  const int64_t B = l->opt.batch_size, F = ds->example_numel;
+  int64_t start = p->batch * B, size = ds->n - start < B ? ds->n - start : B;
+  if (l->opt.shards > 1) { /* a full batch (drop_last): this shard's part */
+    size = B / l->opt.shards;
+    start += l->opt.shard * size;
+  }
   const int augment = l->opt.augment.crop_pad > 0 || l->opt.augment.hflip;
   for (int64_t k = 0; k < size; k++) {
     const int64_t row = p->perm[start + k];
@@ -187,6 +191,13 @@ nb_status nb_loader_new(const nb_dataset *ds, const nb_loader_options *opt, nb_l
                     "nb_loader_new: drop_last with batch_size %lld > %lld "
                     "examples leaves no batch",
                     (long long)B, (long long)ds->n);
+  if (opt->shards < 0 || (opt->shards > 1 && (opt->shard < 0 || opt->shard >= opt->shards)))
+    return nb_error(NB_ERR_INVALID_ARG, "nb_loader_new: shard %d of %d shards is out of range",
+                    opt->shard, opt->shards);
+  if (opt->shards > 1 && (!opt->drop_last || B % opt->shards))
+    return nb_error(
+        NB_ERR_INVALID_ARG, "nb_loader_new: batch_size %lld cannot be split into %d equal shards%s",
+        (long long)B, opt->shards, opt->drop_last ? "" : " (sharding also needs drop_last)");
   const nb_augment *a = &opt->augment;
   if (a->crop_pad < 0 || a->hflip < 0 || a->hflip > 1)
     return nb_error(NB_ERR_INVALID_ARG,

@@ -43,6 +43,7 @@ typedef enum nb_opcode {
   NB_OP_SQUARE,
   NB_OP_RECIPROCAL,
   NB_OP_TANH,
+  NB_OP_ERF,
   NB_OP_SIGMOID,
   NB_OP_RELU,
   NB_OP_LEAKY_RELU, /* fp[0] = slope */
@@ -84,6 +85,13 @@ typedef enum nb_opcode {
   /* fused scaled-dot-product attention (ops_attention.c): ip[0] = causal, fp[0] = scale */
   NB_OP_ATTENTION,     /* in: q, k, v; out [B, H, Tq, Dv + 1]: y and the row logsumexp */
   NB_OP_ATTENTION_BWD, /* in: q, k, v, fwd, dfwd; out flat [dq | dk | dv] */
+  /* decoding with a KV cache (ops_decode.c): `pos` is one i32/i64 element read at run time */
+  NB_OP_WRITE_AT,         /* in: variable, value, pos; ip[0] = axis; stored in the variable */
+  NB_OP_SLICE_AT,         /* in: x, pos; ip[0] = axis, ip[1] = length */
+  NB_OP_ATTENTION_CACHED, /* in: q, k_cache, v_cache, pos; fp[0] = scale; out like ATTENTION */
+  /* data-parallel gradient averaging (ops_dist.c); data = the nb_dist */
+  NB_OP_ALLREDUCE_START, /* in: f32 tensors; out flat [sum of numels], reduction started */
+  NB_OP_ALLREDUCE_WAIT,  /* in: its start; out = the waited sum * fp[0] (1 / ranks) */
   NB_OP_COUNT
 } nb_opcode;
 
@@ -122,7 +130,8 @@ struct nb_tensor {
   float fp[NB_OP_FPARAMS];
   char *name;
   unsigned flags;
-  void *data;   /* constants: numel * dtype size bytes owned by the graph */
+  void *data;   /* constants: numel * dtype size bytes owned by the graph;
+                   allreduce ops: their nb_dist (not owned) */
   nb_init init; /* variables */
   nb_tensor *grad;
 };
@@ -191,5 +200,7 @@ void nb_register_ops_linalg(nb_op_def *table);
 void nb_register_ops_conv(nb_op_def *table);
 void nb_register_ops_nn(nb_op_def *table);
 void nb_register_ops_attention(nb_op_def *table);
+void nb_register_ops_dist(nb_op_def *table);
+void nb_register_ops_decode(nb_op_def *table);
 
 #endif

@@ -23,6 +23,8 @@ static void build_table(void) {
   nb_register_ops_conv(table);
   nb_register_ops_nn(table);
   nb_register_ops_attention(table);
+  nb_register_ops_dist(table);
+  nb_register_ops_decode(table);
   for (int i = 0; i < NB_OP_COUNT; i++)
     if (!table[i].name) table[i] = (nb_op_def){"unregistered", NB_FUSE_OPAQUE, NULL, NULL};
 }

@@ -176,6 +176,9 @@ static nb_status bwd_unary(nb_graph *g, nb_tensor *node, nb_tensor *gout, nb_ten
     one = nb_scalar(g, 1.0f);
     d = nb_sub(g, one, nb_square(g, y));
     break;
+  case NB_OP_ERF: /* 2/sqrt(pi) exp(-x^2), from graph ops so it differentiates again */
+    d = nb_mul(g, nb_exp(g, nb_neg(g, nb_square(g, x))), nb_scalar(g, 1.12837916709551257f));
+    break;
   case NB_OP_SIGMOID:
     one = nb_scalar(g, 1.0f);
     d = nb_mul(g, y, nb_sub(g, one, y));
@@ -264,6 +267,7 @@ void nb_register_ops_elementwise(nb_op_def *t) {
       {NB_OP_SQUARE, "square"},
       {NB_OP_RECIPROCAL, "reciprocal"},
       {NB_OP_TANH, "tanh"},
+      {NB_OP_ERF, "erf"},
       {NB_OP_SIGMOID, "sigmoid"},
       {NB_OP_RELU, "relu"},
       {NB_OP_LEAKY_RELU, "leaky_relu"},
@@ -328,6 +332,7 @@ nb_tensor *nb_reciprocal(nb_graph *g, nb_tensor *x) {
   return unary(g, NB_OP_RECIPROCAL, x, NULL, 0);
 }
 nb_tensor *nb_tanh(nb_graph *g, nb_tensor *x) { return unary(g, NB_OP_TANH, x, NULL, 0); }
+nb_tensor *nb_erf(nb_graph *g, nb_tensor *x) { return unary(g, NB_OP_ERF, x, NULL, 0); }
 nb_tensor *nb_sigmoid(nb_graph *g, nb_tensor *x) { return unary(g, NB_OP_SIGMOID, x, NULL, 0); }
 nb_tensor *nb_relu(nb_graph *g, nb_tensor *x) { return unary(g, NB_OP_RELU, x, NULL, 0); }
 nb_tensor *nb_leaky_relu(nb_graph *g, nb_tensor *x, float slope) {

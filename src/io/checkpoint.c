@@ -4,8 +4,16 @@
 #include <string.h>
 
 #include "nabla/io.h"
+#include "nabla/nn.h"
 
 #define FORMAT_VERSION "1"
+
+/* KV caches (nn.h) hold the last generation's keys, not training state:
+ * they are rebuilt by the next prefill, so a checkpoint leaves them out. */
+static int not_cache(const char *name, void *ctx) {
+  (void)ctx;
+  return !nb_nn_is_kv_cache(name);
+}
 
 nb_status nb_checkpoint_save(const char *path, const nb_state *st, const nb_kv *meta) {
   if (!path || !st) return nb_error(NB_ERR_INVALID_ARG, "nb_checkpoint_save: NULL argument");
@@ -24,7 +32,7 @@ nb_status nb_checkpoint_save(const char *path, const nb_state *st, const nb_kv *
     s = nb_kv_entry(meta, i, &k, &v);
     if (!s) s = nb_kv_set(all, k, v);
   }
-  if (!s) s = nb_safetensors_save(path, st, NULL, all);
+  if (!s) s = nb_safetensors_save_if(path, st, not_cache, NULL, all);
   nb_kv_free(all);
   return s;
 }

@@ -198,6 +198,12 @@ static nb_status out_t(bld *b, int k, nb_tensor *t, int kind) {
   return add_val(b, b->nd->out[k], t, NULL, kind, out_type(b, kind));
 }
 
+/* out_t with an explicit ONNX element type. */
+static nb_status out_typed(bld *b, int k, nb_tensor *t, int kind, int et) {
+  if (k >= b->nd->nout || !b->nd->out[k][0] || !t) return NB_OK;
+  return add_val(b, b->nd->out[k], t, NULL, kind, et);
+}
+
 static nb_status out_c(bld *b, int k, const nb_onnx_tensor *c, int kind) {
   if (k >= b->nd->nout || !b->nd->out[k][0]) return NB_OK;
   return add_val(b, b->nd->out[k], NULL, c, kind, c->elem_type ? c->elem_type : out_type(b, kind));
@@ -243,7 +249,7 @@ static const struct {
     {"Neg", nb_neg},   {"Abs", nb_abs},         {"Exp", nb_exp},
     {"Log", nb_log},   {"Sqrt", nb_sqrt},       {"Reciprocal", nb_reciprocal},
     {"Relu", nb_relu}, {"Sigmoid", nb_sigmoid}, {"Tanh", nb_tanh},
-    {"Sign", nb_sign},
+    {"Sign", nb_sign}, {"Erf", nb_erf},
 };
 
 static const struct {
@@ -1862,15 +1868,11 @@ static nb_status op_depth_space(bld *b) {
   return out_t(b, 0, t, x->kind);
 }
 
-/* Floor, Ceil, Round through an integer cast, exact below 2^23 where every
- * float is an integer anyway (and inf and nan pass through). */
-static nb_status op_rounding(bld *b) {
-  ox_val *x;
-  nb_status st;
-  if ((st = need_in(b, 0, &x)) || (st = need_float(b, x))) return st;
-  const char *op = b->nd->op_type;
-  nb_graph *g = b->g;
-  nb_tensor *t = T(b, x), *v = t;
+/* Floor, Ceil or Round (ties to even) of t through an integer cast, exact
+ * below 2^23 where every float is an integer anyway (and inf and nan pass
+ * through). */
+static nb_tensor *round_op(nb_graph *g, nb_tensor *t, const char *op) {
+  nb_tensor *v = t;
   if (!strcmp(op, "Round")) v = nb_add(g, t, nb_scalar(g, 0.5f)); /* floor(x + 0.5), then ties */
   nb_tensor *tr = nb_cast(g, nb_cast(g, v, NB_I64), NB_F32), *r;
   if (!strcmp(op, "Ceil"))
@@ -1885,8 +1887,14 @@ static nb_status op_rounding(bld *b) {
   }
   nb_tensor *big = nb_ge(g, nb_abs(g, t), nb_scalar(g, 8388608.0f));
   r = nb_where(g, big, t, r);
-  r = nb_where(g, nb_ne(g, t, t), t, r); /* nan */
-  return out_t(b, 0, r, K_FLOAT);
+  return nb_where(g, nb_ne(g, t, t), t, r); /* nan */
+}
+
+static nb_status op_rounding(bld *b) {
+  ox_val *x;
+  nb_status st;
+  if ((st = need_in(b, 0, &x)) || (st = need_float(b, x))) return st;
+  return out_t(b, 0, round_op(b->g, T(b, x), b->nd->op_type), K_FLOAT);
 }
 
 static nb_status op_shrink(bld *b) {
@@ -1944,28 +1952,116 @@ static nb_status op_mvn(bld *b) {
   return out_t(b, 0, normalize(b, T(b, x), n, axes, 1e-9f, NULL, NULL), K_FLOAT);
 }
 
+/* The scale and zero point of QuantizeLinear/DequantizeLinear as tensors
+ * that broadcast against x: per tensor (a scalar or one value), per axis (a
+ * vector along `axis`), or blocked (x's shape with ceil(d / block_size)
+ * along `axis`, each value repeated over its block). */
+static nb_status quant_params(bld *b, ox_val *x, ox_val *sc, ox_val *zp, nb_tensor **s,
+                              nb_tensor **z) {
+  nb_graph *g = b->g;
+  int nd = vndim(x), ns = vndim(sc), axis;
+  int64_t xs[NB_MAX_DIMS], ss[NB_MAX_DIMS];
+  vshape(x, xs);
+  vshape(sc, ss);
+  int64_t block = attr_i(b->nd, "block_size", 0);
+  nb_status st;
+  *s = T(b, sc);
+  *z = zp ? T(b, zp) : NULL;
+  if (zp) {
+    int64_t zs[NB_MAX_DIMS];
+    vshape(zp, zs);
+    int same = vndim(zp) == ns;
+    for (int i = 0; same && i < ns; i++) same = zs[i] == ss[i];
+    if (!same) return bfail(b, NB_ERR_SHAPE, "zero point and scale have different shapes");
+  }
+  int64_t n = 1;
+  for (int i = 0; i < ns; i++) n *= ss[i];
+  if (block > 0) {
+    if ((st = check_axis(b, attr_i(b->nd, "axis", 1), nd, &axis))) return st;
+    int same = ns == nd;
+    for (int i = 0; same && i < nd; i++)
+      same = i == axis ? ss[i] == (xs[i] + block - 1) / block : ss[i] == xs[i];
+    if (!same)
+      return bfail(b, NB_ERR_SHAPE,
+                   "blocked scale must have x's shape with ceil(d / %lld) on axis %d",
+                   (long long)block, axis);
+    int64_t *idx = ox_alloc(b->a, (size_t)xs[axis] * sizeof(int64_t));
+    if (!idx) return oom();
+    for (int64_t i = 0; i < xs[axis]; i++) idx[i] = i / block;
+    *s = take(b, *s, axis, idx, xs[axis]);
+    if (*z) *z = take(b, *z, axis, idx, xs[axis]);
+  } else if (block < 0) {
+    return bfail(b, NB_ERR_INVALID_ARG, "block_size %lld", (long long)block);
+  } else if (ns == 1 && ss[0] > 1) { /* per axis: scale [C] along `axis` */
+    if ((st = check_axis(b, attr_i(b->nd, "axis", 1), nd, &axis))) return st;
+    if (ss[0] != xs[axis])
+      return bfail(b, NB_ERR_SHAPE, "per-axis scale has %lld values, axis %d has %lld",
+                   (long long)ss[0], axis, (long long)xs[axis]);
+    int64_t sh[NB_MAX_DIMS];
+    for (int i = 0; i < nd; i++) sh[i] = i == axis ? ss[0] : 1;
+    *s = nb_reshape(g, *s, nd, sh);
+    if (*z) *z = nb_reshape(g, *z, nd, sh);
+  } else if (n != 1) {
+    return bfail(b, NB_ERR_UNSUPPORTED, "scale of shape rank %d without block_size", ns);
+  }
+  return NB_OK;
+}
+
 static nb_status op_dequantize(bld *b) {
   ox_val *x, *sc, *zp = in(b, 2);
   nb_status st;
   if ((st = need_in(b, 0, &x)) || (st = need_in(b, 1, &sc))) return st;
-  if (attr_i(b->nd, "block_size", 0)) return bfail(b, NB_ERR_UNSUPPORTED, "blocked quantization");
-  int nd = vndim(x), axis;
-  nb_graph *g = b->g;
-  nb_tensor *t = T(b, x), *s = T(b, sc), *z = zp ? T(b, zp) : NULL;
-  int64_t ss[NB_MAX_DIMS];
-  vshape(sc, ss);
-  if (vndim(sc) == 1 && ss[0] > 1) { /* per-axis: scale [C] along `axis` */
-    if ((st = check_axis(b, attr_i(b->nd, "axis", 1), nd, &axis))) return st;
-    int64_t sh[NB_MAX_DIMS];
-    for (int i = 0; i < nd; i++) sh[i] = i == axis ? ss[0] : 1;
-    s = nb_reshape(g, s, nd, sh);
-    if (z) z = nb_reshape(g, z, nd, sh);
-  } else if (vndim(sc) > 1) {
-    return bfail(b, NB_ERR_UNSUPPORTED, "scale of rank %d", vndim(sc));
-  }
-  if (z) t = nb_sub(g, t, z);
+  nb_tensor *t = T(b, x), *s, *z;
+  if ((st = quant_params(b, x, sc, zp, &s, &z))) return st;
+  if (z) t = nb_sub(b->g, t, z);
   if (b->nd->nout < 1 || !b->nd->out[0][0]) return NB_OK;
-  return add_val(b, b->nd->out[0], nb_mul(g, t, s), NULL, K_FLOAT, sc->et);
+  return add_val(b, b->nd->out[0], nb_mul(b->g, t, s), NULL, K_FLOAT, sc->et);
+}
+
+/* y = saturate(round_half_even(x / scale) + zero_point) in the zero point's
+ * type (or output_dtype; uint8 when neither is given). Integer types up to
+ * 16 bits only: their values are exact in f32. */
+static nb_status op_quantize(bld *b) {
+  ox_val *x, *sc, *zp = in(b, 2);
+  nb_status st;
+  if ((st = need_in(b, 0, &x)) || (st = need_in(b, 1, &sc)) || (st = need_float(b, x))) return st;
+  int et = zp ? zp->et : (int)attr_i(b->nd, "output_dtype", 0);
+  if (!et) et = NB_ONNX_UINT8;
+  float lo, hi;
+  switch (et) {
+  case NB_ONNX_UINT8: lo = 0.0f, hi = 255.0f; break;
+  case NB_ONNX_INT8: lo = -128.0f, hi = 127.0f; break;
+  case NB_ONNX_UINT16: lo = 0.0f, hi = 65535.0f; break;
+  case NB_ONNX_INT16: lo = -32768.0f, hi = 32767.0f; break;
+  default:
+    return bfail(b, NB_ERR_UNSUPPORTED, "quantizing to %s (nabla does uint8/int8/uint16/int16)",
+                 nb_onnx_type_name(et));
+  }
+  nb_graph *g = b->g;
+  nb_tensor *s, *z;
+  if ((st = quant_params(b, x, sc, zp, &s, &z))) return st;
+  nb_tensor *q = round_op(g, nb_div(g, T(b, x), s), "Round");
+  if (z) q = nb_add(g, q, z);
+  return out_typed(b, 0, nb_clamp(g, q, lo, hi), K_INT, et);
+}
+
+/* DynamicQuantizeLinear: uint8 with a scale and zero point from x's range
+ * (extended to hold 0), as the operator's function body computes them. */
+static nb_status op_dynquant(bld *b) {
+  ox_val *x;
+  nb_status st;
+  if ((st = need_in(b, 0, &x)) || (st = need_float(b, x))) return st;
+  nb_graph *g = b->g;
+  nb_tensor *t = T(b, x), *zero = nb_scalar(g, 0.0f);
+  nb_tensor *lo = nb_minimum(g, nb_min(g, t, 0, NULL, 0), zero);
+  nb_tensor *hi = nb_maximum(g, nb_max(g, t, 0, NULL, 0), zero);
+  nb_tensor *scale = nb_div(g, nb_sub(g, hi, lo), nb_scalar(g, 255.0f));
+  nb_tensor *zp = round_op(g, nb_clamp(g, nb_neg(g, nb_div(g, lo, scale)), 0.0f, 255.0f), "Round");
+  nb_tensor *y = round_op(g, nb_div(g, t, scale), "Round");
+  y = nb_clamp(g, nb_add(g, y, zp), 0.0f, 255.0f);
+  if ((st = out_typed(b, 0, y, K_INT, NB_ONNX_UINT8)) || (st = out_t(b, 1, scale, K_FLOAT)))
+    return st;
+  return out_typed(b, 2, zp, K_INT, NB_ONNX_UINT8);
 }
 
 /* Resize as one small matrix product per resized axis: row j of the [out,
@@ -2470,6 +2566,8 @@ static const struct {
     {"GroupNormalization", op_groupnorm},
     {"MeanVarianceNormalization", op_mvn},
     {"DequantizeLinear", op_dequantize},
+    {"QuantizeLinear", op_quantize},
+    {"DynamicQuantizeLinear", op_dynquant},
     {"Resize", op_resize},
     {"Upsample", op_resize},
     {"Mod", op_mod},

@@ -70,8 +70,24 @@ struct nb_onnx_model {
   int *feed; /* their indices into input */
 };
 
+/* Where a tensor with data_location = EXTERNAL keeps its bytes: the
+ * external_data entries "location", "offset" and "length" (NULL if absent). */
+typedef struct ox_external {
+  const char *location, *offset, *length;
+} ox_external;
+
+/* Reads the `expect` bytes of an external tensor (onnx_external.c) into
+ * arena memory. `location` is relative to the directory of `file` (the
+ * model); absolute paths, ".." components and symlinks that leave that
+ * directory are refused, and offset and length are checked against the
+ * external file's size before anything is allocated. `base` and `tensor`
+ * label errors. */
+nb_status ox_read_external(ox_arena *a, const char *file, size_t base, const char *tensor,
+                           const ox_external *ext, uint64_t expect, const uint8_t **data,
+                           size_t *len);
+
 /* Decodes a TensorProto payload into arena memory; `base` is its offset in
- * `file`. */
+ * `file`. External data is read relative to file's directory. */
 nb_status ox_decode_tensor(ox_arena *a, const uint8_t *buf, size_t len, size_t base,
                            const char *file, nb_onnx_tensor **out);
 

@@ -394,6 +394,7 @@ nb_status ox_decode_tensor(ox_arena *a, const uint8_t *buf, size_t len, size_t b
   const uint8_t *raw = NULL;
   size_t raw_len = 0, n_dims = 0, n_f = 0, n_i32 = 0, n_i64 = 0, n_d = 0;
   int has_raw = 0, has_strings = 0, external = 0;
+  ox_external ext = {NULL, NULL, NULL};
   while (!nb_pb_done(&r)) {
     size_t at = r.pos;
     uint32_t f;
@@ -425,10 +426,29 @@ nb_status ox_decode_tensor(ox_arena *a, const uint8_t *buf, size_t len, size_t b
       break;
     case 10: st = read_fixed(&r, w, 8, dv, nd, &n_d); break;
     case 11: st = read_varints(&r, w, i64v, ni64 + nu64, &n_i64); break;
-    case 13:
-      external = 1;
-      st = nb_pb_skip(&r, w);
+    case 13: { /* external_data: StringStringEntryProto {key = 1, value = 2} */
+      nb_pb_reader e;
+      const char *key = "", *val = "";
+      if ((st = want_wire(&r, at, w, NB_PB_LEN, "TensorProto.external_data")) ||
+          (st = nb_pb_read_sub(&r, &e)))
+        return st;
+      while (!st && !nb_pb_done(&e)) {
+        size_t ep = e.pos;
+        uint32_t ef;
+        int ew;
+        if ((st = nb_pb_read_tag(&e, &ef, &ew))) break;
+        if (ef == 1 || ef == 2) {
+          if (!(st = want_wire(&e, ep, ew, NB_PB_LEN, "external_data entry")))
+            st = read_string(&c, &e, ef == 1 ? &key : &val);
+        } else {
+          st = nb_pb_skip(&e, ew);
+        }
+      }
+      if (!st && !strcmp(key, "location")) ext.location = val;
+      if (!st && !strcmp(key, "offset")) ext.offset = val;
+      if (!st && !strcmp(key, "length")) ext.length = val;
       break;
+    }
     case 14:
       if ((st = want_wire(&r, at, w, NB_PB_VARINT, "TensorProto.data_location"))) return st;
       st = nb_pb_read_varint(&r, &v);
@@ -451,17 +471,21 @@ nb_status ox_decode_tensor(ox_arena *a, const uint8_t *buf, size_t len, size_t b
   }
   t->numel = numel;
   const char *nm = t->name[0] ? t->name : "(unnamed)";
-  if (external)
-    return nb_error(NB_ERR_UNSUPPORTED,
-                    "%s: byte %zu: tensor '%s' keeps its data in an external "
-                    "file, which nabla does not read yet",
-                    file, base, nm);
   if (has_strings || t->elem_type == NB_ONNX_STRING)
     return nb_error(NB_ERR_UNSUPPORTED, "%s: tensor '%s' holds strings", file, nm);
   int fl = is_float_type(t->elem_type), in = is_int_type(t->elem_type);
   if (!fl && !in)
     return nb_error(NB_ERR_UNSUPPORTED, "%s: tensor '%s' has data type %d (%s), not supported",
                     file, nm, t->elem_type, nb_onnx_type_name(t->elem_type));
+  if (external) { /* the bytes live in another file: read them as raw_data */
+    if (numel == INT64_MAX)
+      return nb_error(NB_ERR_FORMAT, "%s: byte %zu: tensor '%s' has a shape larger than any file",
+                      file, base, nm);
+    if ((st = ox_read_external(a, file, base, nm, &ext, (uint64_t)numel * type_size(t->elem_type),
+                               &raw, &raw_len)))
+      return st;
+    has_raw = 1;
+  }
   /* the stored element count must match the shape exactly: this is what
    * bounds the allocations below by the file size */
   size_t have;

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "nabla/io.h"
+#include "nabla/nn.h"
 
 /* Like the reference implementation: a bigger header is surely corrupt. */
 #define MAX_HEADER_BYTES (100u << 20)
@@ -409,7 +410,8 @@ static nb_status match_state(nb_safetensors *f, const nb_state *st, const char *
     if (!has_prefix(name, prefix)) continue;
     int i = nb_safetensors_find(f, name);
     if (i < 0) {
-      if (flags & NB_SAFETENSORS_ALLOW_MISSING) continue;
+      /* KV caches are scratch that checkpoints leave out (nn.h) */
+      if ((flags & NB_SAFETENSORS_ALLOW_MISSING) || nb_nn_is_kv_cache(name)) continue;
       return nb_error(NB_ERR_FORMAT, "%s: variable '%s' of the state is not in the file", f->path,
                       name);
     }

@@ -3,11 +3,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "nabla/nn.h"
+#include "nn_internal.h"
 
-/* The seed of a parameter: the model seed mixed with its name, so a model
- * built twice (train and eval graphs) draws identical initial values. */
-static uint64_t name_seed(uint64_t seed, const char *name) {
+uint64_t nb_nn_name_seed(uint64_t seed, const char *name) {
   uint64_t h = 1469598103934665603ull ^ seed;
   for (const char *c = name; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
   return h;
@@ -25,11 +23,19 @@ static int valid(const nb_nn *nn, const char *name, nb_tensor *x, const char *la
   return x != NULL;
 }
 
+/* nb_param, frozen (no requires-grad) under nn->freeze_base. */
+static nb_tensor *param(const nb_nn *nn, const char *name, int ndim, const int64_t *shape,
+                        nb_init init) {
+  nb_tensor *t = nb_param(nn->g, name, ndim, shape, init);
+  if (t && nn->freeze_base) nb_tensor_set_requires_grad(t, 0);
+  return t;
+}
+
 static nb_tensor *weight(const nb_nn *nn, const char *layer, int ndim, const int64_t *shape,
                          int64_t fan_in, int64_t fan_out) {
   char name[256];
   snprintf(name, sizeof name, "%s.weight", layer);
-  nb_init init = {NB_INIT_UNIFORM, 0, 0, name_seed(nn->seed, name)};
+  nb_init init = {NB_INIT_UNIFORM, 0, 0, nb_nn_name_seed(nn->seed, name)};
   switch (nn->init) {
   case NB_NN_INIT_TORCH:
     init.b = fan_in ? 1.0f / sqrtf((float)fan_in) : 0.0f;
@@ -44,19 +50,19 @@ static nb_tensor *weight(const nb_nn *nn, const char *layer, int ndim, const int
     break;
   case NB_NN_INIT_NORMAL_002: init = (nb_init){NB_INIT_NORMAL, 0.0f, 0.02f, init.seed}; break;
   }
-  return nb_param(nn->g, name, ndim, shape, init);
+  return param(nn, name, ndim, shape, init);
 }
 
 static nb_tensor *bias(const nb_nn *nn, const char *layer, int64_t n, int64_t fan_in) {
   char name[256];
   snprintf(name, sizeof name, "%s.bias", layer);
-  nb_init init = {NB_INIT_ZEROS, 0, 0, name_seed(nn->seed, name)};
+  nb_init init = {NB_INIT_ZEROS, 0, 0, nb_nn_name_seed(nn->seed, name)};
   if (nn->init == NB_NN_INIT_TORCH && fan_in) {
     init.kind = NB_INIT_UNIFORM;
     init.b = 1.0f / sqrtf((float)fan_in);
     init.a = -init.b;
   }
-  return nb_param(nn->g, name, 1, &n, init);
+  return param(nn, name, 1, &n, init);
 }
 
 nb_tensor *nb_nn_linear(const nb_nn *nn, const char *name, nb_tensor *x, int64_t out,
@@ -73,7 +79,8 @@ nb_tensor *nb_nn_linear(const nb_nn *nn, const char *name, nb_tensor *x, int64_t
   int64_t ws[2] = {out, in};
   nb_tensor *w = weight(nn, name, 2, ws, in, out);
   nb_tensor *y = nb_matmul(g, x, nb_transpose(g, w, 0, 1));
-  return use_bias ? nb_add(g, y, bias(nn, name, out, in)) : y;
+  if (use_bias) y = nb_add(g, y, bias(nn, name, out, in));
+  return nb_lora_matches(nn->lora, name) ? nb_nn_lora_linear(nn, name, x, y, in, out) : y;
 }
 
 nb_tensor *nb_nn_conv2d(const nb_nn *nn, const char *name, nb_tensor *x, int64_t out_ch, int kh,
@@ -105,7 +112,7 @@ static nb_tensor *stat(const nb_nn *nn, const char *layer, const char *what, int
 
 static nb_tensor *affine(const nb_nn *nn, const char *layer, const char *what, int64_t n, float v) {
   nb_tensor *t = stat(nn, layer, what, n, v);
-  nb_tensor_set_requires_grad(t, 1);
+  nb_tensor_set_requires_grad(t, !nn->freeze_base);
   return t;
 }
 
@@ -147,13 +154,13 @@ nb_tensor *nb_nn_embedding(const nb_nn *nn, const char *name, nb_tensor *ids, in
   int64_t ws[2] = {vocab, dim};
   /* torch.nn.Embedding draws N(0, 1) by default */
   nb_init init = {NB_INIT_NORMAL, 0.0f, nn->init == NB_NN_INIT_NORMAL_002 ? 0.02f : 1.0f,
-                  name_seed(nn->seed, wn)};
-  return nb_embedding(nn->g, nb_param(nn->g, wn, 2, ws, init), ids);
+                  nb_nn_name_seed(nn->seed, wn)};
+  return nb_embedding(nn->g, param(nn, wn, 2, ws, init), ids);
 }
 
 nb_tensor *nb_nn_dropout(const nb_nn *nn, const char *name, nb_tensor *x, float p) {
   if (!valid(nn, name, x, "dropout")) return NULL;
-  return nb_dropout(nn->g, x, p, name_seed(nn->seed, name), nn->training);
+  return nb_dropout(nn->g, x, p, nb_nn_name_seed(nn->seed, name), nn->training);
 }
 
 nb_tensor *nb_nn_flatten(const nb_nn *nn, nb_tensor *x) {

@@ -156,7 +156,8 @@ static nb_tensor *build_layer(const nb_model *m, const nb_nn *nn, const nb_model
     return h ? nb_nn_activation(nn, h, l->act, l->slope) : NULL;
   }
   case NB_LAYER_LINEAR:
-    h = nb_nn_linear(nn, l->name, h, l->out, l->bias);
+    h = l->tie_layer >= 0 ? nb_model_gpt_tied_head(nn, m, l, h)
+                          : nb_nn_linear(nn, l->name, h, l->out, l->bias);
     return h ? nb_nn_activation(nn, h, l->act, l->slope) : NULL;
   case NB_LAYER_MAXPOOL2D:
   case NB_LAYER_AVGPOOL2D: {
@@ -178,6 +179,8 @@ static nb_tensor *build_layer(const nb_model *m, const nb_nn *nn, const nb_model
   case NB_LAYER_DROPOUT: return nb_nn_dropout(nn, l->name, h, l->p);
   case NB_LAYER_ACTIVATION: return nb_nn_activation(nn, h, l->act, l->slope);
   case NB_LAYER_EMBEDDING: return nb_nn_embedding(nn, l->name, h, l->vocab, l->dim);
+  case NB_LAYER_POSITIONAL: return nb_model_gpt_positional(nn, l, h);
+  case NB_LAYER_TRANSFORMER: return nb_model_gpt_transformer(nn, l, h);
   case NB_LAYER_RESIDUAL: stack[(*depth)++] = h; return h;
   case NB_LAYER_END: {
     const nb_model_layer *open = &m->layers[l->block];
@@ -208,7 +211,17 @@ static nb_status build(const nb_model *m, const nb_nn *nn, nb_tensor *x, nb_tens
   if (!m || !nn || !nn->g || !x || !logits)
     return nb_error(NB_ERR_INVALID_ARG, "nb_model_build: model, nn (with a graph), x and logits "
                                         "are required");
+  /* [net] init says how this model's weights start, whatever the caller's */
+  nb_nn local = *nn;
+  if (m->init_set) local.init = m->init;
+  /* adapters attached with nb_model_set_lora train alone */
+  if (!local.lora && m->has_lora) {
+    local.lora = &m->lora;
+    local.freeze_base = 1;
+  }
+  nn = &local;
   nb_graph *g = nn->g;
+  int first_node = nb_graph_node_count(g);
   nb_status st = nb_graph_status(g);
   if (st) return nb_error(st, "nb_model_build: the graph already failed: %s", nb_graph_error(g));
   int nd = nb_tensor_ndim(x);
@@ -245,6 +258,8 @@ static nb_status build(const nb_model *m, const nb_nn *nn, nb_tensor *x, nb_tens
     }
   }
   free(stack);
+  st = nb_nn_finish(nn, first_node);
+  if (st) return nb_error(st, "%s: %s", m->source, nb_last_error());
   nd = nb_tensor_ndim(h);
   if (m->classes && (nd < 1 || nb_tensor_shape(h)[nd - 1] != m->classes)) {
     char got[128];
@@ -269,7 +284,7 @@ static nb_status scratch_build(const nb_model *m, int64_t batch, int training, n
   *x = *y = NULL;
   *g = nb_graph_new();
   if (!*g) return nb_error(NB_ERR_OOM, "out of memory");
-  nb_nn nn = {*g, training, m->recipe.seed, NB_NN_INIT_TORCH};
+  nb_nn nn = {.g = *g, .training = training, .seed = m->recipe.seed, .init = NB_NN_INIT_TORCH};
   *x = nb_model_new_input(m, *g, "input", batch);
   nb_status st = build(m, &nn, *x, y, rec);
   if (st) {
@@ -336,6 +351,10 @@ static void layer_type(const nb_model *m, const nb_model_layer *l, const nb_tens
     break;
   case NB_LAYER_ACTIVATION: kind = nb_nn_act_name(l->act); break;
   case NB_LAYER_DROPOUT: snprintf(k, sizeof k, " %g", (double)l->p); break;
+  case NB_LAYER_TRANSFORMER: snprintf(k, sizeof k, " x%d %dh", l->repeat, l->heads); break;
+  case NB_LAYER_LINEAR:
+    if (l->tie_layer >= 0) snprintf(k, sizeof k, " tied %.20s", l->tie);
+    break;
   case NB_LAYER_END: {
     const nb_model_layer *open = &m->layers[l->block];
     kind = "add";
@@ -360,9 +379,13 @@ static void print_recipe(const nb_recipe *r, FILE *f) {
   if (r->optimizer == NB_RECIPE_SGD && r->momentum > 0)
     fprintf(f, " momentum %g%s", (double)r->momentum, r->nesterov ? " nesterov" : "");
   if (r->weight_decay > 0) fprintf(f, " weight_decay %g", (double)r->weight_decay);
+  if (r->decay_min_dims > 1) fprintf(f, " (params with >= %d axes)", r->decay_min_dims);
   fprintf(f, ", %s schedule", nb_recipe_schedule_name(r->schedule));
   if (r->warmup) fprintf(f, " (warmup %lld)", (long long)r->warmup);
-  fprintf(f, ", %d epoch%s, batch %d", r->epochs, r->epochs == 1 ? "" : "s", r->batch);
+  if (r->steps)
+    fprintf(f, ", %lld steps, batch %d", (long long)r->steps, r->batch);
+  else
+    fprintf(f, ", %d epoch%s, batch %d", r->epochs, r->epochs == 1 ? "" : "s", r->batch);
   if (r->label_smoothing > 0) fprintf(f, ", label_smoothing %g", (double)r->label_smoothing);
   if (r->clip_grad_norm > 0) fprintf(f, ", clip_grad_norm %g", (double)r->clip_grad_norm);
   fprintf(f, "\n");
@@ -383,11 +406,19 @@ static void print_recipe(const nb_recipe *r, FILE *f) {
 
 nb_status nb_recipe_update(const nb_recipe *r, nb_graph *g, nb_tensor *loss, nb_tensor **grad_norm,
                            nb_optimizer **opt) {
+  return nb_recipe_update_dist(r, g, loss, NULL, grad_norm, opt);
+}
+
+nb_status nb_recipe_update_dist(const nb_recipe *r, nb_graph *g, nb_tensor *loss, nb_dist *dist,
+                                nb_tensor **grad_norm, nb_optimizer **opt) {
   if (!r || !g || !loss || !opt)
     return nb_error(NB_ERR_INVALID_ARG, "nb_recipe_update: NULL argument");
   *opt = NULL;
   if (grad_norm) *grad_norm = NULL;
   nb_status st = nb_graph_backward(g, loss);
+  /* before clipping: every rank then clips and updates with the same global
+   * gradient, as one process with the whole batch would */
+  if (!st && nb_dist_size(dist) > 1) st = nb_dist_average_grads(g, dist, 0, NULL);
   if (!st && r->clip_grad_norm > 0) {
     nb_tensor *norm = NULL;
     st = nb_clip_grad_norm(g, r->clip_grad_norm, &norm);
@@ -397,8 +428,10 @@ nb_status nb_recipe_update(const nb_recipe *r, nb_graph *g, nb_tensor *loss, nb_
   if (st) return st;
   if (r->optimizer == NB_RECIPE_SGD)
     return nb_optimizer_sgd(g, r->momentum, r->weight_decay, r->nesterov, opt);
-  return nb_optimizer_adam(g, r->beta1, r->beta2, r->eps, r->weight_decay,
-                           r->optimizer == NB_RECIPE_ADAMW, opt);
+  nb_adam_options ao = {
+      r->beta1,         r->beta2, r->eps, r->weight_decay, r->optimizer == NB_RECIPE_ADAMW,
+      r->decay_min_dims};
+  return nb_optimizer_adam_ex(g, &ao, opt);
 }
 
 /* Appends loss, backward and the recipe's optimizer to g and compiles it for
@@ -460,6 +493,7 @@ nb_status nb_model_summary(const nb_model *m, int64_t batch, FILE *f) {
   nb_shape_str(nb_tensor_ndim(x), nb_tensor_shape(x), b1, sizeof b1);
   fprintf(f, "model %s (%s): input %s %s", m->name, m->source, b1, nb_dtype_name(m->in_dtype));
   if (m->classes) fprintf(f, ", %lld classes", (long long)m->classes);
+  if (m->vocab) fprintf(f, " (vocab %lld, set by the data when training)", (long long)m->vocab);
   fprintf(f, "\n");
   print_recipe(&m->recipe, f);
 

@@ -19,8 +19,10 @@ typedef enum nb_layer_kind {
   NB_LAYER_DROPOUT,
   NB_LAYER_ACTIVATION,
   NB_LAYER_EMBEDDING,
-  NB_LAYER_RESIDUAL, /* opens a block: out = act(body(x) + shortcut(x)) */
-  NB_LAYER_END,      /* closes the innermost block */
+  NB_LAYER_RESIDUAL,    /* opens a block: out = act(body(x) + shortcut(x)) */
+  NB_LAYER_END,         /* closes the innermost block */
+  NB_LAYER_POSITIONAL,  /* learned positional table added to [B, T, C] (model_gpt.c) */
+  NB_LAYER_TRANSFORMER, /* `repeat` pre-norm transformer blocks NAME.0, NAME.1, ... */
   NB_LAYER_KIND_COUNT
 } nb_layer_kind;
 
@@ -49,6 +51,11 @@ typedef struct nb_model_layer {
   float p;                          /* dropout */
   int64_t vocab, dim;               /* embedding */
   nb_projection projection;         /* residual */
+  int vocab_from_data;              /* embedding: vocab = vocab */
+  int64_t context;                  /* positional: table rows */
+  int heads, repeat, mlp, causal;   /* transformer (dropout in p) */
+  char tie[NB_MODEL_NAME_MAX];      /* linear: the [embedding] whose weight it reuses */
+  int tie_layer;                    /* its index; -1 when untied */
 } nb_model_layer;
 
 struct nb_model {
@@ -58,12 +65,34 @@ struct nb_model {
   int64_t in_shape[NB_MAX_DIMS];
   nb_dtype in_dtype;
   int64_t classes;
+  int classes_vocab; /* classes = vocab */
+  int64_t vocab;     /* what `vocab` stands for (0: no key says vocab) */
+  nb_nn_init init;   /* [net] init */
+  int init_set;      /* ... when the file sets it: overrides nb_nn.init */
   nb_recipe recipe;
   nb_model_layer *layers;
   int n_layers;
+  nb_lora lora; /* nb_model_set_lora: adapters on every build when has_lora */
+  int has_lora;
 };
 
 /* "conv2d", "residual", ... */
 const char *nb_layer_kind_name(nb_layer_kind k);
+
+/* GPT layers (model_gpt.c), one function per section type so that other
+ * builds (a decode-mode graph with a KV cache, adapters) can reuse or
+ * replace one piece. Each takes the layer's input h and returns its output,
+ * or NULL with the error in nn->g. */
+/* [positional NAME]: h [B, T, C] + NAME.weight[0:T] (table [context, C]). */
+nb_tensor *nb_model_gpt_positional(const nb_nn *nn, const nb_model_layer *l, nb_tensor *h);
+/* One pre-norm block NAME (= "h.0"): the layout of nb_nn_transformer_block,
+ * plus dropout p on both residual branches (training only). */
+nb_tensor *nb_model_gpt_block(const nb_nn *nn, const char *name, nb_tensor *h, int heads,
+                              int causal, int mlp_ratio, float p);
+/* [transformer NAME]: l->repeat blocks NAME.0 ... NAME.(repeat-1). */
+nb_tensor *nb_model_gpt_transformer(const nb_nn *nn, const nb_model_layer *l, nb_tensor *h);
+/* [linear NAME] tie = E: h [..., C] @ E.weight^T -> [..., vocab], no bias. */
+nb_tensor *nb_model_gpt_tied_head(const nb_nn *nn, const nb_model *m, const nb_model_layer *l,
+                                  nb_tensor *h);
 
 #endif

@@ -42,6 +42,8 @@ typedef enum vtype {
   V_BETAS,   /* [train] betas: two floats */
   V_FLOATS,  /* [train] mean, std: one float per channel */
   V_AUGMENT, /* [train] augment: crop<N>, flip */
+  V_VOCAB,   /* int64_t >= 1, or `vocab`: the data's vocabulary size */
+  V_INIT,    /* [net] init */
 } vtype;
 
 typedef enum range {
@@ -75,7 +77,8 @@ static const keydef net_keys[] = {
     NET("name", V_NAME, name, 0, R_ANY, "the model's name"),
     NET("input", V_SHAPE, in_shape, 1, R_GE1, "the shape of one example: C, H, W or F"),
     NET("input_dtype", V_DTYPE, in_dtype, 0, R_ANY, "f32, i32 or i64"),
-    NET("classes", V_I64, classes, 0, R_GE1, "the number of classes"),
+    NET("classes", V_VOCAB, classes, 0, R_GE1, "the number of classes, or vocab"),
+    NET("init", V_INIT, init, 0, R_ANY, "torch, kaiming, xavier or normal_002"),
 };
 
 static const keydef train_keys[] = {
@@ -102,6 +105,10 @@ static const keydef train_keys[] = {
     TRN("mean", V_FLOATS, mean, R_ANY, "per-channel mean"),
     TRN("std", V_FLOATS, std, R_POS, "per-channel standard deviation"),
     TRN("augment", V_AUGMENT, crop_padding, R_ANY, "crop<N>, flip"),
+    TRN("steps", V_I64, steps, R_GE1, "training steps"),
+    TRN("eval_every", V_I64, eval_every, R_GE1, "steps between validations"),
+    TRN("eval_batches", V_INT, eval_batches, R_GE1, "validation batches"),
+    TRN("decay_min_dims", V_INT, decay_min_dims, R_NONNEG, "fewest axes of a decayed parameter"),
 };
 
 static const keydef conv_keys[] = {
@@ -117,7 +124,9 @@ static const keydef conv_keys[] = {
 };
 
 static const keydef linear_keys[] = {
-    LYR("out", V_I64, out, 1, R_GE1, "output features"),
+    /* required unless tie = (checked in close_section) */
+    LYR("out", V_I64, out, 0, R_GE1, "output features"),
+    LYR("tie", V_NAME, tie, 0, R_ANY, "an earlier [embedding] whose weight is the head"),
     LYR("bias", V_BOOL, bias, 0, R_ANY, "bias"),
     LYR("activation", V_ACT, act, 0, R_ANY, "activation"),
     LYR("slope", V_FLOAT, slope, 0, R_ANY, "leaky_relu slope"),
@@ -160,8 +169,20 @@ static const keydef activation_keys[] = {
 };
 
 static const keydef embedding_keys[] = {
-    LYR("vocab", V_I64, vocab, 1, R_GE1, "vocabulary size"),
+    LYR("vocab", V_VOCAB, vocab, 1, R_GE1, "vocabulary size, or vocab"),
     LYR("dim", V_I64, dim, 1, R_GE1, "embedding size"),
+};
+
+static const keydef positional_keys[] = {
+    LYR("context", V_I64, context, 0, R_GE1, "positions in the table"),
+};
+
+static const keydef transformer_keys[] = {
+    LYR("repeat", V_INT, repeat, 0, R_GE1, "number of blocks"),
+    LYR("heads", V_INT, heads, 1, R_GE1, "attention heads"),
+    LYR("mlp", V_INT, mlp, 0, R_GE1, "MLP width / model width"),
+    LYR("causal", V_BOOL, causal, 0, R_ANY, "causal attention mask"),
+    LYR("dropout", V_FLOAT, p, 0, R_01, "residual dropout"),
 };
 
 static const keydef residual_keys[] = {
@@ -199,6 +220,8 @@ static const secdef sections[] = {
     SEC("embedding", NB_LAYER_EMBEDDING, embedding_keys),
     SEC("residual", NB_LAYER_RESIDUAL, residual_keys),
     {"end", NULL, NB_LAYER_END, 0},
+    SEC("positional", NB_LAYER_POSITIONAL, positional_keys),
+    SEC("transformer", NB_LAYER_TRANSFORMER, transformer_keys),
 };
 #define N_SECTIONS ((int)(sizeof sections / sizeof sections[0]))
 
@@ -342,19 +365,21 @@ static nb_status set_ints(parser *p, const keydef *k, char *value, void *dst) {
   char *tok[3];
   int n = split(copy, tok, 2), want2 = k->type == V_PAIR;
   char exp[96];
-  snprintf(exp, sizeof exp, "%s%s", want2 ? "one or two integers (height, width)" : "an integer",
-           range_text(k->rng));
+  snprintf(exp, sizeof exp, "%s%s%s", want2 ? "one or two integers (height, width)" : "an integer",
+           range_text(k->rng), k->type == V_VOCAB ? " or vocab (the data's vocabulary)" : "");
   if (n < 1 || n > (want2 ? 2 : 1)) return bad_value(p, k, exp, value);
   int64_t v[2];
   for (int i = 0; i < n; i++) {
     if (!parse_int(tok[i], &v[i]) || !in_range((double)v[i], k->rng) ||
-        (k->type != V_I64 && k->type != V_U64 && (v[i] > INT32_MAX || v[i] < INT32_MIN)))
+        (k->type != V_I64 && k->type != V_U64 && k->type != V_VOCAB &&
+         (v[i] > INT32_MAX || v[i] < INT32_MIN)))
       return bad_value(p, k, exp, value);
   }
   if (n == 1) v[1] = v[0];
   switch (k->type) {
   case V_INT: *(int *)dst = (int)v[0]; break;
-  case V_I64: *(int64_t *)dst = v[0]; break;
+  case V_I64:
+  case V_VOCAB: *(int64_t *)dst = v[0]; break;
   case V_U64: *(uint64_t *)dst = (uint64_t)v[0]; break;
   default: ((int *)dst)[0] = (int)v[0]; ((int *)dst)[1] = (int)v[1];
   }
@@ -404,6 +429,8 @@ static const char *const opt_names[] = {"adam", "adamw", "sgd"};
 static const char *const sched_names[] = {"constant", "step", "cosine", "onecycle",
                                           "warmup_cosine"};
 static const char *const proj_names[] = {"conv_bn", "conv", "pad", "none"};
+/* in nb_nn_init order */
+static const char *const init_names[] = {"torch", "kaiming", "xavier", "normal_002"};
 
 const char *nb_recipe_optimizer_name(nb_recipe_optimizer o) {
   return o >= 0 && o <= NB_RECIPE_SGD ? opt_names[o] : "?";
@@ -467,6 +494,24 @@ static nb_status set_value(parser *p, const keydef *k, char *value, char *base) 
       return bad_value(p, k, "f32, i32 or i64", value);
     m->in_dtype = dt;
     return NB_OK;
+  }
+  case V_VOCAB:
+    if (strcmp(value, "vocab")) return set_ints(p, k, value, dst);
+    /* a placeholder until the data (or NB_MODEL_DEFAULT_VOCAB) fills it */
+    *(int64_t *)dst = 0;
+    if (p->sec->kind == SEC_NET)
+      m->classes_vocab = 1;
+    else
+      cur_layer(p)->vocab_from_data = 1;
+    return NB_OK;
+  case V_INIT: {
+    int v = 0;
+    nb_status st = set_enum(p, k, value, init_names, 4, &v);
+    if (!st) {
+      m->init = (nb_nn_init)v;
+      m->init_set = 1;
+    }
+    return st;
   }
   case V_OPT: return set_enum(p, k, value, opt_names, 3, (int *)dst);
   case V_SCHED: return set_enum(p, k, value, sched_names, 5, (int *)dst);
@@ -557,6 +602,19 @@ static nb_status check_train(parser *p) {
                    "schedule = "
                    "warmup_cosine",
                    sch);
+  /* token-sequence models count steps, the others epochs */
+  int text = nb_model_is_text(p->m);
+  const char *seq = "a token-sequence model ([net] input = T, input_dtype = i32 or i64)";
+  if (!st) st = only_with(p, "steps", text, seq, "another input");
+  if (!st) st = only_with(p, "eval_every", text, seq, "another input");
+  if (!st) st = only_with(p, "eval_batches", text, seq, "another input");
+  if (!st && text)
+    st = only_with(p, "epochs", 0, "image and feature models ('steps' for token sequences)",
+                   "a token-sequence input");
+  if (!st)
+    st =
+        only_with(p, "decay_min_dims", !sgd && r->weight_decay > 0,
+                  "optimizer = adam or adamw and weight_decay > 0", sgd ? opt : "weight_decay = 0");
   if (st) return st;
   if (set_at(p, "min_lr") && r->min_lr > r->lr)
     return fail(p, set_at(p, "min_lr"), "expected min_lr <= lr (%g), found min_lr = %g",
@@ -586,6 +644,44 @@ static nb_status check_train(parser *p) {
   return NB_OK;
 }
 
+/* [linear]: `out`, or `tie` to an earlier [embedding] (no out, no bias). */
+static nb_status close_linear(parser *p, nb_model_layer *l) {
+  int tie = set_at(p, "tie");
+  if (!tie) {
+    if (!set_at(p, "out"))
+      return fail(p, p->sec_line, "expected key 'out' (output features) in %s, found none",
+                  p->label);
+    return NB_OK;
+  }
+  if (set_at(p, "out"))
+    return fail(p, set_at(p, "out"),
+                "expected no 'out' with tie = %s (the embedding's vocabulary is the output), "
+                "found out = %lld",
+                l->tie, (long long)l->out);
+  if (set_at(p, "bias") && l->bias)
+    return fail(p, set_at(p, "bias"),
+                "expected bias = no with tie = %s (a tied head has no "
+                "bias), found bias = yes",
+                l->tie);
+  l->bias = 0;
+  const nb_model *m = p->m;
+  for (int i = 0; i < m->n_layers - 1; i++) {
+    const nb_model_layer *o = &m->layers[i];
+    if (o->kind == NB_LAYER_END || strcmp(o->name, l->tie)) continue;
+    if (o->kind != NB_LAYER_EMBEDDING)
+      return fail(p, tie,
+                  "expected 'tie' to name an [embedding] layer, found '%s', a [%s] at "
+                  "line %d",
+                  l->tie, nb_layer_kind_name(o->kind), o->line);
+    l->tie_layer = i;
+    return NB_OK;
+  }
+  return fail(p, tie,
+              "expected 'tie' to name an earlier [embedding] layer, found '%s' (no layer "
+              "of that name above)",
+              l->tie);
+}
+
 /* Checks made when a section ends: required keys, settings that depend on
  * each other, and defaults that depend on other keys. */
 static nb_status close_section(parser *p) {
@@ -610,6 +706,19 @@ static nb_status close_section(parser *p) {
         return fail(p, set_at(p, "padding"),
                     "expected padding <= kernel / 2 (%d) in %s, found padding = %d",
                     l->kernel[a] / 2, p->label, l->padding[a]);
+  }
+  if (s->kind == NB_LAYER_LINEAR) {
+    nb_status st = close_linear(p, l);
+    if (st) return st;
+  }
+  if (s->kind == NB_LAYER_TRANSFORMER && !set_at(p, "dropout")) l->p = 0.0f;
+  if (s->kind == NB_LAYER_POSITIONAL && !set_at(p, "context")) {
+    if (!nb_model_is_text(p->m))
+      return fail(p, p->sec_line,
+                  "expected key 'context' (positions in the table) in %s, found none (only a "
+                  "token-sequence [net] input gives a default)",
+                  p->label);
+    l->context = p->m->in_shape[0];
   }
   if (s->kind == NB_LAYER_EMBEDDING && p->m->in_dtype == NB_F32)
     return fail(p, p->sec_line,
@@ -645,6 +754,10 @@ static void layer_defaults(nb_model_layer *l, nb_layer_kind kind, int line) {
   l->p = 0.5f; /* torch.nn.Dropout */
   l->projection = NB_PROJ_CONV_BN;
   l->block = -1;
+  l->tie_layer = -1;
+  l->repeat = 1;
+  l->mlp = 4; /* GPT-2's MLP width */
+  l->causal = 1;
 }
 
 static nb_status open_layer(parser *p, int kind, const char *name) {
@@ -725,7 +838,7 @@ static nb_status open_section(parser *p, char *header) {
     return fail(p, p->line,
                 "expected a section type (net, train, conv2d, linear, maxpool2d, avgpool2d, "
                 "global_avgpool, flatten, batchnorm, layernorm, dropout, activation, embedding, "
-                "residual, end), found [%s]",
+                "residual, end, positional, transformer), found [%s]",
                 clip(tok[0], b, sizeof b));
   const char *name = nt == 2 ? tok[1] : NULL;
   if (s->kind == SEC_NET && p->seen_net)
@@ -817,6 +930,7 @@ nb_recipe nb_recipe_defaults(void) {
   r.epochs = 1;
   r.batch = 64;
   r.seed = 1;
+  r.eval_batches = 20;
   for (int i = 0; i < NB_RECIPE_MAX_CHANNELS; i++) r.std[i] = 1.0f;
   return r;
 }
@@ -860,6 +974,14 @@ static nb_status parse_all(parser *p, const char *text) {
   }
   if (p->m->n_layers == 0)
     return fail(p, last, "expected at least one layer section after [net], found none");
+  /* `vocab` stands for the data's vocabulary; until the data is read, for
+   * NB_MODEL_DEFAULT_VOCAB (so summaries and param counts work) */
+  int takes = p->m->classes_vocab;
+  for (int i = 0; i < p->m->n_layers; i++) takes |= p->m->layers[i].vocab_from_data;
+  if (takes) {
+    p->m->vocab = NB_MODEL_DEFAULT_VOCAB;
+    return nb_model_set_vocab(p->m, NB_MODEL_DEFAULT_VOCAB);
+  }
   return NB_OK;
 }
 

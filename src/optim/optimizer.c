@@ -25,8 +25,9 @@ static nb_tensor *state_like(nb_graph *g, const nb_tensor *p, const char *suffix
   return nb_variable(g, name, NB_F32, p->ndim, p->shape, zeros);
 }
 
-static nb_status build(nb_graph *g, opt_kind kind, float b1, float b2, float eps, float wd,
-                       int flag, nb_optimizer **out) {
+/* decay_min_dims: parameters with fewer axes get no weight decay. */
+static nb_status build(nb_graph *g, opt_kind kind, float b1, float b2, float eps, float wd_all,
+                       int flag, int decay_min_dims, nb_optimizer **out) {
   if (!g || !out) return nb_error(NB_ERR_INVALID_ARG, "optimizer: NULL argument");
   *out = NULL;
   if (g->status) return nb_error(g->status, "optimizer: the graph has an error: %s", g->error);
@@ -37,13 +38,14 @@ static nb_status build(nb_graph *g, opt_kind kind, float b1, float b2, float eps
   o->beta2 = b2;
   o->lr = nb_input(g, "optim.lr", NB_F32, 0, NULL);
   if (kind == OPT_ADAM) o->corr2 = nb_input(g, "optim.corr2", NB_F32, 0, NULL);
-  if (kind == OPT_ADAM && flag && wd != 0.0f)
+  if (kind == OPT_ADAM && flag && wd_all != 0.0f)
     o->lr_raw = nb_input(g, "optim.lr_raw", NB_F32, 0, NULL);
   int n = g->n_nodes; /* params only among the nodes that exist now */
   for (int i = 0; i < n; i++) {
     nb_tensor *p = g->nodes[i];
     if (p->op != NB_OP_VARIABLE || !(p->flags & NB_FLAG_REQUIRES_GRAD) || !p->grad) continue;
     nb_tensor *grad = p->grad, *upd;
+    float wd = p->ndim >= decay_min_dims ? wd_all : 0.0f;
     if (kind == OPT_ADAM) {
       if (wd != 0.0f && !flag) grad = nb_add(g, grad, nb_mul(g, p, nb_scalar(g, wd)));
       nb_tensor *m = state_like(g, p, "adam_m"), *v = state_like(g, p, "adam_v");
@@ -82,14 +84,30 @@ static nb_status build(nb_graph *g, opt_kind kind, float b1, float b2, float eps
   return NB_OK;
 }
 
-nb_status nb_optimizer_adam(nb_graph *g, float beta1, float beta2, float eps, float weight_decay,
-                            int decoupled, nb_optimizer **out) {
-  if (!(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1 && eps >= 0 && weight_decay >= 0))
+nb_adam_options nb_adam_defaults(void) {
+  nb_adam_options o = {0.9f, 0.999f, 1e-8f, 0.0f, 0, 0};
+  return o;
+}
+
+nb_status nb_optimizer_adam_ex(nb_graph *g, const nb_adam_options *o, nb_optimizer **out) {
+  if (!o) return nb_error(NB_ERR_INVALID_ARG, "nb_optimizer_adam_ex: options are NULL");
+  if (!(o->beta1 >= 0 && o->beta1 < 1 && o->beta2 >= 0 && o->beta2 < 1 && o->eps >= 0 &&
+        o->weight_decay >= 0))
     return nb_error(
         NB_ERR_INVALID_ARG,
         "adam: need 0 <= beta1, beta2 < 1 and eps, weight_decay >= 0 (got %g, %g, %g, %g)",
-        (double)beta1, (double)beta2, (double)eps, (double)weight_decay);
-  return build(g, OPT_ADAM, beta1, beta2, eps, weight_decay, decoupled, out);
+        (double)o->beta1, (double)o->beta2, (double)o->eps, (double)o->weight_decay);
+  if (o->decay_min_dims < 0 || o->decay_min_dims > NB_MAX_DIMS)
+    return nb_error(NB_ERR_INVALID_ARG, "adam: decay_min_dims must be in [0, %d], got %d",
+                    NB_MAX_DIMS, o->decay_min_dims);
+  return build(g, OPT_ADAM, o->beta1, o->beta2, o->eps, o->weight_decay, o->decoupled,
+               o->decay_min_dims, out);
+}
+
+nb_status nb_optimizer_adam(nb_graph *g, float beta1, float beta2, float eps, float weight_decay,
+                            int decoupled, nb_optimizer **out) {
+  nb_adam_options o = {beta1, beta2, eps, weight_decay, decoupled, 0};
+  return nb_optimizer_adam_ex(g, &o, out);
 }
 
 nb_status nb_optimizer_sgd(nb_graph *g, float momentum, float weight_decay, int nesterov,
@@ -97,7 +115,7 @@ nb_status nb_optimizer_sgd(nb_graph *g, float momentum, float weight_decay, int 
   if (!(momentum >= 0 && weight_decay >= 0) || (nesterov && momentum == 0))
     return nb_error(NB_ERR_INVALID_ARG,
                     "sgd: need momentum, weight_decay >= 0, and momentum > 0 for Nesterov");
-  return build(g, OPT_SGD, momentum, 0, 0, weight_decay, nesterov, out);
+  return build(g, OPT_SGD, momentum, 0, 0, weight_decay, nesterov, 0, out);
 }
 
 nb_status nb_optimizer_feed(const nb_optimizer *o, nb_plan *p, int64_t step, float lr) {

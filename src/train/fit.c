@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "nabla/fit.h"
+#include "fit_dist.h"
 #include "nabla/nabla.h"
 
 nb_fit_options nb_fit_defaults(void) {
@@ -62,7 +63,8 @@ static void step_graph_free(step_graph *s) {
 /* The network with its loss. Train mode adds backward, clipping and the
  * optimizer; eval mode adds predictions. */
 static nb_status build_step(const nb_model *m, const nb_recipe *r, int training, int64_t batch,
-                            uint64_t seed, nb_backend *be, nb_state *st, step_graph *s) {
+                            uint64_t seed, nb_backend *be, nb_state *st, nb_dist *dist,
+                            step_graph *s) {
   memset(s, 0, sizeof *s);
   s->batch = batch;
   s->g = nb_graph_new();
@@ -70,7 +72,7 @@ static nb_status build_step(const nb_model *m, const nb_recipe *r, int training,
   nb_graph *g = s->g;
   s->x = nb_model_new_input(m, g, "x", batch);
   s->y = nb_input(g, "labels", NB_I64, 1, &batch);
-  nb_nn nn = {g, training, seed, NB_NN_INIT_TORCH};
+  nb_nn nn = {.g = g, .training = training, .seed = seed, .init = NB_NN_INIT_TORCH};
   nb_tensor *logits = NULL;
   nb_status rc = nb_graph_status(g);
   if (!rc) rc = nb_model_build(m, &nn, s->x, &logits);
@@ -84,7 +86,7 @@ static nb_status build_step(const nb_model *m, const nb_recipe *r, int training,
   if (!training) nb_tensor_set_output(s->pred);
   rc = nb_graph_status(g);
   if (rc) return nb_error(rc, "%s", nb_graph_error(g));
-  if (training) rc = nb_recipe_update(r, g, s->loss, &s->norm, &s->opt);
+  if (training) rc = nb_recipe_update_dist(r, g, s->loss, dist, &s->norm, &s->opt);
   if (rc) return rc;
   return nb_compile(g, be, st, NULL, &s->plan);
 }
@@ -103,9 +105,9 @@ nb_status nb_evaluate(const nb_model *m, nb_backend *be, nb_state *st, const nb_
   /* one plan for full batches and, if needed, one for the remainder */
   step_graph full, tail;
   memset(&tail, 0, sizeof tail);
-  nb_status rc = build_step(m, &r, 0, batch, r.seed, be, st, &full);
+  nb_status rc = build_step(m, &r, 0, batch, r.seed, be, st, NULL, &full);
   int64_t rem = data->n % batch;
-  if (!rc && rem) rc = build_step(m, &r, 0, rem, r.seed, be, st, &tail);
+  if (!rc && rem) rc = build_step(m, &r, 0, rem, r.seed, be, st, NULL, &tail);
   double total = 0;
   int64_t *pred = malloc((size_t)batch * sizeof *pred);
   if (!rc && !pred) rc = nb_error(NB_ERR_OOM, "nb_evaluate: out of memory");
@@ -220,6 +222,13 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
   FILE *log = o.log ? o.log : stdout;
   memset(res, 0, sizeof *res);
   nb_recipe r = effective_recipe(m, &o);
+  /* data-parallel: the ranks agree on the run before anything else, and from
+   * then on meet at the same collectives (fit_dist.c, docs/distributed.md) */
+  nb_dist *dist = o.dist;
+  const int ranks = nb_dist_size(dist), lead = nb_dist_rank(dist) == 0;
+  nb_status agreed = nb_fit_dist_check_config(dist, &r, train, test, o.resume != NULL);
+  if (agreed) return agreed;
+  const int64_t local = r.batch / ranks; /* this rank's part of every batch */
   if (train->n < r.batch)
     return nb_error(NB_ERR_INVALID_ARG,
                     "nb_fit: %lld training examples, fewer than one batch of %d",
@@ -230,6 +239,8 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
   lo.seed = r.seed;
   lo.augment.crop_pad = r.crop_padding;
   lo.augment.hflip = r.hflip;
+  lo.shards = ranks;
+  lo.shard = nb_dist_rank(dist);
   nb_loader *loader = NULL;
   step_graph s;
   memset(&s, 0, sizeof s);
@@ -240,18 +251,31 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
   nb_status rc = nb_loader_new(train, &lo, &loader);
   int64_t per_epoch = loader ? nb_loader_batches_per_epoch(loader) : 0;
   if (!rc) rc = nb_recipe_schedule(&r, per_epoch, &sched);
-  if (!rc) rc = build_step(m, &r, 1, r.batch, r.seed, be, st, &s);
+  /* each rank its own dropout masks (its initial weights are replaced by
+   * rank 0's below); with the same seed every rank would drop the same
+   * positions of its part of the batch */
+  uint64_t seed = r.seed + (uint64_t)nb_dist_rank(dist) * 0x9e3779b97f4a7c15ull;
+  if (!rc) rc = build_step(m, &r, 1, local, seed, be, st, dist, &s);
+  rc = nb_dist_agree(dist, rc);
+  if (!rc) rc = nb_fit_dist_check_graph(dist, s.g, st);
 
   resume_point rp = {0, 0, 0, {0, 0, {{0}}}};
   if (!rc && o.resume) {
-    rc = load_checkpoint(o.resume, st, &rp);
+    /* rank 0 reads the checkpoint; the others get its position here and
+     * its variables below, so only rank 0 needs the file */
+    if (lead) rc = load_checkpoint(o.resume, st, &rp);
+    rc = nb_dist_agree(dist, rc);
+    if (!rc && ranks > 1) rc = nb_dist_broadcast(dist, &rp, sizeof rp, 0);
     if (!rc) rc = nb_loader_set_pos(loader, &rp.pos);
     if (!rc) nb_plan_set_step(s.plan, rp.plan_step);
-    if (!rc)
+    if (!rc && lead)
       fprintf(log, "resumed from %s: epoch %lld, step %lld\n", o.resume, (long long)rp.epoch,
               (long long)rp.step);
   }
-  if (!rc) rc = open_logs(o.out_dir, o.resume != NULL, &logs);
+  /* rank 0's variables, initial or resumed, on every rank */
+  if (!rc) rc = nb_fit_dist_broadcast_state(dist, st);
+  if (!rc && lead) rc = open_logs(o.out_dir, o.resume != NULL, &logs);
+  rc = nb_dist_agree(dist, rc);
 
   int64_t step = rp.step;
   double t_train = 0;
@@ -259,7 +283,7 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
   for (int64_t epoch = rp.epoch; !rc && epoch < r.epochs; epoch++) {
     char label[64];
     snprintf(label, sizeof label, "epoch %lld/%d", (long long)epoch + 1, r.epochs);
-    rc = nb_progress_new(log, label, per_epoch, o.progress, &bar);
+    rc = nb_progress_new(log, label, per_epoch, lead ? o.progress : NB_PROGRESS_OFF, &bar);
     if (!rc) rc = nb_progress_set_unit(bar, "img", (double)r.batch);
     double loss_sum = 0, hits = 0, lr = 0, t0 = now();
     int64_t done = 0;
@@ -274,8 +298,8 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
       }
       step++;
       lr = nb_schedule_lr(&sched, step);
-      rc = nb_plan_set_input(s.plan, s.x, batch.x, (size_t)(r.batch * example_bytes(train)));
-      if (!rc) rc = nb_plan_set_input(s.plan, s.y, batch.y, (size_t)r.batch * sizeof(int64_t));
+      rc = nb_plan_set_input(s.plan, s.x, batch.x, (size_t)(local * example_bytes(train)));
+      if (!rc) rc = nb_plan_set_input(s.plan, s.y, batch.y, (size_t)local * sizeof(int64_t));
       if (!rc) rc = nb_optimizer_feed(s.opt, s.plan, step, (float)lr);
       if (!rc) rc = nb_plan_run(s.plan);
       float l = 0, c = 0;
@@ -284,7 +308,7 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
       loss_sum += l;
       hits += c;
       done = b + 1;
-      double avg = loss_sum / (double)done, acc = hits / (double)(done * r.batch);
+      double avg = loss_sum / (double)done, acc = hits / (double)(done * local);
       const char *names[2] = {"loss", "acc"};
       double vals[2] = {avg, acc};
       if (!rc) rc = nb_progress_update(bar, done, 2, names, vals);
@@ -296,24 +320,35 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
     double el = now() - t0;
     t_train += el;
     images += done * r.batch;
+    if (ranks > 1) {
+      /* the whole batches': the mean of the ranks' mean losses, all hits */
+      double sums[2] = {loss_sum / ranks, hits};
+      rc = nb_dist_allreduce_f64(dist, sums, 2, NB_DIST_SUM);
+      loss_sum = sums[0];
+      hits = sums[1];
+      if (!rc) rc = nb_fit_dist_sync_buffers(dist, s.g, st);
+      if (!rc) rc = nb_fit_dist_check_weights(dist, s.g, st, epoch + 1);
+      if (rc) break;
+    }
     res->train_loss = loss_sum / (double)(done ? done : 1);
     res->train_accuracy = hits / (double)(done ? done * r.batch : 1);
     res->test_loss = res->test_accuracy = 0;
     if (test) {
       nb_confusion *cm = NULL;
       rc = nb_confusion_new((int)nb_model_classes(m), &cm);
-      if (!rc) rc = nb_evaluate(m, be, st, test, o.eval_batch, cm, &res->test_loss);
+      if (!rc) rc = nb_evaluate_dist(m, be, st, test, o.eval_batch, dist, cm, &res->test_loss);
       if (!rc) res->test_accuracy = nb_confusion_accuracy(cm);
       nb_confusion_free(cm);
       if (rc) break;
     }
     res->epochs = (int)epoch + 1;
     res->steps = step;
-    fprintf(
-        log,
-        "epoch %lld/%d  train loss %.4f  acc %.4f  |  test loss %.4f  acc %.4f  |  %.0f img/s\n",
-        (long long)epoch + 1, r.epochs, res->train_loss, res->train_accuracy, res->test_loss,
-        res->test_accuracy, (double)(done * r.batch) / el);
+    if (lead)
+      fprintf(
+          log,
+          "epoch %lld/%d  train loss %.4f  acc %.4f  |  test loss %.4f  acc %.4f  |  %.0f img/s\n",
+          (long long)epoch + 1, r.epochs, res->train_loss, res->train_accuracy, res->test_loss,
+          res->test_accuracy, (double)(done * r.batch) / el);
     fflush(log);
     if (logs.tb) {
       rc = nb_tb_scalar(logs.tb, "train/loss", step, (float)res->train_loss);
@@ -334,17 +369,21 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
                        (double)(done * r.batch) / el};
       rc = nb_csvlog_row(logs.csv, row, 8);
     }
-    if (!rc && o.out_dir) {
+    if (!rc && lead && o.out_dir) {
       nb_loader_pos pos;
       rc = nb_loader_get_pos(loader, &pos);
       snprintf(res->checkpoint, sizeof res->checkpoint, "%s/checkpoint.safetensors", o.out_dir);
       if (!rc)
         rc = save_checkpoint(res->checkpoint, st, m, step, epoch + 1, nb_plan_step(s.plan), &pos);
     }
+    rc = nb_dist_agree(dist, rc); /* rank 0's logs and checkpoint */
   }
-  if (!rc && o.out_dir) {
-    snprintf(res->weights, sizeof res->weights, "%s/weights.safetensors", o.out_dir);
-    rc = nb_safetensors_save_if(res->weights, st, keep_model_var, NULL, NULL);
+  if (!rc) {
+    if (lead && o.out_dir) {
+      snprintf(res->weights, sizeof res->weights, "%s/weights.safetensors", o.out_dir);
+      rc = nb_safetensors_save_if(res->weights, st, keep_model_var, NULL, NULL);
+    }
+    rc = nb_dist_agree(dist, rc);
   }
   res->seconds = t_train;
   res->images_per_sec = t_train > 0 ? (double)images / t_train : 0;

@@ -66,6 +66,20 @@ nb_status nb_confusion_add(nb_confusion *c, const int64_t *pred, const int64_t *
   return NB_OK;
 }
 
+nb_status nb_confusion_add_counts(nb_confusion *c, const int64_t *counts) {
+  if (!c || !counts) return nb_error(NB_ERR_INVALID_ARG, "nb_confusion_add_counts: NULL argument");
+  const int64_t n = (int64_t)c->classes * c->classes;
+  for (int64_t i = 0; i < n; i++)
+    if (counts[i] < 0)
+      return nb_error(NB_ERR_INVALID_ARG, "nb_confusion_add_counts: count %lld is %lld (< 0)",
+                      (long long)i, (long long)counts[i]);
+  for (int64_t i = 0; i < n; i++) {
+    c->m[i] += counts[i];
+    c->total += counts[i];
+  }
+  return NB_OK;
+}
+
 int64_t nb_confusion_count(const nb_confusion *c, int label, int pred) {
   if (!c || label < 0 || label >= c->classes || pred < 0 || pred >= c->classes) return 0;
   return c->m[(int64_t)label * c->classes + pred];

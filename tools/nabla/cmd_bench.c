@@ -25,12 +25,19 @@ typedef struct {
   nb_plan *plan;
   nb_optimizer *opt;
   nb_tensor *x, *y;
+  nb_tensor *out; /* loss or logits: read after each window */
+  void *host;     /* room for out */
 } bench_plan;
 
 static void bench_free(bench_plan *b) {
   nb_optimizer_free(b->opt);
   nb_plan_free(b->plan);
   nb_graph_free(b->g);
+  free(b->host);
+}
+
+static size_t out_bytes(const nb_tensor *t) {
+  return (size_t)nb_tensor_numel(t) * nb_dtype_size(nb_tensor_dtype(t));
 }
 
 /* Training step (train = 1: loss, backward, optimizer) or inference (logits). */
@@ -40,24 +47,31 @@ static nb_status build(const nb_model *m, int train, int64_t batch, nb_backend *
   const nb_recipe *r = nb_model_recipe(m);
   b->g = nb_graph_new();
   b->x = nb_model_new_input(m, b->g, "x", batch);
-  b->y = nb_input(b->g, "labels", NB_I64, 1, &batch);
-  nb_nn nn = {b->g, train, r->seed, NB_NN_INIT_TORCH};
+  /* a text model predicts a token at every position: batch * T labels */
+  int64_t in[NB_MAX_DIMS], rows = batch;
+  if (nb_model_input_shape(m, in, NULL) == 1 && nb_model_is_text(m)) rows = batch * in[0];
+  b->y = nb_input(b->g, "labels", NB_I64, 1, &rows);
+  nb_nn nn = {.g = b->g, .training = train, .seed = r->seed, .init = NB_NN_INIT_TORCH};
   nb_tensor *logits = NULL;
   nb_status rc = nb_model_build(m, &nn, b->x, &logits);
   if (rc) return rc;
   if (!train) {
-    nb_tensor_set_output(logits);
+    b->out = logits;
   } else {
-    nb_tensor *loss = nb_cross_entropy(b->g, logits, b->y, r->label_smoothing);
-    nb_tensor_set_output(loss);
-    rc = nb_recipe_update(r, b->g, loss, NULL, &b->opt);
+    int64_t flat[2] = {rows, nb_tensor_numel(logits) / rows};
+    b->out = nb_cross_entropy(b->g, nb_reshape(b->g, logits, 2, flat), b->y, r->label_smoothing);
+    rc = nb_recipe_update(r, b->g, b->out, NULL, &b->opt);
     if (rc) return rc;
   }
+  nb_tensor_set_output(b->out);
+  b->host = malloc(out_bytes(b->out) + 1);
+  if (!b->host) return nb_error(NB_ERR_OOM, "bench: out of memory");
   return nb_compile(b->g, be, st, NULL, &b->plan);
 }
 
 /* Median seconds per step over `windows` windows of `steps` steps, after
- * `warmup` untimed steps. */
+ * `warmup` untimed steps. Each window ends by reading the output: a GPU runs
+ * a plan asynchronously, and the read waits until the window's work is done. */
 static nb_status time_steps(bench_plan *b, int warmup, int windows, int steps, double *median) {
   double t[64];
   if (windows > 64) windows = 64;
@@ -70,6 +84,8 @@ static nb_status time_steps(bench_plan *b, int warmup, int windows, int steps, d
       if (!rc) rc = nb_plan_run(b->plan);
       if (rc) return rc;
     }
+    nb_status rc = nb_plan_get(b->plan, b->out, b->host, out_bytes(b->out));
+    if (rc) return rc;
     if (w >= 0) t[w] = (now() - t0) / n;
   }
   qsort(t, (size_t)windows, sizeof *t, cmp_double);
@@ -79,7 +95,8 @@ static nb_status time_steps(bench_plan *b, int warmup, int windows, int steps, d
 
 static nb_status fill_inputs(const nb_model *m, bench_plan *b, int64_t batch) {
   int64_t n = nb_tensor_numel(b->x), classes = nb_model_classes(m);
-  float *x = malloc((size_t)n * sizeof *x);
+  if (nb_model_is_text(m)) batch = n; /* a label per token */
+  float *x = malloc((size_t)n * sizeof(int64_t));
   int64_t *y = malloc((size_t)batch * sizeof *y);
   nb_status rc = x && y ? NB_OK : nb_error(NB_ERR_OOM, "bench: out of memory");
   nb_rng r;
@@ -87,7 +104,11 @@ static nb_status fill_inputs(const nb_model *m, bench_plan *b, int64_t batch) {
   if (!rc) {
     nb_rng_fill_normal(&r, x, (size_t)n, 0.0f, 1.0f);
     for (int64_t i = 0; i < batch; i++) y[i] = classes > 0 ? (int64_t)(i % classes) : 0;
-    rc = nb_plan_set_input(b->plan, b->x, x, (size_t)n * sizeof *x);
+    /* token ids must index the vocabulary: the labels double as ids */
+    if (nb_model_is_text(m)) memcpy(x, y, (size_t)n * sizeof *y);
+    if (nb_model_is_text(m) && nb_tensor_dtype(b->x) == NB_I32)
+      for (int64_t i = 0; i < n; i++) ((int32_t *)x)[i] = (int32_t)y[i];
+    rc = nb_plan_set_input(b->plan, b->x, x, (size_t)n * nb_dtype_size(nb_tensor_dtype(b->x)));
   }
   if (!rc && b->opt) rc = nb_plan_set_input(b->plan, b->y, y, (size_t)batch * sizeof *y);
   free(x);
@@ -99,10 +120,12 @@ int nabla_cmd_bench(int argc, char **argv) {
   const char *model = NULL;
   int64_t batch = 0;
   int threads = 0, windows = 7, steps = 10;
+  const char *device = "cpu";
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      printf("usage: nabla bench MODEL [--batch B] [--threads T] [--windows W] [--steps S]\n"
+      printf("usage: nabla bench MODEL [--batch B] [--device cpu|cuda:N] [--threads T]\n"
+             "                         [--windows W] [--steps S]\n"
              "Times the compiled training step (the model's recipe: forward, backward,\n"
              "optimizer) and inference of MODEL on synthetic data: the median over W\n"
              "windows of S steps after warm-up. Prints images/s, ms/step and planned\n"
@@ -118,7 +141,9 @@ int nabla_cmd_bench(int argc, char **argv) {
       return 2;
     }
     long long n = strtoll(v, NULL, 10);
-    if (!strcmp(a, "--batch"))
+    if (!strcmp(a, "--device"))
+      device = v;
+    else if (!strcmp(a, "--batch"))
       batch = n;
     else if (!strcmp(a, "--threads"))
       threads = (int)n;
@@ -142,11 +167,11 @@ int nabla_cmd_bench(int argc, char **argv) {
   nb_state *st = NULL;
   nb_status rc = nb_model_load(model, &m);
   if (!rc && !batch) batch = nb_model_recipe(m)->batch;
-  if (!rc) rc = nb_backend_new("cpu", &be);
+  if (!rc) rc = nb_backend_new(device, &be);
   if (!rc) rc = nb_state_new(be, &st);
   if (!rc)
-    printf("%s: batch %lld, %d threads, median of %d windows x %d steps\n", model, (long long)batch,
-           nb_get_num_threads(), windows, steps);
+    printf("%s: batch %lld on %s, %d threads, median of %d windows x %d steps\n", model,
+           (long long)batch, nb_backend_name(be), nb_get_num_threads(), windows, steps);
   for (int train = 1; !rc && train >= 0; train--) {
     bench_plan b;
     double sec = 0;
@@ -161,6 +186,10 @@ int nabla_cmd_bench(int argc, char **argv) {
     }
     bench_free(&b);
   }
+  nb_memory_stats ms; /* device memory, where the backend has an allocator */
+  if (!rc && nb_backend_memory_stats(be, &ms) == NB_OK)
+    printf("%s memory: peak %.1f MiB in use, %.1f MiB reserved\n", nb_backend_name(be),
+           (double)ms.peak / 1048576.0, (double)ms.reserved / 1048576.0);
   nb_state_free(st);
   nb_backend_free(be);
   nb_model_free(m);

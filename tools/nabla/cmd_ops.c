@@ -22,8 +22,11 @@ int nabla_cmd_ops(int argc, char **argv) {
     int leaf = !strcmp(info.fusion, "leaf");
     int cpu_ok = leaf || info.composite || !strcmp(info.fusion, "view") ||
                  nb_backend_supports_op(cpu, info.name);
+    /* nabla's CUDA backend, also in a build without it (see backend.h);
+     * composites are built from ops that both backends run */
+    int cuda_ok = info.composite || nb_backend_kind_supports_op("cuda", info.name);
     printf("%-24s %-12s %-8s %-8s %-5s %-5s\n", info.name, info.fusion, "yes",
-           info.has_backward || leaf ? "yes" : "no", cpu_ok ? "yes" : "no", "no");
+           info.has_backward || leaf ? "yes" : "no", cpu_ok ? "yes" : "no", cuda_ok ? "yes" : "no");
   }
   nb_backend_free(cpu);
   return 0;

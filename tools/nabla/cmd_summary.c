@@ -8,7 +8,7 @@
 #include "nabla/nabla.h"
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: nabla summary MODEL [--batch B]\n"
+  fprintf(f, "usage: nabla summary MODEL [--batch B] [--vocab N]\n"
              "\n"
              "Parses the model file MODEL (see docs/model-format.md) and prints its recipe,\n"
              "one row per layer (name, type, output shape for a batch of B, parameters),\n"
@@ -17,12 +17,14 @@ static void usage(FILE *f) {
              "holds every intermediate beside their naive sum, and the persistent state.\n"
              "\n"
              "  --batch B   batch size (default: the recipe's batch)\n"
+             "  --vocab N   what `vocab` stands for in a text model (default 65; training\n"
+             "              takes it from the data)\n"
              "  --help      print this help\n");
 }
 
 int nabla_cmd_summary(int argc, char **argv) {
   const char *path = NULL;
-  long long batch = 0;
+  long long batch = 0, vocab = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -36,6 +38,16 @@ int nabla_cmd_summary(int argc, char **argv) {
       batch = v ? strtoll(v, &end, 10) : 0;
       if (!v || !*v || *end || errno || batch < 1) {
         fprintf(stderr, "nabla summary: --batch needs an integer >= 1, found '%s'\n",
+                v ? v : "nothing");
+        return 2;
+      }
+    } else if (!strcmp(a, "--vocab")) {
+      const char *v = i + 1 < argc ? argv[++i] : NULL;
+      char *end = NULL;
+      errno = 0;
+      vocab = v ? strtoll(v, &end, 10) : 0;
+      if (!v || !*v || *end || errno || vocab < 1) {
+        fprintf(stderr, "nabla summary: --vocab needs an integer >= 1, found '%s'\n",
                 v ? v : "nothing");
         return 2;
       }
@@ -56,6 +68,11 @@ int nabla_cmd_summary(int argc, char **argv) {
   nb_model *m = NULL;
   if (nb_model_load(path, &m)) {
     fprintf(stderr, "nabla summary: %s\n", nb_last_error());
+    return 1;
+  }
+  if (vocab && nb_model_set_vocab(m, (int64_t)vocab)) {
+    fprintf(stderr, "nabla summary: %s\n", nb_last_error());
+    nb_model_free(m);
     return 1;
   }
   if (!batch) batch = nb_model_recipe(m)->batch;

@@ -5,17 +5,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmd_dist.h"
+#include "cmd_lora.h"
+#include "cmd_text.h"
 #include "nabla/fit.h"
 #include "nabla/nabla.h"
 
 typedef struct {
   const char *model, *weights, *data, *dataset, *out, *resume, *device;
   int epochs, threads, json, optimizer, top_k, report;
-  int64_t batch, limit;
+  int distributed;                         /* train: --distributed (MPI required) */
+  int64_t batch, limit, steps, eval_every; /* steps, eval_every: text models */
   float lr;
   uint64_t seed;
   const char **files;
   int n_files;
+  const char *init_from; /* train: weights to start from */
+  nabla_lora_flags lora; /* train: adapters */
 } cli;
 
 static int fail(const char *cmd) {
@@ -27,21 +33,31 @@ static void usage(const char *cmd, FILE *f) {
   if (!strcmp(cmd, "train"))
     fprintf(f, "usage: nabla train MODEL [--data DIR] [--dataset mnist|fashion-mnist|cifar10]\n"
                "                   [--epochs N] [--batch B] [--lr X] [--optimizer adam|adamw|sgd]\n"
-               "                   [--device cpu] [--threads T] [--seed S] [--out DIR]\n"
-               "                   [--resume CKPT] [--limit N] [--json]\n"
+               "                   [--device cpu|cuda:N] [--threads T] [--seed S] [--out DIR]\n"
+               "                   [--resume CKPT] [--limit N] [--json] [--distributed]\n"
                "Trains MODEL with the recipe in its [train] section (flags override it),\n"
                "evaluates on the test split after every epoch, and writes checkpoints,\n"
                "weights.safetensors, TensorBoard events and log.csv to --out (default runs/NAME).\n"
-               "Data: --data DIR, else $NABLA_DATA, ../shared/data/<name>, data/<name>.\n");
+               "Data: --data DIR, else $NABLA_DATA, ../shared/data/<name>, data/<name>.\n"
+               "Data-parallel over processes: mpirun -np N nabla train MODEL ... (detected;\n"
+               "--distributed insists on it); --batch is the global batch, split over the\n"
+               "ranks; rank 0 prints and writes the files (docs/distributed.md).\n"
+               "Text models (token-sequence input, docs/training.md): --data FILE or DIR\n"
+               "(default dataset tinyshakespeare), --steps N, --eval-every N; vocab.txt\n"
+               "is written beside the weights.\n");
   else if (!strcmp(cmd, "eval"))
     fprintf(f, "usage: nabla eval MODEL WEIGHTS [--data DIR] [--dataset NAME] [--batch B]\n"
                "                  [--limit N] [--threads T] [--json]\n"
                "Accuracy, loss, per-class precision/recall/F1 and the confusion matrix\n"
-               "on the test split.\n");
+               "on the test split. Text models: the loss (nats per token) over the\n"
+               "validation part of --data (the last 10%%), with WEIGHTS' vocab.txt.\n");
   else
     fprintf(f, "usage: nabla predict MODEL WEIGHTS IMAGE... [--top-k K] [--threads T]\n"
                "Classifies PNG/JPEG images (converted to the model's input size) and\n"
-               "prints the top-k classes with their probabilities.\n");
+               "prints the top-k classes with their probabilities.\n"
+               "An ONNX model takes no weights: nabla predict MODEL.onnx IMAGE... (see\n"
+               "nabla predict MODEL.onnx --help).\n");
+  if (!strcmp(cmd, "train")) fprintf(f, "%s", nabla_lora_train_usage);
 }
 
 static int parse(const char *cmd, int argc, char **argv, int positional, cli *c) {
@@ -59,6 +75,10 @@ static int parse(const char *cmd, int argc, char **argv, int positional, cli *c)
     }
     if (!strcmp(a, "--json")) {
       c->json = 1;
+      continue;
+    }
+    if (!strcmp(cmd, "train") && !strcmp(a, "--distributed")) {
+      c->distributed = 1;
       continue;
     }
     if (a[0] != '-' || a[1] != '-') {
@@ -81,7 +101,15 @@ static int parse(const char *cmd, int argc, char **argv, int positional, cli *c)
       return 2;
     }
     char *end = NULL;
-    if (!strcmp(a, "--data"))
+    int bad = 0;
+    if (!strcmp(cmd, "train") && !strcmp(a, "--init-from"))
+      c->init_from = v;
+    else if (!strcmp(cmd, "train") && nabla_lora_parse_flag(a, v, &c->lora, &bad)) {
+      if (bad) {
+        fprintf(stderr, "nabla %s: bad value '%s' for %s (see --help)\n", cmd, v, a);
+        return 2;
+      }
+    } else if (!strcmp(a, "--data"))
       c->data = v;
     else if (!strcmp(a, "--dataset"))
       c->dataset = v;
@@ -101,6 +129,10 @@ static int parse(const char *cmd, int argc, char **argv, int positional, cli *c)
       c->batch = strtoll(v, &end, 10);
     else if (!strcmp(a, "--limit"))
       c->limit = strtoll(v, &end, 10);
+    else if (!strcmp(a, "--steps"))
+      c->steps = strtoll(v, &end, 10);
+    else if (!strcmp(a, "--eval-every"))
+      c->eval_every = strtoll(v, &end, 10);
     else if (!strcmp(a, "--seed"))
       c->seed = strtoull(v, &end, 10);
     else if (!strcmp(a, "--lr"))
@@ -127,8 +159,12 @@ static int parse(const char *cmd, int argc, char **argv, int positional, cli *c)
     usage(cmd, stderr);
     return 2;
   }
-  if (c->epochs < 0 || c->batch < 0 || c->limit < 0 || c->lr < 0 || c->top_k < 1) {
-    fprintf(stderr, "nabla %s: epochs, batch, limit and lr must be >= 0, top-k >= 1\n", cmd);
+  if (c->epochs < 0 || c->batch < 0 || c->limit < 0 || c->lr < 0 || c->top_k < 1 || c->steps < 0 ||
+      c->eval_every < 0) {
+    fprintf(stderr,
+            "nabla %s: epochs, batch, limit, lr, steps and eval-every must be >= 0, "
+            "top-k >= 1\n",
+            cmd);
     return 2;
   }
   nb_set_num_threads(c->threads);
@@ -171,6 +207,14 @@ static nb_status load_data(const cli *c, const nb_model *m, int want_train, nb_d
   return rc;
 }
 
+/* The text-model half of train and eval lives in cmd_text.c. */
+static nabla_text_args text_args(const cli *c) {
+  nabla_text_args a = {c->model,      c->weights, c->data, c->dataset,   c->out,
+                       c->resume,     c->device,  c->json, c->optimizer, c->steps,
+                       c->eval_every, c->batch,   c->lr,   c->seed,      c->init_from};
+  return a;
+}
+
 static const char *model_name(const nb_model *m) {
   const char *n = nb_model_name(m);
   return n && *n ? n : "model";
@@ -191,10 +235,25 @@ int nabla_cmd_train(int argc, char **argv) {
   memset(&test, 0, sizeof test);
   nb_fit_result res;
   char out[1024];
-  nb_status rc = nb_model_load(c.model, &m);
+  nb_dist *dist = NULL;
+  nb_status rc = nabla_dist_open(c.distributed, c.threads, &dist);
+  const int lead = nb_dist_rank(dist) == 0; /* rank 0 alone prints and writes */
+  if (!rc) rc = nb_model_load(c.model, &m);
+  if (!rc) rc = nabla_lora_setup(m, &c.lora, c.json || !lead ? stderr : stdout);
+  if (!rc && nb_model_is_text(m) && nb_dist_size(dist) > 1)
+    rc = nb_error(NB_ERR_UNSUPPORTED, "text models do not train across processes yet");
+  if (!rc && nb_model_is_text(m)) {
+    nabla_text_args ta = text_args(&c);
+    int code = nabla_text_train(m, &ta);
+    nb_dist_free(dist);
+    nb_model_free(m);
+    free(c.files);
+    return code;
+  }
   if (!rc) rc = load_data(&c, m, 1, &train, &test);
   if (!rc) rc = nb_backend_new(c.device, &be);
-  if (!rc) rc = nb_state_new(be, &st);
+  if (!rc) rc = c.init_from ? nabla_init_state(m, be, c.init_from, &st) : nb_state_new(be, &st);
+  rc = nb_dist_agree(dist, rc); /* a rank that failed to set up stops the others cleanly */
   if (!rc) {
     snprintf(out, sizeof out, "%s", c.out ? c.out : "runs/");
     if (!c.out) snprintf(out, sizeof out, "runs/%s", model_name(m));
@@ -209,14 +268,21 @@ int nabla_cmd_train(int argc, char **argv) {
     o.resume = c.resume;
     /* with --json stdout carries only the result line */
     o.log = c.json ? stderr : stdout;
-    fprintf(o.log, "%s: %lld train / %lld test examples, %d threads, %s\n", c.model,
-            (long long)train.n, (long long)test.n, nb_get_num_threads(), nb_backend_name(be));
+    o.dist = dist;
+    if (lead)
+      fprintf(o.log, "%s: %lld train / %lld test examples, %d threads, %s, %d process%s\n", c.model,
+              (long long)train.n, (long long)test.n, nb_get_num_threads(), nb_backend_name(be),
+              nb_dist_size(dist), nb_dist_size(dist) > 1 ? "es (MPI)" : "");
     rc = nb_fit(m, be, st, &train, &test, &o, &res);
   }
+  char adapters[1100];
+  adapters[0] = '\0';
+  if (!rc && lead) rc = nabla_lora_write(m, st, out, adapters, sizeof adapters);
+  if (!rc && adapters[0]) fprintf(c.json ? stderr : stdout, "LoRA adapters: %s\n", adapters);
   int code = 0;
   if (rc) {
-    code = fail("train");
-  } else {
+    code = nabla_dist_fail(dist, "train");
+  } else if (lead) {
     fprintf(c.json ? stderr : stdout,
             "test accuracy %.2f%%, test loss %.4f, %.0f images/s; weights: %s\n",
             100 * res.test_accuracy, res.test_loss, res.images_per_sec, res.weights);
@@ -231,6 +297,7 @@ int nabla_cmd_train(int argc, char **argv) {
   nb_dataset_free(&test);
   nb_state_free(st);
   nb_backend_free(be);
+  nb_dist_free(dist);
   nb_model_free(m);
   free(c.files);
   return code;
@@ -259,7 +326,7 @@ static nb_status load_weights(const nb_model *m, nb_backend *be, const char *pat
   nb_status rc = nb_state_new(be, st);
   if (rc) return rc;
   ip->g = nb_graph_new();
-  nb_nn nn = {ip->g, 0, 1, NB_NN_INIT_TORCH};
+  nb_nn nn = {.g = ip->g, .seed = 1, .init = NB_NN_INIT_TORCH};
   nb_tensor *logits = NULL;
   ip->x = nb_model_new_input(m, ip->g, "x", 1);
   rc = nb_model_build(m, &nn, ip->x, &logits);
@@ -288,6 +355,13 @@ int nabla_cmd_eval(int argc, char **argv) {
   memset(&test, 0, sizeof test);
   double loss = 0;
   nb_status rc = nb_model_load(c.model, &m);
+  if (!rc && nb_model_is_text(m)) {
+    nabla_text_args ta = text_args(&c);
+    int code = nabla_text_eval(m, &ta);
+    nb_model_free(m);
+    free(c.files);
+    return code;
+  }
   if (!rc) rc = load_data(&c, m, 0, NULL, &test);
   if (!rc) rc = nb_backend_new(c.device, &be);
   if (!rc) rc = load_weights(m, be, c.weights, &st, &ip);
@@ -318,7 +392,12 @@ int nabla_cmd_eval(int argc, char **argv) {
   return code;
 }
 
+/* tools/nabla/cmd_predict_onnx.c: the same command for an ONNX model */
+int nabla_cmd_predict_onnx(int argc, char **argv);
+
 int nabla_cmd_predict(int argc, char **argv) {
+  size_t mlen = argc > 1 ? strlen(argv[1]) : 0;
+  if (mlen > 5 && !strcmp(argv[1] + mlen - 5, ".onnx")) return nabla_cmd_predict_onnx(argc, argv);
   cli c;
   int p = parse("predict", argc, argv, 3, &c);
   if (p) {

@@ -139,6 +139,45 @@ static nb_status run_attention(const nb_kernel_call *c) {
   return NB_OK;
 }
 
+/* attention_cached: Tq new queries at positions pos..pos + Tq - 1 over a
+ * cache of Tk positions, query i seeing keys 0..pos + i. Each row is a
+ * causal row of the plain forward at index pos + i, so both share fwd_row
+ * and give the same bits for the same keys. */
+static nb_status run_attention_cached(const nb_kernel_call *c) {
+  const nb_tensor *node = c->node;
+  for (int i = 0; i < 3; i++)
+    if (node->in[i]->dtype != NB_F32 || !nb_tensor_is_contiguous(node->in[i]))
+      return nb_error(NB_ERR_INTERNAL, "attention_cached: input %d is not contiguous f32", i);
+  att_dims a = dims_of(node);
+  a.causal = 1;
+  int64_t pos;
+  nb_status st = nb_cpu_read_pos(node, node->in[3], c->in[3], &pos);
+  if (st) return st;
+  if (pos < 0 || pos > a.tk - a.tq)
+    return nb_error(NB_ERR_INVALID_ARG,
+                    "attention_cached: queries at positions [%lld, %lld) do not fit in a cache of "
+                    "%lld positions (pos must be in [0, %lld])",
+                    (long long)pos, (long long)(pos + a.tq), (long long)a.tk,
+                    (long long)(a.tk - a.tq));
+  int nt = nb_cpu_threads();
+  if (c->workspace_bytes < (size_t)nt * (size_t)a.tk * sizeof(float))
+    return nb_error(NB_ERR_INTERNAL, "attention_cached: workspace of %zu bytes is too small",
+                    c->workspace_bytes);
+  const float *q = c->in[0], *k = c->in[1], *v = c->in[2];
+  float *out = c->out, *ws = c->workspace;
+  int64_t rows = a.bh * a.tq;
+  /* the keys actually read, not the capacity, decide whether threads pay */
+  int par = rows > 1 && rows * (pos + a.tq) * (a.d + a.dv) > PAR_MIN;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(nt) if (par)
+  for (int64_t r = 0; r < rows; r++) {
+    int64_t b = r / a.tq, i = r % a.tq;
+    float *s = ws + (size_t)thread_id() * (size_t)a.tk;
+    fwd_row(&a, q + r * a.d, k + b * a.tk * a.d, v + b * a.tk * a.dv, s, out + r * (a.dv + 1),
+            pos + i);
+  }
+  return NB_OK;
+}
+
 NB_CPU_CLONES
 static void bwd_head(const att_dims *a, const float *q, const float *k, const float *v,
                      const float *p, const float *dp, float *dq, float *dk, float *dv) {
@@ -184,4 +223,6 @@ void nb_cpu_register_attention(nb_cpu_kernel_entry *t) {
   t[NB_OP_ATTENTION].run = run_attention;
   t[NB_OP_ATTENTION].workspace = fwd_workspace;
   t[NB_OP_ATTENTION_BWD].run = run_attention_bwd;
+  t[NB_OP_ATTENTION_CACHED].run = run_attention_cached;
+  t[NB_OP_ATTENTION_CACHED].workspace = fwd_workspace;
 }

@@ -25,6 +25,8 @@ static void build_kernels(void) {
   nb_cpu_register_softmax(kernels);
   nb_cpu_register_movement(kernels);
   nb_cpu_register_attention(kernels);
+  nb_cpu_register_dist(kernels);
+  nb_cpu_register_decode(kernels);
 }
 
 static int default_threads(void) {

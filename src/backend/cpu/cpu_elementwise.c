@@ -205,6 +205,9 @@ NB_CPU_CLONES static void eval_op(const nb_fused_op *op, const float *a, const f
   case NB_OP_TANH:
     for (i = 0; i < n; i++) y[i] = tanhf(a[i]);
     break;
+  case NB_OP_ERF:
+    for (i = 0; i < n; i++) y[i] = erff(a[i]);
+    break;
   case NB_OP_SIGMOID:
     for (i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-a[i]));
     break;

@@ -32,6 +32,12 @@ void nb_cpu_register_pool(nb_cpu_kernel_entry *t);
 void nb_cpu_register_softmax(nb_cpu_kernel_entry *t);
 void nb_cpu_register_movement(nb_cpu_kernel_entry *t);
 void nb_cpu_register_attention(nb_cpu_kernel_entry *t);
+void nb_cpu_register_dist(nb_cpu_kernel_entry *t);
+void nb_cpu_register_decode(nb_cpu_kernel_entry *t);
+
+/* The run-time position of a write_at / slice_at / attention_cached node:
+ * `pos` (one i32 or i64 element) read from its data `p` (cpu_decode.c). */
+nb_status nb_cpu_read_pos(const nb_tensor *node, const nb_tensor *pos, const void *p, int64_t *out);
 
 /* Hot inner loops are compiled twice, for AVX2 and for the baseline x86-64
  * the build targets; the loader picks one at start-up (GNU ifunc). A Release

@@ -1,0 +1,38 @@
+/* Kernels of the gradient allreduce ops (src/graph/ops_dist.c): pack a
+ * bucket and start its non-blocking reduction; wait for it and average.
+ * They call MPI (through nb_dist) from the thread that runs the plan, which
+ * is what MPI_THREAD_FUNNELED allows. */
+#include <string.h>
+
+#include "cpu_internal.h"
+#include "nabla/dist.h"
+
+static nb_status run_start(const nb_kernel_call *c) {
+  const nb_tensor *t = c->node;
+  float *out = c->out;
+  int64_t at = 0;
+  /* the constructor made every input dense */
+  for (int i = 0; i < c->n_in; i++) {
+    int64_t n = nb_tensor_numel(t->in[i]);
+    if (n) memcpy(out + at, c->in[i], (size_t)n * sizeof *out);
+    at += n;
+  }
+  return nb_dist_iallreduce_start((nb_dist *)t->data, out, at);
+}
+
+static nb_status run_wait(const nb_kernel_call *c) {
+  const nb_tensor *t = c->node;
+  float *sum = c->in[0], *out = c->out;
+  nb_status st = nb_dist_iallreduce_wait((nb_dist *)t->data, sum);
+  if (st) return st;
+  const float scale = t->fp[0];
+  const int64_t n = nb_tensor_numel(t);
+#pragma omp parallel for schedule(static) num_threads(nb_cpu_threads()) if (n > 65536)
+  for (int64_t i = 0; i < n; i++) out[i] = sum[i] * scale;
+  return NB_OK;
+}
+
+void nb_cpu_register_dist(nb_cpu_kernel_entry *t) {
+  t[NB_OP_ALLREDUCE_START].run = run_start;
+  t[NB_OP_ALLREDUCE_WAIT].run = run_wait;
+}

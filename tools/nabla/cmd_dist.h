@@ -1,0 +1,21 @@
+/* `nabla train` across processes: opening the communicator, the thread
+ * count per rank, and failing without leaving the other ranks waiting. */
+#ifndef NABLA_CMD_DIST_H
+#define NABLA_CMD_DIST_H
+
+#include "nabla/nabla.h"
+
+/* Opens the job's communicator: MPI when an MPI launcher started us (or
+ * `forced`, for --distributed, which is an error otherwise), else one
+ * process. With several ranks and no --threads (threads == 0), each rank
+ * runs cores / (ranks on this machine) threads, so the ranks of one machine
+ * share its cores instead of each taking them all. */
+nb_status nabla_dist_open(int forced, int threads, nb_dist **out);
+
+/* Prints the failure of command `cmd` ("nabla train: rank R/N: ...") and
+ * returns the exit code 1. When the other ranks did not fail at the same
+ * point (nb_dist_failed_together), they could wait for this one forever:
+ * the whole job is ended (MPI_Abort) instead. */
+int nabla_dist_fail(nb_dist *d, const char *cmd);
+
+#endif
