@@ -4,7 +4,9 @@ Same model and recipe: vocabulary = the sorted distinct bytes of the text,
 context T = 128, 4 pre-norm blocks (4 heads, width 128, GELU-tanh MLP x4),
 learned positional embedding, final layer norm, output head tied to the
 token embedding, every weight N(0, 0.02) and biases 0; batch 16, AdamW
-(0.9, 0.95, eps 1e-8, weight decay 0.1 on every parameter, as nabla does),
+(0.9, 0.95, eps 1e-8, weight decay 0.1 on every parameter as
+examples/gpt_char.c does, or with --decay-min-dims 2 only on matrices and
+embeddings as models/gpt_char.cfg does),
 lr 1e-3 with 100 warm-up steps then cosine to 1e-4 at the last step, gradient
 norm clipped to 1.0; random windows from the first floor(0.9 n) tokens,
 validation windows from the rest. Windows are drawn with numpy's generator,
@@ -114,6 +116,10 @@ def main():
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--decay-min-dims", type=int, default=0,
+                    help="decay only parameters with at least this many dims (2 = nanoGPT's "
+                         "rule, as models/gpt_char.cfg sets; 0 = every parameter, as "
+                         "examples/gpt_char.c does)")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -140,8 +146,11 @@ def main():
 
     model = GPT(len(chars))
     print(f"model: {sum(p.numel() for p in model.parameters())} parameters")
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), eps=1e-8,
-                            weight_decay=0.1)
+    decay = [p for p in model.parameters() if p.dim() >= a.decay_min_dims]
+    rest = [p for p in model.parameters() if p.dim() < a.decay_min_dims]
+    groups = [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=1e-3, betas=(0.9, 0.95),
+                            eps=1e-8)
 
     def evaluate():
         model.eval()

@@ -5,27 +5,7 @@
 set -u
 nabla=$1
 root=$2
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-
-# expect_error DESCRIPTION PATTERN COMMAND...
-expect_error() {
-  local what=$1 pattern=$2
-  shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  local lines
-  lines=$(grep -c . "$tmp/err")
-  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && [ "$lines" -eq 1 ] && grep -q -- "$pattern" "$tmp/err"; then
-    pass=$((pass + 1))
-  else
-    fail=$((fail + 1))
-    echo "FAIL: $what (exit $rc, $lines stderr lines, want /$pattern/):"
-    sed 's/^/    /' "$tmp/err" | head -5
-  fi
-}
+. "$(dirname "$0")/cli_lib.sh"
 
 mnist=$root/../shared/data/mnist
 mkdir -p "$tmp/mnist" "$tmp/cifar"
@@ -63,12 +43,23 @@ expect_error "missing tokenizer text" "nope.txt" "$nabla" tokenizer train "$tmp/
 printf 'nabla-bpe 1\nsplit gpt4-bytes\nmerges 1\n300 97\nspecial 0\n' >"$tmp/bad.bpe"
 expect_error "corrupt BPE vocabulary" "bad.bpe:4" "$nabla" tokenizer encode "$tmp/bad.bpe" --text hi
 expect_error "unknown option" "--bogus" "$nabla" train "$root/models/mnist_cnn.cfg" --bogus 1
+# an unknown last option is named as unknown, not as one lacking a value
+expect_error "run: unknown option" "unknown option --bogus" "$nabla" run a.onnx --bogus
+expect_error "generate: unknown option" "unknown option --bogus" "$nabla" generate a.cfg w --bogus
+expect_error "export: unknown option" "unknown option --bogus" "$nabla" export a.cfg w --bogus
+expect_error "run: a batch that is not a number" "--batch expects a number" \
+  "$nabla" run "$tmp/m.onnx" --batch "" --output "$tmp/o"
 # text models: a missing text, a corrupt checkpoint, a bad GPT section
 expect_error "missing text" "/nonexistent" "$nabla" train "$root/tests/data/tiny_gpt.cfg" --data /nonexistent
 expect_error "corrupt text checkpoint" "w.safetensors" "$nabla" train "$root/tests/data/tiny_gpt.cfg" \
   --data "$root/tests/data/tiny_text.txt" --resume "$tmp/w.safetensors" --out "$tmp/text"
+printf '' >"$tmp/empty.txt"
+expect_error "empty text" "empty.txt: the text is empty" "$nabla" train "$root/tests/data/tiny_gpt.cfg" \
+  --data "$tmp/empty.txt" --out "$tmp/text"
+printf 'nabla-char-vocab 1 0\n' >"$tmp/vocab0.txt"
+expect_error "empty vocabulary" "vocab0.txt: the vocabulary is empty" "$nabla" generate \
+  "$root/tests/data/tiny_gpt.cfg" "$tmp/none.safetensors" --vocab "$tmp/vocab0.txt"
 sed 's/^tie = wte/tie = wtx/' "$root/tests/data/tiny_gpt.cfg" >"$tmp/tie.cfg"
 expect_error "tie to a missing layer" "tie.cfg:43: expected 'tie' to name an earlier" "$nabla" train "$tmp/tie.cfg"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

@@ -7,17 +7,7 @@
 # Usage: cli_generate.sh path/to/nabla
 set -u
 nabla=$1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail=0
-check() { # check DESCRIPTION CONDITION...
-  local what=$1
-  shift
-  if ! "$@"; then
-    echo "FAIL: $what"
-    fail=1
-  fi
-}
+. "$(dirname "$0")/cli_lib.sh"
 
 cat >"$tmp/tiny.cfg" <<'EOF'
 [net]
@@ -70,23 +60,10 @@ gen "$w" --prompt "a " --tokens 30 --temperature 1.2 --top-k 5 --seed 7 >"$tmp/s
 gen "$w" --prompt "a " --tokens 30 --temperature 1.2 --top-k 5 --seed 7 >"$tmp/s2" 2>/dev/null
 check "seeded sampling is reproducible" cmp -s "$tmp/s1" "$tmp/s2"
 
-# expect_error DESCRIPTION PATTERN ARGS...: non-zero exit, one stderr line
-expect_error() {
-  local what=$1 pattern=$2
-  shift 2
-  gen "$@" >/dev/null 2>"$tmp/err"
-  local rc=$?
-  if [ $rc -eq 0 ] || [ $rc -ge 128 ] || [ "$(grep -c . "$tmp/err")" -ne 1 ] ||
-    ! grep -q -- "$pattern" "$tmp/err"; then
-    echo "FAIL: $what (exit $rc, want one line /$pattern/):"
-    sed 's/^/    /' "$tmp/err" | head -5
-    fail=1
-  fi
-}
-expect_error "character outside the vocabulary" "'Z' at position 2" "$w" --prompt "a Z"
-expect_error "missing vocabulary" "nope/vocab.txt" "$tmp/nope/weights.safetensors"
-expect_error "full context without sliding" "context of 16 positions is full" "$w" \
+expect_error "character outside the vocabulary" "'Z' at position 2" gen "$w" --prompt "a Z"
+expect_error "missing vocabulary" "nope/vocab.txt" gen "$tmp/nope/weights.safetensors"
+expect_error "full context without sliding" "context of 16 positions is full" gen "$w" \
   --prompt "the " --tokens 30 --no-slide
-expect_error "default prompt (a newline) outside the vocabulary" "byte 0x0a at position 0" "$w"
-expect_error "bad number" "--temperature" "$w" --temperature hot
-exit $fail
+expect_error "default prompt (a newline) outside the vocabulary" "byte 0x0a at position 0" gen "$w"
+expect_error "bad number" "--temperature" gen "$w" --temperature hot
+finish

@@ -11,16 +11,9 @@ nabla=$1
 root=$2
 mnist=$root/../shared/data/mnist
 [ -f "$mnist/t10k-images-idx3-ubyte.gz" ] || exit 77
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/cli_lib.sh"
 model=$root/models/mnist_cnn.cfg
 common=(--data "$mnist" --limit 128 --epochs 1 --threads 2)
-fail=0
-check() { # check DESCRIPTION CONDITION...
-  local what=$1
-  shift
-  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fail=1; fi
-}
 json_field() { # json_field FILE KEY
   sed -n "s/.*\"$2\": \([0-9.e+-]*\).*/\1/p" "$1"
 }
@@ -49,20 +42,6 @@ done
   -o "$tmp/merged2.safetensors" >/dev/null
 check "base weights unchanged by the LoRA run" cmp -s "$tmp/merged.safetensors" "$tmp/merged2.safetensors"
 
-expect_error() { # expect_error DESCRIPTION PATTERN COMMAND...
-  local what=$1 pattern=$2
-  shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && [ "$(grep -c . "$tmp/err")" -eq 1 ] &&
-    grep -qF -- "$pattern" "$tmp/err"; then
-    echo "ok: $what"
-  else
-    echo "FAIL: $what (exit $rc, want one line with '$pattern'):"
-    sed 's/^/    /' "$tmp/err" | head -5
-    fail=1
-  fi
-}
 expect_error "rank 0" "bad value '0' for --lora-rank" \
   "$nabla" train "$model" "${common[@]}" --lora-rank 0 --lora-targets fc
 expect_error "targets matching nothing" "targets 'attn' match no Linear layer (Linear layers: fc1, fc2)" \
@@ -75,4 +54,4 @@ expect_error "merge with a weights file as adapters" "not a LoRA adapter file" \
   "$nabla" lora merge "$model" "$tmp/base/weights.safetensors" "$tmp/base/weights.safetensors" -o "$tmp/x.safetensors"
 expect_error "merge into another model's weights" "do not fit" \
   "$nabla" lora merge "$root/models/lenet5.cfg" "$tmp/base/weights.safetensors" "$tmp/ft/lora.safetensors" -o "$tmp/x.safetensors"
-exit $fail
+finish

@@ -11,32 +11,7 @@ root=$2
 data=$root/tests/data
 mlp=$data/onnx/mlp_external
 tiny=$data/onnx/tiny_classifier
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-
-ok() { pass=$((pass + 1)); }
-bad() {
-  fail=$((fail + 1))
-  echo "FAIL: $*"
-}
-
-# expect_error DESCRIPTION PATTERN COMMAND...
-expect_error() {
-  local what=$1 pattern=$2
-  shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  local lines
-  lines=$(grep -c . "$tmp/err")
-  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && [ "$lines" -eq 1 ] && grep -q -- "$pattern" "$tmp/err"; then
-    ok
-  else
-    bad "$what (exit $rc, $lines stderr lines, want /$pattern/):"
-    sed 's/^/    /' "$tmp/err" | head -5
-  fi
-}
+. "$(dirname "$0")/cli_lib.sh"
 
 # --info lists inputs with symbolic dims and outputs
 if "$nabla" run "$mlp/model.onnx" --info >"$tmp/info" 2>&1 &&
@@ -105,6 +80,9 @@ expect_error "corrupt model" "bad.onnx" "$nabla" run "$tmp/bad.onnx" --info
 expect_error "bad --input" "NAME=FILE.npy" "$nabla" run "$mlp/model.onnx" --input x --output "$tmp/e"
 expect_error "predict: not an image model" "must be float \[N, C, H, W\]" "$nabla" predict "$mlp/model.onnx" "$tiny/img0.png"
 expect_error "predict: corrupt image" "bad.npy" "$nabla" predict "$tiny/model.onnx" "$tmp/bad.npy"
+# a NaN mean is refused; a tiny std overflows the pixels to inf, and the
+# logits become NaN: an error, not a read before the probabilities
+expect_error "predict: NaN mean" "--mean expects" "$nabla" predict "$tiny/model.onnx" "$tiny/img0.png" --mean nan
+expect_error "predict: NaN logits" "holds NaN or inf" "$nabla" predict "$tiny/model.onnx" "$tiny/img0.png" --std 1e-45
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

@@ -560,6 +560,9 @@ static void test_bad_files(void **state) {
       {HDR "merges 99999999999999999999999\n", "3: merges count is above the limit 1048320"},
       {HDR "merges 1048321\n", "3: merges count is above the limit"},
       {HDR "merges 2\n97 97\n", "5: file ends after 1 of 2 merges"},
+      /* a count the file cannot hold is refused before anything is sized for it */
+      {HDR "merges 3\n97 97\n", "3: 3 merges announced, but only 6 bytes follow"},
+      {HDR "merges 1048320\n97 98\n", "3: 1048320 merges announced, but only 6 bytes follow"},
       {HDR "merges 1\n97\n", "4: merge 0: expected two ids 'A B', found '97'"},
       {HDR "merges 1\n97 97 97\n", "4: merge 0: expected two ids"},
       {HDR "merges 1\n97 x\n", "4: merge 0: expected two ids"},

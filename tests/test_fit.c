@@ -46,33 +46,8 @@ static void make_data(nb_dataset *d, int64_t n, uint64_t seed) {
   }
 }
 
-typedef struct {
-  float *v[16];
-  size_t bytes[16];
-  int n;
-} snapshot;
-
-static void take(const nb_state *st, snapshot *s) {
-  s->n = nb_state_count(st);
-  assert_true(s->n <= 16);
-  for (int i = 0; i < s->n; i++) {
-    const char *name;
-    nb_dtype dt;
-    int nd;
-    const int64_t *shape;
-    TU_OK(nb_state_entry(st, i, &name, &dt, &nd, &shape));
-    s->bytes[i] = (size_t)nb_shape_numel(nd, shape) * nb_dtype_size(dt);
-    s->v[i] = malloc(s->bytes[i] + 1);
-    TU_OK(nb_state_read(st, name, s->v[i], s->bytes[i]));
-  }
-}
-
-static void drop(snapshot *s) {
-  for (int i = 0; i < s->n; i++) free(s->v[i]);
-}
-
 static void run(const nb_model *m, const nb_dataset *train, const nb_dataset *test, int epochs,
-                const char *out, const char *resume, snapshot *snap, nb_fit_result *res) {
+                const char *out, const char *resume, tu_snapshot *snap, nb_fit_result *res) {
   nb_backend *be;
   nb_state *st;
   TU_OK(nb_backend_new("cpu", &be));
@@ -86,7 +61,7 @@ static void run(const nb_model *m, const nb_dataset *train, const nb_dataset *te
   o.log = quiet;
   TU_OK(nb_fit(m, be, st, train, test, &o, res));
   fclose(quiet);
-  take(st, snap);
+  tu_snapshot_take(st, snap);
   nb_state_free(st);
   nb_backend_free(be);
 }
@@ -104,7 +79,7 @@ static void test_fit_learns_and_resumes_exactly(void **state) {
   char a[300], b[300], ckpt[400];
   snprintf(a, sizeof a, "%s/a", dir);
   snprintf(b, sizeof b, "%s/b", dir);
-  snapshot full, half, resumed;
+  tu_snapshot full, half, resumed;
   nb_fit_result r1, r2, r3;
   run(m, &train, &test, 2, a, NULL, &full, &r1);
   assert_int_equal(r1.epochs, 2);
@@ -115,11 +90,7 @@ static void test_fit_learns_and_resumes_exactly(void **state) {
   run(m, &train, &test, 2, b, ckpt, &resumed, &r3);
   assert_int_equal(r3.epochs, 2);
   assert_int_equal(r3.steps, r1.steps);
-  assert_int_equal(full.n, resumed.n);
-  for (int i = 0; i < full.n; i++) {
-    assert_int_equal(full.bytes[i], resumed.bytes[i]);
-    assert_memory_equal(full.v[i], resumed.v[i], full.bytes[i]);
-  }
+  tu_snapshot_assert_equal(&full, &resumed, "2 epochs vs 1 + resume 1");
   assert_true(memcmp(full.v[0], half.v[0], full.bytes[0]) != 0);
   /* files: weights without optimizer state, logs with one row per epoch */
   nb_safetensors *w;
@@ -136,9 +107,9 @@ static void test_fit_learns_and_resumes_exactly(void **state) {
   while ((ch = fgetc(f)) != EOF) lines += ch == '\n';
   fclose(f);
   assert_int_equal(lines, 3); /* header + epoch 1 + resumed epoch 2 */
-  drop(&full);
-  drop(&half);
-  drop(&resumed);
+  tu_snapshot_free(&full);
+  tu_snapshot_free(&half);
+  tu_snapshot_free(&resumed);
   nb_dataset_free(&train);
   nb_dataset_free(&test);
   nb_model_free(m);

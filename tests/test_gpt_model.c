@@ -233,38 +233,8 @@ static void test_tiny_gpt_matches_pytorch_and_graph_api(void **s) {
 
 /* ---- training ------------------------------------------------------------------ */
 
-typedef struct {
-  char *name[128];
-  void *v[128];
-  size_t bytes[128];
-  int n;
-} snapshot;
-
-static void take(const nb_state *st, snapshot *s) {
-  s->n = nb_state_count(st);
-  assert_true(s->n <= 128);
-  for (int i = 0; i < s->n; i++) {
-    const char *name;
-    nb_dtype dt;
-    int nd;
-    const int64_t *shape;
-    TU_OK(nb_state_entry(st, i, &name, &dt, &nd, &shape));
-    s->bytes[i] = (size_t)nb_shape_numel(nd, shape) * nb_dtype_size(dt);
-    s->v[i] = malloc(s->bytes[i] + 1);
-    s->name[i] = strdup(name);
-    TU_OK(nb_state_read(st, name, s->v[i], s->bytes[i]));
-  }
-}
-
-static void drop(snapshot *s) {
-  for (int i = 0; i < s->n; i++) {
-    free(s->v[i]);
-    free(s->name[i]);
-  }
-}
-
 static void train(const nb_model *m, const int32_t *tokens, int64_t n, int64_t stop_at,
-                  const char *out, const char *resume, snapshot *snap, nb_text_fit_result *res) {
+                  const char *out, const char *resume, tu_snapshot *snap, nb_text_fit_result *res) {
   nb_backend *be;
   nb_state *st;
   TU_OK(nb_backend_new("cpu", &be));
@@ -277,7 +247,7 @@ static void train(const nb_model *m, const int32_t *tokens, int64_t n, int64_t s
   o.log = fopen("/dev/null", "w");
   TU_OK(nb_fit_text(m, be, st, tokens, n, &o, res));
   fclose(o.log);
-  if (snap) take(st, snap);
+  if (snap) tu_snapshot_take(st, snap);
   nb_state_free(st);
   nb_backend_free(be);
 }
@@ -297,7 +267,7 @@ static void test_fit_text_learns_and_resumes_exactly(void **s) {
   snprintf(b, sizeof b, "%s/b", dir);
 
   /* 8 steps in one go (dropout 0.1 on, so the plan step matters) */
-  snapshot full, resumed;
+  tu_snapshot full, resumed;
   nb_text_fit_result r1, r2, r3;
   train(m, tokens, n, 0, a, NULL, &full, &r1);
   assert_int_equal(r1.steps, 8);
@@ -326,12 +296,7 @@ static void test_fit_text_learns_and_resumes_exactly(void **s) {
   snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", b);
   train(m, tokens, n, 0, b, ckpt, &resumed, &r3);
   assert_int_equal(r3.steps, 8);
-  assert_int_equal(full.n, resumed.n);
-  for (int i = 0; i < full.n; i++) {
-    assert_string_equal(full.name[i], resumed.name[i]);
-    if (memcmp(full.v[i], resumed.v[i], full.bytes[i]))
-      fail_msg("%s differs after 8 steps vs 4 + resume 4", full.name[i]);
-  }
+  tu_snapshot_assert_equal(&full, &resumed, "8 steps vs 4 + resume 4");
   assert_true(r3.val_loss == r1.val_loss);
 
   /* the whole validation part, in order, through nb_evaluate_text */
@@ -349,8 +314,8 @@ static void test_fit_text_learns_and_resumes_exactly(void **s) {
   nb_state_free(st);
   nb_backend_free(be);
 
-  drop(&full);
-  drop(&resumed);
+  tu_snapshot_free(&full);
+  tu_snapshot_free(&resumed);
   const char *files[] = {"checkpoint.safetensors", "weights.safetensors", "log.csv"};
   for (int d = 0; d < 2; d++) {
     for (int f = 0; f < 3; f++) {

@@ -327,37 +327,6 @@ static void gpt_free(gpt_step *s) {
   nb_graph_free(s->g);
 }
 
-typedef struct {
-  int n;
-  char *name[64];
-  float *v[64];
-  size_t bytes[64];
-} snapshot;
-
-static void take(const nb_state *st, snapshot *s) {
-  memset(s, 0, sizeof *s);
-  s->n = nb_state_count(st);
-  assert_true(s->n <= 64);
-  for (int i = 0; i < s->n; i++) {
-    const char *name;
-    nb_dtype dt;
-    int nd;
-    const int64_t *shape;
-    TU_OK(nb_state_entry(st, i, &name, &dt, &nd, &shape));
-    s->name[i] = strdup(name);
-    s->bytes[i] = (size_t)nb_shape_numel(nd, shape) * nb_dtype_size(dt);
-    s->v[i] = malloc(s->bytes[i] + 1);
-    TU_OK(nb_state_read(st, name, s->v[i], s->bytes[i]));
-  }
-}
-
-static void drop(snapshot *s) {
-  for (int i = 0; i < s->n; i++) {
-    free(s->name[i]);
-    free(s->v[i]);
-  }
-}
-
 static void logits_of(gpt_step *s, const float *x, float *out) {
   TU_OK(nb_plan_set_input(s->plan, s->x, x, sizeof(float) * TB * TT * TC));
   TU_OK(nb_plan_run(s->plan));
@@ -385,8 +354,8 @@ static void test_train_adapters_only_then_merge(void **state) {
   assert_null(nb_graph_find(train.g, "h.0.mlp.fc.lora_A"));
   assert_null(nb_graph_find(train.g, "head.lora_A"));
   assert_int_equal(nb_optimizer_param_count(train.opt), 4);
-  snapshot before, after;
-  take(st, &before);
+  tu_snapshot before, after;
+  tu_snapshot_take(st, &before);
   float *x = tu_rand(TB * TT * TC, -1.0f, 1.0f, 31);
   int64_t labels[TB * TT];
   for (int i = 0; i < TB * TT; i++) labels[i] = (i * 7 + 3) % TV;
@@ -400,7 +369,7 @@ static void test_train_adapters_only_then_merge(void **state) {
     if (step == 1) first_loss = loss;
   }
   assert_true(loss < first_loss);
-  take(st, &after);
+  tu_snapshot_take(st, &after);
   assert_int_equal(before.n, after.n);
   int adapters = 0;
   for (int i = 0; i < before.n; i++) {
@@ -493,8 +462,8 @@ static void test_train_adapters_only_then_merge(void **state) {
   gpt_free(&eval_base);
   gpt_free(&eval_lora);
   gpt_free(&train);
-  drop(&before);
-  drop(&after);
+  tu_snapshot_free(&before);
+  tu_snapshot_free(&after);
   free(x);
   nb_state_free(st2);
   nb_state_free(st);
@@ -561,8 +530,8 @@ static void test_model_file_fit(void **state) {
   TU_OK(nb_compile(g, be, st, NULL, &p));
   nb_plan_free(p);
   nb_graph_free(g);
-  snapshot before, after;
-  take(st, &before);
+  tu_snapshot before, after;
+  tu_snapshot_take(st, &before);
   assert_int_equal(before.n, 4);
 
   TU_OK(nb_model_set_lora(m, &l));
@@ -577,7 +546,7 @@ static void test_model_file_fit(void **state) {
   TU_OK(nb_fit(m, be, st, &train, &test, &o, &res));
   fclose(o.log);
   assert_int_equal(res.steps, 4);
-  take(st, &after);
+  tu_snapshot_take(st, &after);
   int found = 0;
   for (int i = 0; i < after.n; i++) {
     const char *name = after.name[i];
@@ -596,8 +565,8 @@ static void test_model_file_fit(void **state) {
   for (int i = 0; i < 24; i++) nonzero += bv[i] != 0.0f;
   assert_true(nonzero > 0);
   free(bv);
-  drop(&before);
-  drop(&after);
+  tu_snapshot_free(&before);
+  tu_snapshot_free(&after);
   nb_dataset_free(&train);
   nb_dataset_free(&test);
   nb_state_free(st);
@@ -617,6 +586,11 @@ static void expect_graph_error(nb_graph *g, const char *text) {
   assert_int_not_equal(nb_graph_status(g), NB_OK);
   if (!strstr(nb_graph_error(g), text))
     fail_msg("error '%s' does not mention '%s'", nb_graph_error(g), text);
+}
+
+static int keep_fc1(const char *name, void *ctx) {
+  (void)ctx;
+  return !strncmp(name, "fc1.", 4);
 }
 
 static void test_bad_configs(void **state) {
@@ -697,8 +671,29 @@ static void test_bad_configs(void **state) {
   expect_error(nb_lora_read_config(wpath, &got), NB_ERR_FORMAT, "not a LoRA adapter file");
   expect_error(nb_lora_load(wpath, st), NB_ERR_FORMAT, "not a LoRA adapter file");
   nb_lora wrong = make_lora(3, 1.0f, "fc1");
-  expect_error(nb_lora_save(apath, st, &wrong), NB_ERR_INVALID_ARG, "rank 2, the configuration 3");
+  expect_error(nb_lora_save(apath, st, &wrong), NB_ERR_INVALID_ARG,
+               "'fc1.lora_A' has shape [2, 16], not rank 3 of the configuration");
   TU_OK(nb_lora_save(apath, st, &l));
+  /* an adapter file that also carries base tensors: merging it would
+   * replace the base weights with its own, so it is refused */
+  char xpath[128], mpath[128];
+  snprintf(xpath, sizeof xpath, "%s/x.safetensors", dir);
+  snprintf(mpath, sizeof mpath, "%s/m.safetensors", dir);
+  nb_kv *meta;
+  TU_OK(nb_kv_new(&meta));
+  TU_OK(nb_kv_set(meta, "format", NB_LORA_FORMAT_NAME));
+  TU_OK(nb_kv_set(meta, "format_version", "1"));
+  TU_OK(nb_kv_set(meta, "rank", "2"));
+  TU_OK(nb_kv_set(meta, "alpha", "1"));
+  TU_OK(nb_kv_set(meta, "dropout", "0"));
+  TU_OK(nb_kv_set(meta, "targets", "fc1"));
+  TU_OK(nb_safetensors_save_if(xpath, st, keep_fc1, NULL, meta));
+  nb_kv_free(meta);
+  expect_error(nb_lora_merge_files(wpath, xpath, mpath), NB_ERR_FORMAT,
+               "is not a LoRA adapter (.lora_A / .lora_B)");
+  assert_int_not_equal(access(mpath, F_OK), 0);
+  expect_error(nb_lora_load(xpath, st), NB_ERR_FORMAT, "is not a LoRA adapter (.lora_A / .lora_B)");
+  unlink(xpath);
   nb_state *st3;
   TU_OK(nb_state_new(be, &st3));
   wrong.rank = 3;

@@ -16,90 +16,52 @@
 
 #define MLP NB_TEST_REF_DIR "/../data/onnx/mlp_external/"
 
-/* ---- a tiny protobuf writer -------------------------------------------------------- */
+/* ---- test models, written with the library's protobuf writer ------------------------- */
 
-typedef struct buf {
-  uint8_t *p;
-  size_t n, cap;
-} buf;
-
-static void put(buf *b, const void *data, size_t n) {
-  if (b->n + n > b->cap) {
-    b->cap = (b->n + n) * 2 + 64;
-    b->p = realloc(b->p, b->cap);
-    assert_non_null(b->p);
-  }
-  memcpy(b->p + b->n, data, n);
-  b->n += n;
-}
-
-static void put_varint(buf *b, uint64_t v) {
-  uint8_t tmp[10];
-  size_t n = 0;
-  do {
-    tmp[n] = (uint8_t)(v & 0x7f);
-    v >>= 7;
-    if (v) tmp[n] |= 0x80;
-    n++;
-  } while (v);
-  put(b, tmp, n);
-}
-
-static void put_int(buf *b, uint32_t field, int64_t v) {
-  put_varint(b, (uint64_t)field << 3 | NB_PB_VARINT);
-  put_varint(b, (uint64_t)v);
-}
-
-static void put_bytes(buf *b, uint32_t field, const void *data, size_t n) {
-  put_varint(b, (uint64_t)field << 3 | NB_PB_LEN);
-  put_varint(b, n);
-  put(b, data, n);
-}
-
-static void put_str(buf *b, uint32_t field, const char *s) { put_bytes(b, field, s, strlen(s)); }
-
-static void put_msg(buf *b, uint32_t field, buf *sub) {
-  put_bytes(b, field, sub->p, sub->n);
-  free(sub->p);
-  *sub = (buf){0};
-}
-
-static void put_entry(buf *t, const char *key, const char *value) {
-  buf e = {0};
-  put_str(&e, 1, key);
-  put_str(&e, 2, value);
-  put_msg(t, 13, &e);
+static void put_entry(nb_pb_writer *w, const char *key, const char *value) {
+  size_t e = nb_pb_begin(w, 13); /* TensorProto.external_data */
+  nb_pb_write_string(w, 1, key);
+  nb_pb_write_string(w, 2, value);
+  nb_pb_end(w, e);
 }
 
 /* A model whose output "y" is Identity of initializer "w" (float [2, 3]),
- * stored externally at `location` (offset, length: NULL to leave out). */
-static void external_model(buf *model, const char *location, const char *offset,
+ * stored externally at `location` (offset, length: NULL to leave out).
+ * Free it with nb_pb_writer_free. */
+static void external_model(nb_pb_writer *w, const char *location, const char *offset,
                            const char *length) {
-  buf t = {0}, g = {0}, n = {0}, vi = {0}, type = {0}, tensor = {0}, op = {0};
-  put_int(&t, 1, 2);
-  put_int(&t, 1, 3);
-  put_int(&t, 2, NB_ONNX_FLOAT);
-  put_str(&t, 8, "w");
-  if (location) put_entry(&t, "location", location);
-  if (offset) put_entry(&t, "offset", offset);
-  if (length) put_entry(&t, "length", length);
-  put_int(&t, 14, 1); /* data_location = EXTERNAL */
-  put_str(&n, 1, "w");
-  put_str(&n, 2, "y");
-  put_str(&n, 4, "Identity");
-  put_msg(&g, 1, &n);
-  put_msg(&g, 5, &t);
-  put_int(&tensor, 1, NB_ONNX_FLOAT);
-  put_msg(&type, 1, &tensor);
-  put_str(&vi, 1, "y");
-  put_msg(&vi, 2, &type);
-  put_msg(&g, 12, &vi);
-  *model = (buf){0};
-  put_int(model, 1, 8);
-  put_str(&op, 1, "");
-  put_int(&op, 2, 13);
-  put_msg(model, 8, &op);
-  put_msg(model, 7, &g);
+  nb_pb_writer_init(w);
+  nb_pb_write_int(w, 1, 8); /* ir_version */
+  size_t op = nb_pb_begin(w, 8);
+  nb_pb_write_string(w, 1, "");
+  nb_pb_write_int(w, 2, 13);
+  nb_pb_end(w, op);
+  size_t g = nb_pb_begin(w, 7);
+  size_t n = nb_pb_begin(w, 1);
+  nb_pb_write_string(w, 1, "w");
+  nb_pb_write_string(w, 2, "y");
+  nb_pb_write_string(w, 4, "Identity");
+  nb_pb_end(w, n);
+  size_t t = nb_pb_begin(w, 5);
+  nb_pb_write_int(w, 1, 2);
+  nb_pb_write_int(w, 1, 3);
+  nb_pb_write_int(w, 2, NB_ONNX_FLOAT);
+  nb_pb_write_string(w, 8, "w");
+  if (location) put_entry(w, "location", location);
+  if (offset) put_entry(w, "offset", offset);
+  if (length) put_entry(w, "length", length);
+  nb_pb_write_int(w, 14, 1); /* data_location = EXTERNAL */
+  nb_pb_end(w, t);
+  size_t vi = nb_pb_begin(w, 12);
+  nb_pb_write_string(w, 1, "y");
+  size_t type = nb_pb_begin(w, 2);
+  size_t tensor = nb_pb_begin(w, 1);
+  nb_pb_write_int(w, 1, NB_ONNX_FLOAT);
+  nb_pb_end(w, tensor);
+  nb_pb_end(w, type);
+  nb_pb_end(w, vi);
+  nb_pb_end(w, g);
+  TU_OK(w->status);
 }
 
 static void write_file(const char *path, const void *data, size_t n) {
@@ -184,7 +146,7 @@ static void tmp_setup(tmpdir *t) {
 
 static void tmp_teardown(tmpdir *t) {
   char p[192];
-  const char *names[] = {"model.onnx", "w.bin", "link.bin", "sub/model.onnx", "sub"};
+  const char *names[] = {"model.onnx", "w.bin", "link.bin", "fifo.bin", "sub/model.onnx", "sub"};
   for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
     snprintf(p, sizeof p, "%s/%s", t->dir, names[i]);
     remove(p);
@@ -196,9 +158,9 @@ static void test_offset_and_length(void **state) {
   (void)state;
   tmpdir t;
   tmp_setup(&t);
-  buf b;
+  nb_pb_writer b;
   external_model(&b, "w.bin", "16", "24");
-  write_file(t.model, b.p, b.n);
+  write_file(t.model, b.buf, b.len);
   nb_onnx_model *m;
   TU_OK(nb_onnx_load(t.model, &m));
   float got[6], want[6] = {1.5f, -2.0f, 3.25f, 0.0f, -0.5f, 1e3f};
@@ -206,23 +168,23 @@ static void test_offset_and_length(void **state) {
   tu_assert_close("external w", got, want, 6, 0, 0);
   nb_onnx_free(m);
   /* no length: to the end of the file; a buffer load resolves beside its name */
-  free(b.p);
+  nb_pb_writer_free(&b);
   external_model(&b, "w.bin", "16", NULL);
-  TU_OK(nb_onnx_load_buffer(b.p, b.n, t.model, &m));
+  TU_OK(nb_onnx_load_buffer(b.buf, b.len, t.model, &m));
   run_no_inputs(m, got, 6);
   tu_assert_close("external w, no length", got, want, 6, 0, 0);
   nb_onnx_free(m);
-  free(b.p);
+  nb_pb_writer_free(&b);
   /* a model in a subfolder reaching up is refused even though the file exists */
   char sub[160];
   snprintf(sub, sizeof sub, "%s/sub", t.dir);
   assert_int_equal(mkdir(sub, 0700), 0);
   snprintf(sub, sizeof sub, "%s/sub/model.onnx", t.dir);
   external_model(&b, "../w.bin", "16", "24");
-  write_file(sub, b.p, b.n);
+  write_file(sub, b.buf, b.len);
   assert_int_equal(nb_onnx_load(sub, &m), NB_ERR_FORMAT);
   assert_non_null(strstr(nb_last_error(), "relative path inside the model's folder"));
-  free(b.p);
+  nb_pb_writer_free(&b);
   tmp_teardown(&t);
 }
 
@@ -233,6 +195,9 @@ static void test_hostile_locations(void **state) {
   char link[160];
   snprintf(link, sizeof link, "%s/link.bin", t.dir);
   assert_int_equal(symlink(NB_TEST_REF_DIR "/erf.txt", link), 0); /* a real file outside */
+  char fifo[160];
+  snprintf(fifo, sizeof fifo, "%s/fifo.bin", t.dir);
+  assert_int_equal(mkfifo(fifo, 0600), 0); /* opening it would wait for a writer */
   static const struct {
     const char *loc, *off, *len, *part;
     nb_status st;
@@ -247,6 +212,7 @@ static void test_hostile_locations(void **state) {
       {"link.bin", NULL, NULL, "outside the model's folder", NB_ERR_FORMAT},
       {"missing.bin", NULL, NULL, "missing.bin", NB_ERR_IO},
       {".", NULL, NULL, "not a regular file", NB_ERR_FORMAT},
+      {"fifo.bin", NULL, NULL, "not a regular file", NB_ERR_FORMAT},
       {"w.bin", "41", NULL, "past the end", NB_ERR_FORMAT},
       {"w.bin", "16", "40", "runs past the end", NB_ERR_FORMAT},
       {"w.bin", "0", "24", NULL, NB_OK}, /* fits: reads the padding as values */
@@ -258,10 +224,10 @@ static void test_hostile_locations(void **state) {
       {"w.bin", "9223372036854775807", "24", "past the end", NB_ERR_FORMAT},
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-    buf b;
+    nb_pb_writer b;
     external_model(&b, bad[i].loc, bad[i].off, bad[i].len);
-    write_file(t.model, b.p, b.n);
-    free(b.p);
+    write_file(t.model, b.buf, b.len);
+    nb_pb_writer_free(&b);
     nb_onnx_model *m = NULL;
     nb_status st = nb_onnx_load(t.model, &m);
     if (st != bad[i].st)

@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L /* strdup */
 #include "test_util.h"
 
 #include <math.h>
@@ -17,6 +18,50 @@ float *tu_rand(size_t n, float lo, float hi, uint64_t seed) {
 void tu_check_ok(nb_status st, const char *expr, const char *file, int line) {
   if (st == NB_OK) return;
   fail_msg("%s:%d: %s failed: %s: %s", file, line, expr, nb_status_name(st), nb_last_error());
+}
+
+void tu_snapshot_take(const nb_state *st, tu_snapshot *s) {
+  memset(s, 0, sizeof *s);
+  int n = nb_state_count(st);
+  size_t k = n > 0 ? (size_t)n : 1;
+  s->name = calloc(k, sizeof *s->name);
+  s->v = calloc(k, sizeof *s->v);
+  s->bytes = calloc(k, sizeof *s->bytes);
+  assert_true(s->name && s->v && s->bytes);
+  for (int i = 0; i < n; i++) {
+    const char *name;
+    nb_dtype dt;
+    int nd;
+    const int64_t *shape;
+    TU_OK(nb_state_entry(st, i, &name, &dt, &nd, &shape));
+    s->bytes[i] = (size_t)nb_shape_numel(nd, shape) * nb_dtype_size(dt);
+    s->name[i] = strdup(name);
+    s->v[i] = malloc(s->bytes[i] + 1);
+    assert_true(s->name[i] && s->v[i]);
+    s->n = i + 1;
+    TU_OK(nb_state_read(st, name, s->v[i], s->bytes[i]));
+  }
+}
+
+void tu_snapshot_free(tu_snapshot *s) {
+  for (int i = 0; i < s->n; i++) {
+    free(s->name[i]);
+    free(s->v[i]);
+  }
+  free(s->name);
+  free(s->v);
+  free(s->bytes);
+  memset(s, 0, sizeof *s);
+}
+
+void tu_snapshot_assert_equal(const tu_snapshot *a, const tu_snapshot *b, const char *what) {
+  if (a->n != b->n) fail_msg("%s: %d variables against %d", what, a->n, b->n);
+  for (int i = 0; i < a->n; i++) {
+    if (strcmp(a->name[i], b->name[i]))
+      fail_msg("%s: variable %d is %s against %s", what, i, a->name[i], b->name[i]);
+    if (a->bytes[i] != b->bytes[i] || memcmp(a->v[i], b->v[i], a->bytes[i]))
+      fail_msg("%s: %s differs", what, a->name[i]);
+  }
 }
 
 void tu_assert_close(const char *what, const float *got, const float *want, size_t n, double atol,

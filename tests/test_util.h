@@ -53,6 +53,24 @@ void tu_forward(tu_build_fn build, void *ctx, int n_in, const tu_input *inputs, 
 void tu_gradcheck(const char *name, tu_build_fn build, void *ctx, int n_in, const tu_input *inputs,
                   double eps, double atol, double rtol);
 
+/* ---- state snapshots --------------------------------------------------------- */
+
+/* A copy of every variable of a state (name, bytes, values), to compare a
+ * state before and after a run, or two runs bit for bit. */
+typedef struct tu_snapshot {
+  int n;
+  char **name;
+  void **v;
+  size_t *bytes;
+} tu_snapshot;
+
+/* Copies every variable of st into s; fails the test if it cannot. */
+void tu_snapshot_take(const nb_state *st, tu_snapshot *s);
+void tu_snapshot_free(tu_snapshot *s);
+/* Fails the test (naming the variable and `what`) unless a and b hold the
+ * same variables in the same order with identical bytes. */
+void tu_snapshot_assert_equal(const tu_snapshot *a, const tu_snapshot *b, const char *what);
+
 /* ---- reference files -------------------------------------------------------- */
 
 typedef struct tu_ref tu_ref;

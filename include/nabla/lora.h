@@ -30,8 +30,9 @@ extern "C" {
 nb_status nb_lora_save(const char *path, const nb_state *st, const nb_lora *cfg);
 
 /* Reads the configuration an adapter file was trained with. A safetensors
- * file without format "nabla.lora", or with a missing or malformed field, is
- * NB_ERR_FORMAT naming the file and the field. */
+ * file without format "nabla.lora", with a tensor that is not an adapter, or
+ * with a missing or malformed field, is NB_ERR_FORMAT naming the file and
+ * the field or tensor. */
 nb_status nb_lora_read_config(const char *path, nb_lora *out);
 
 /* Loads an adapter file into `st`, whose adapter variables must already
@@ -57,7 +58,9 @@ nb_status nb_lora_merge(nb_state *st, const nb_lora *cfg);
  * included, to `out` (atomically) with the base file's metadata plus
  * "lora_merged" = the adapter file's path. The merged file loads wherever
  * the base file did. Adapter tensors in `weights` (the weights.safetensors
- * of a LoRA run holds them) are ignored: the adapter file's are merged. */
+ * of a LoRA run holds them) are ignored: the adapter file's are merged.
+ * An adapter file holding any other tensor is NB_ERR_FORMAT: it would
+ * replace the base weight of that name. */
 nb_status nb_lora_merge_files(const char *weights, const char *adapters, const char *out);
 
 #ifdef __cplusplus

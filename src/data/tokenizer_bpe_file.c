@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bpe_internal.h"
@@ -261,6 +262,14 @@ nb_status nb_bpe_load(const char *path, nb_bpe **out) {
   long long m = 0, k = 0;
   nb_status st = read_header(&r);
   if (!st) st = read_count(&r, "merges", NB_BPE_MAX_VOCAB - 256, &m);
+  /* a merge line takes at least 3 bytes ("A B"): a count the rest of the
+   * file cannot hold is refused before the table is sized for it */
+  struct stat sb;
+  long at = ftell(f);
+  if (!st && !fstat(fileno(f), &sb) && S_ISREG(sb.st_mode) && at >= 0 &&
+      m > ((long long)sb.st_size - at) / 3)
+    st = nb_error(NB_ERR_FORMAT, "%s:%d: %lld merges announced, but only %lld bytes follow", path,
+                  r.line, m, (long long)sb.st_size - at);
   if (!st) {
     t = nb_bpe_alloc((int)m);
     merge_line = malloc(((size_t)m + 1) * sizeof *merge_line);

@@ -34,10 +34,14 @@ nb_status nb_lora_save(const char *path, const nb_state *st, const nb_lora *cfg)
     nb_state_entry(st, i, &name, NULL, &nd, &shape);
     if (!nb_lora_is_adapter(name)) continue;
     n++;
-    int64_t r = strstr(name, ".lora_A") ? shape[0] : shape[nd - 1];
-    if (nd != 2 || r != cfg->rank)
-      return nb_error(NB_ERR_INVALID_ARG, "%s: adapter '%s' has rank %lld, the configuration %d",
-                      path, name, (long long)r, cfg->rank);
+    /* A [rank, in], B [out, rank]; r is read only once nd is known to be 2 */
+    int64_t r = nd != 2 ? -1 : strstr(name, ".lora_A") ? shape[0] : shape[1];
+    if (r != cfg->rank) {
+      char s[128];
+      return nb_error(NB_ERR_INVALID_ARG,
+                      "%s: adapter '%s' has shape %s, not rank %d of the configuration", path, name,
+                      nb_shape_str(nd, shape, s, sizeof s), cfg->rank);
+    }
   }
   if (!n)
     return nb_error(NB_ERR_INVALID_ARG,
@@ -72,17 +76,28 @@ static nb_status meta_float(const char *path, const nb_kv *kv, const char *key, 
   return NB_OK;
 }
 
-/* Opens an adapter file and checks its format field. */
+/* Opens an adapter file and checks its format field and that it holds
+ * adapters only: any other tensor would replace a base weight of the same
+ * name when the file is loaded or merged. */
 static nb_status open_adapters(const char *path, nb_safetensors **f) {
   nb_status rc = nb_safetensors_open(path, f);
   if (rc) return rc;
   const char *fmt = nb_kv_get(nb_safetensors_metadata(*f), "format");
-  if (fmt && !strcmp(fmt, NB_LORA_FORMAT_NAME)) return NB_OK;
-  nb_safetensors_close(*f);
-  *f = NULL;
-  return nb_error(NB_ERR_FORMAT,
+  if (!fmt || strcmp(fmt, NB_LORA_FORMAT_NAME))
+    rc = nb_error(NB_ERR_FORMAT,
                   "%s: not a LoRA adapter file (metadata format is %s%s%s, expected '%s')", path,
                   fmt ? "'" : "missing", fmt ? fmt : "", fmt ? "'" : "", NB_LORA_FORMAT_NAME);
+  for (int i = 0; !rc && i < nb_safetensors_count(*f); i++) {
+    const char *name = nb_safetensors_tensor(*f, i)->name;
+    if (!nb_lora_is_adapter(name))
+      rc = nb_error(NB_ERR_FORMAT, "%s: tensor '%s' is not a LoRA adapter (.lora_A / .lora_B)",
+                    path, name);
+  }
+  if (rc) {
+    nb_safetensors_close(*f);
+    *f = NULL;
+  }
+  return rc;
 }
 
 nb_status nb_lora_read_config(const char *path, nb_lora *out) {
@@ -120,10 +135,7 @@ nb_status nb_lora_load(const char *path, nb_state *st) {
   if (rc) return rc;
   for (int i = 0; !rc && i < nb_safetensors_count(f); i++) {
     const char *name = nb_safetensors_tensor(f, i)->name;
-    if (!nb_lora_is_adapter(name))
-      rc = nb_error(NB_ERR_FORMAT, "%s: tensor '%s' is not a LoRA adapter (.lora_A / .lora_B)",
-                    path, name);
-    else if (find_var(st, name) < 0)
+    if (find_var(st, name) < 0)
       rc = nb_error(NB_ERR_INVALID_ARG,
                     "%s: adapter '%s' has no variable in the state (was the model built with the "
                     "file's targets?)",

@@ -91,11 +91,15 @@ nb_status ox_read_external(ox_arena *a, const char *file, size_t base, const cha
       (rpath[rl] != '/' && rpath[rl] != '\0' && strcmp(rdir, "/") != 0))
     return ext_fail(file, base, tensor, "file resolves outside the model's folder", loc);
 
+  /* checked before opening too: opening a FIFO for reading would wait for
+   * a writer forever */
+  struct stat sb;
+  if (stat(rpath, &sb) != 0 || !S_ISREG(sb.st_mode))
+    return ext_fail(file, base, tensor, "location is not a regular file", loc);
   FILE *f = fopen(rpath, "rb");
   if (!f)
     return nb_error(NB_ERR_IO, "%s: tensor '%s': cannot open external data file %s: %s", file,
                     tensor, path, strerror(errno));
-  struct stat sb;
   if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
     fclose(f);
     return ext_fail(file, base, tensor, "location is not a regular file", loc);

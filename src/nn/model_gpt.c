@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "model_internal.h"
+#include "nn_internal.h"
 
 /* ---- vocabulary ----------------------------------------------------------------- */
 
@@ -77,25 +78,8 @@ nb_tensor *nb_model_gpt_block(const nb_nn *nn, const char *name, nb_tensor *x, i
                        (long long)c);
     return NULL;
   }
-  char sub[NB_MODEL_NAME_MAX + 32];
-  /* one statement per layer: the creation order is the parameter order */
-  snprintf(sub, sizeof sub, "%s.ln1", name);
-  nb_tensor *h = nb_nn_layer_norm(nn, sub, x, 1e-5f);
-  snprintf(sub, sizeof sub, "%s.attn", name);
-  h = nb_nn_multihead_attention(nn, sub, h, heads, causal);
-  snprintf(sub, sizeof sub, "%s.attn.dropout", name);
-  h = nb_nn_dropout(nn, sub, h, p); /* nanoGPT's resid_dropout; x itself when p = 0 */
-  x = nb_add(g, x, h);
-  snprintf(sub, sizeof sub, "%s.ln2", name);
-  h = nb_nn_layer_norm(nn, sub, x, 1e-5f);
-  snprintf(sub, sizeof sub, "%s.mlp.fc", name);
-  h = nb_nn_linear(nn, sub, h, (int64_t)mlp_ratio * c, 1);
-  h = nb_gelu(g, h, 1);
-  snprintf(sub, sizeof sub, "%s.mlp.proj", name);
-  h = nb_nn_linear(nn, sub, h, c, 1);
-  snprintf(sub, sizeof sub, "%s.mlp.dropout", name);
-  h = nb_nn_dropout(nn, sub, h, p);
-  return nb_add(g, x, h);
+  /* nanoGPT's resid_dropout p on both residual branches */
+  return nb_nn_transformer_block_p(nn, name, x, heads, causal, mlp_ratio, p);
 }
 
 nb_tensor *nb_model_gpt_transformer(const nb_nn *nn, const nb_model_layer *l, nb_tensor *h) {

@@ -4,7 +4,7 @@
  * saved from one graph binds in another. */
 #include <stdio.h>
 
-#include "nabla/nn.h"
+#include "nn_internal.h"
 
 static int check_x(const nb_nn *nn, const char *name, nb_tensor *x, int heads, const char *layer) {
   if (!nn || !nn->g) {
@@ -28,10 +28,9 @@ static int check_x(const nb_nn *nn, const char *name, nb_tensor *x, int heads, c
   return 1;
 }
 
-/* Part `which` (0 = q, 1 = k, 2 = v) of qkv [B, T, 3, H, Dh] as [B, H, T, Dh].
- * The permuted slice is copied once here; nb_attention then finds it
+/* The permuted slice is copied once here; nb_attention then finds it
  * contiguous. */
-static nb_tensor *head_split(nb_graph *g, nb_tensor *qkv, int which, const int64_t *bhtd) {
+nb_tensor *nb_nn_head_split(nb_graph *g, nb_tensor *qkv, int which, const int64_t *bhtd) {
   static const int perm[5] = {2, 0, 3, 1, 4};
   nb_tensor *t = nb_slice(g, qkv, 2, which, which + 1, 1);
   t = nb_contiguous(g, nb_permute(g, t, perm));
@@ -50,9 +49,9 @@ nb_tensor *nb_nn_multihead_attention(const nb_nn *nn, const char *name, nb_tenso
   int64_t split[5] = {b, t, 3, heads, dh};
   qkv = nb_reshape(g, qkv, 5, split);
   int64_t bhtd[4] = {b, heads, t, dh};
-  nb_tensor *q = head_split(g, qkv, 0, bhtd);
-  nb_tensor *k = head_split(g, qkv, 1, bhtd);
-  nb_tensor *v = head_split(g, qkv, 2, bhtd);
+  nb_tensor *q = nb_nn_head_split(g, qkv, 0, bhtd);
+  nb_tensor *k = nb_nn_head_split(g, qkv, 1, bhtd);
+  nb_tensor *v = nb_nn_head_split(g, qkv, 2, bhtd);
   nb_tensor *y = nb_attention(g, q, k, v, causal, 0.0f);
   /* [B, H, T, Dh] -> [B, T, H, Dh] -> [B, T, C]: heads side by side, as the
    * qkv split took them */
@@ -63,18 +62,21 @@ nb_tensor *nb_nn_multihead_attention(const nb_nn *nn, const char *name, nb_tenso
   return nb_nn_linear(nn, sub, y, c, 1);
 }
 
-nb_tensor *nb_nn_transformer_block(const nb_nn *nn, const char *name, nb_tensor *x, int heads,
-                                   int causal, int mlp_ratio) {
-  if (!check_x(nn, name, x, heads, "transformer_block")) return NULL;
+nb_tensor *nb_nn_pre_norm_block(const nb_nn *nn, const char *name, nb_tensor *x, int mlp_ratio,
+                                float p, nb_nn_attention_fn attn, void *ctx) {
   nb_graph *g = nn->g;
   int64_t c = nb_tensor_shape(x)[2];
   if (mlp_ratio <= 0) mlp_ratio = 4;
-  char sub[256];
+  char sub[512];
   /* one statement per layer: the creation order is the parameter order */
   snprintf(sub, sizeof sub, "%s.ln1", name);
   nb_tensor *h = nb_nn_layer_norm(nn, sub, x, 1e-5f);
   snprintf(sub, sizeof sub, "%s.attn", name);
-  h = nb_nn_multihead_attention(nn, sub, h, heads, causal);
+  h = attn(nn, sub, h, ctx);
+  if (p > 0.0f) {
+    snprintf(sub, sizeof sub, "%s.attn.dropout", name);
+    h = nb_nn_dropout(nn, sub, h, p); /* nanoGPT's resid_dropout */
+  }
   x = nb_add(g, x, h);
   snprintf(sub, sizeof sub, "%s.ln2", name);
   h = nb_nn_layer_norm(nn, sub, x, 1e-5f);
@@ -83,5 +85,30 @@ nb_tensor *nb_nn_transformer_block(const nb_nn *nn, const char *name, nb_tensor 
   h = nb_gelu(g, h, 1);
   snprintf(sub, sizeof sub, "%s.mlp.proj", name);
   h = nb_nn_linear(nn, sub, h, c, 1);
+  if (p > 0.0f) {
+    snprintf(sub, sizeof sub, "%s.mlp.dropout", name);
+    h = nb_nn_dropout(nn, sub, h, p);
+  }
   return nb_add(g, x, h);
+}
+
+typedef struct {
+  int heads, causal;
+} self_attention;
+
+static nb_tensor *block_attention(const nb_nn *nn, const char *name, nb_tensor *h, void *ctx) {
+  const self_attention *a = ctx;
+  return nb_nn_multihead_attention(nn, name, h, a->heads, a->causal);
+}
+
+nb_tensor *nb_nn_transformer_block_p(const nb_nn *nn, const char *name, nb_tensor *x, int heads,
+                                     int causal, int mlp_ratio, float p) {
+  if (!check_x(nn, name, x, heads, "transformer_block")) return NULL;
+  self_attention a = {heads, causal};
+  return nb_nn_pre_norm_block(nn, name, x, mlp_ratio, p, block_attention, &a);
+}
+
+nb_tensor *nb_nn_transformer_block(const nb_nn *nn, const char *name, nb_tensor *x, int heads,
+                                   int causal, int mlp_ratio) {
+  return nb_nn_transformer_block_p(nn, name, x, heads, causal, mlp_ratio, 0.0f);
 }

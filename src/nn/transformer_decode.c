@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "nabla/nn.h"
+#include "nn_internal.h"
 
 static int ends_with(const char *s, const char *suffix) {
   size_t n = strlen(s), k = strlen(suffix);
@@ -45,15 +45,6 @@ static int check_decode(const nb_nn *nn, const char *name, nb_tensor *x, int hea
   return 1;
 }
 
-/* Part `which` (0 = q, 1 = k, 2 = v) of qkv [B, T, 3, H, Dh] as a dense
- * [B, H, T, Dh], as transformer.c splits heads. */
-static nb_tensor *head_split(nb_graph *g, nb_tensor *qkv, int which, const int64_t *bhtd) {
-  static const int perm[5] = {2, 0, 3, 1, 4};
-  nb_tensor *t = nb_slice(g, qkv, 2, which, which + 1, 1);
-  t = nb_contiguous(g, nb_permute(g, t, perm));
-  return nb_reshape(g, t, 4, bhtd);
-}
-
 /* NAME.k_cache or NAME.v_cache [B, H, capacity, Dh], zeros: scratch that
  * the decode plans share through the state. */
 static nb_tensor *cache(nb_graph *g, const char *name, const char *which, int64_t b, int heads,
@@ -77,9 +68,9 @@ nb_tensor *nb_nn_multihead_attention_decode(const nb_nn *nn, const char *name, n
   int64_t split[5] = {b, t, 3, heads, dh};
   qkv = nb_reshape(g, qkv, 5, split);
   int64_t bhtd[4] = {b, heads, t, dh};
-  nb_tensor *q = head_split(g, qkv, 0, bhtd);
-  nb_tensor *k = head_split(g, qkv, 1, bhtd);
-  nb_tensor *v = head_split(g, qkv, 2, bhtd);
+  nb_tensor *q = nb_nn_head_split(g, qkv, 0, bhtd);
+  nb_tensor *k = nb_nn_head_split(g, qkv, 1, bhtd);
+  nb_tensor *v = nb_nn_head_split(g, qkv, 2, bhtd);
   nb_tensor *kc = nb_write_at(g, cache(g, name, "k_cache", b, heads, capacity, dh), k, 2, pos);
   nb_tensor *vc = nb_write_at(g, cache(g, name, "v_cache", b, heads, capacity, dh), v, 2, pos);
   nb_tensor *y = nb_attention_cached(g, q, kc, vc, pos, 0.0f);
@@ -90,29 +81,25 @@ nb_tensor *nb_nn_multihead_attention_decode(const nb_nn *nn, const char *name, n
   return nb_nn_linear(nn, sub, y, c, 1);
 }
 
-/* Mirrors nb_nn_transformer_block op for op (tests/test_kv_cache.c checks
- * that their logits agree); only the attention differs. */
+typedef struct {
+  int heads;
+  nb_tensor *pos;
+  int64_t capacity;
+} cached_attention;
+
+static nb_tensor *block_attention(const nb_nn *nn, const char *name, nb_tensor *h, void *ctx) {
+  const cached_attention *a = ctx;
+  return nb_nn_multihead_attention_decode(nn, name, h, a->heads, a->pos, a->capacity);
+}
+
+/* nb_nn_transformer_block's layout (nb_nn_pre_norm_block) with the cached
+ * attention: tests/test_kv_cache.c checks that their logits agree. */
 nb_tensor *nb_nn_transformer_block_decode(const nb_nn *nn, const char *name, nb_tensor *x,
                                           int heads, int mlp_ratio, nb_tensor *pos,
                                           int64_t capacity) {
   if (!check_decode(nn, name, x, heads, pos, capacity, "transformer_block_decode")) return NULL;
-  nb_graph *g = nn->g;
-  int64_t c = nb_tensor_shape(x)[2];
-  if (mlp_ratio <= 0) mlp_ratio = 4;
-  char sub[256];
-  snprintf(sub, sizeof sub, "%s.ln1", name);
-  nb_tensor *h = nb_nn_layer_norm(nn, sub, x, 1e-5f);
-  snprintf(sub, sizeof sub, "%s.attn", name);
-  h = nb_nn_multihead_attention_decode(nn, sub, h, heads, pos, capacity);
-  x = nb_add(g, x, h);
-  snprintf(sub, sizeof sub, "%s.ln2", name);
-  h = nb_nn_layer_norm(nn, sub, x, 1e-5f);
-  snprintf(sub, sizeof sub, "%s.mlp.fc", name);
-  h = nb_nn_linear(nn, sub, h, (int64_t)mlp_ratio * c, 1);
-  h = nb_gelu(g, h, 1);
-  snprintf(sub, sizeof sub, "%s.mlp.proj", name);
-  h = nb_nn_linear(nn, sub, h, c, 1);
-  return nb_add(g, x, h);
+  cached_attention a = {heads, pos, capacity};
+  return nb_nn_pre_norm_block(nn, name, x, mlp_ratio, 0.0f, block_attention, &a);
 }
 
 nb_tensor *nb_nn_positional_at(const nb_nn *nn, const char *name, nb_tensor *x, nb_tensor *pos,

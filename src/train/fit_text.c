@@ -152,6 +152,8 @@ nb_status nb_evaluate_text(const nb_model *m, nb_backend *be, nb_state *st, cons
   int64_t windows = (w.n_val - 1) / t;
   if (batches == 0 && batch > windows) batch = windows;
   lm_graph full, tail;
+  /* both are freed below whatever fails first */
+  memset(&full, 0, sizeof full);
   memset(&tail, 0, sizeof tail);
   int32_t *bx = malloc((size_t)(batch * t) * sizeof *bx), *by = malloc((size_t)(batch * t) * 4);
   rc = bx && by ? NB_OK : nb_error(NB_ERR_OOM, "nb_evaluate_text: out of memory");

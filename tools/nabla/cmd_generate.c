@@ -71,13 +71,17 @@ static int parse(int argc, char **argv, gen_cli *c) {
       pos++;
       continue;
     }
+    double x = 0;
+    int num = !strcmp(a, "--tokens") || !strcmp(a, "--temperature") || !strcmp(a, "--top-k") ||
+              !strcmp(a, "--seed") || !strcmp(a, "--threads");
+    if (!num && strcmp(a, "--prompt") && strcmp(a, "--vocab") && strcmp(a, "--device")) {
+      fprintf(stderr, "nabla generate: unknown option %s (see --help)\n", a);
+      return 2;
+    }
     if (!v) {
       fprintf(stderr, "nabla generate: %s needs a value (see --help)\n", a);
       return 2;
     }
-    double x = 0;
-    int num = !strcmp(a, "--tokens") || !strcmp(a, "--temperature") || !strcmp(a, "--top-k") ||
-              !strcmp(a, "--seed") || !strcmp(a, "--threads");
     if (num && !parse_num(a, v, 0, !strcmp(a, "--temperature") ? 1e6 : 1e9, &x)) return 2;
     if (!strcmp(a, "--prompt"))
       c->prompt = v;
@@ -93,12 +97,8 @@ static int parse(int argc, char **argv, gen_cli *c) {
       c->sample.top_k = (int)x;
     else if (!strcmp(a, "--seed"))
       c->sample.seed = (uint64_t)x;
-    else if (!strcmp(a, "--threads"))
+    else /* --threads */
       c->threads = (int)x;
-    else {
-      fprintf(stderr, "nabla generate: unknown option %s (see --help)\n", a);
-      return 2;
-    }
     i++;
   }
   if (!c->model || !c->weights) {
@@ -201,6 +201,7 @@ int nabla_cmd_generate(int argc, char **argv) {
                   "%s (nabla train writes vocab.txt beside the weights; --vocab FILE names "
                   "another)",
                   nb_last_error());
+  if (!rc && v.size < 1) rc = nb_error(NB_ERR_FORMAT, "%s: the vocabulary is empty", vocab_file);
   if (!rc && nb_model_takes_vocab(m)) rc = nb_model_set_vocab(m, v.size);
   if (!rc && !np) rc = nb_error(NB_ERR_INVALID_ARG, "the prompt is empty");
   if (!rc) rc = encode_prompt(&v, vocab_file, c.prompt, ids);

@@ -35,7 +35,7 @@ static int parse_triple(const char *s, float *v) {
   char *end;
   for (int c = 0; c < 3; c++) {
     v[c] = strtof(s, &end);
-    if (end == s) return 0;
+    if (end == s || !isfinite(v[c])) return 0;
     if (!*end) {
       for (int k = c + 1; k < 3; k++) v[k] = v[c];
       return c == 0 || c == 2;
@@ -178,6 +178,12 @@ int nabla_cmd_predict_onnx(int argc, char **argv) {
         sum += p[j];
         dist &= p[j] >= 0.0f && p[j] <= 1.0f;
         if (p[j] > mx) mx = p[j];
+      }
+      /* NaN has no rank (and an infinite logit makes softmax NaN) */
+      if (!isfinite(sum)) {
+        rc = nb_error(NB_ERR_INVALID_ARG, "%s: %s: the model's output row holds NaN or inf", model,
+                      files[f0 + i]);
+        break;
       }
       if (!dist || fabs(sum - 1.0) > 1e-3) { /* logits: softmax in double */
         double z = 0;

@@ -363,6 +363,15 @@ int nabla_cmd_run(int argc, char **argv) {
       model = a;
       continue;
     }
+    static const char *const with_value[] = {"--input", "--output", "--batch", "--batch-dim",
+                                             "--threads"};
+    int known = 0;
+    for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++)
+      known |= !strcmp(a, with_value[k]);
+    if (!known) {
+      fprintf(stderr, "nabla run: unknown option %s (see --help)\n", a);
+      return 2;
+    }
     const char *v = i + 1 < argc ? argv[++i] : NULL;
     if (!v) {
       fprintf(stderr, "nabla run: %s needs a value (see --help)\n", a);
@@ -395,13 +404,10 @@ int nabla_cmd_run(int argc, char **argv) {
       batch = strtoll(v, &end, 10);
     } else if (!strcmp(a, "--batch-dim")) {
       axis = (int)strtol(v, &end, 10);
-    } else if (!strcmp(a, "--threads")) {
-      threads = (int)strtol(v, &end, 10);
     } else {
-      fprintf(stderr, "nabla run: unknown option %s (see --help)\n", a);
-      return 2;
+      threads = (int)strtol(v, &end, 10); /* --threads */
     }
-    if (end && *end) {
+    if (end && (*end || end == v)) {
       fprintf(stderr, "nabla run: %s expects a number, got '%s'\n", a, v);
       return 2;
     }

@@ -42,6 +42,7 @@ static nb_status load_tokens(nb_model *m, const nabla_text_args *a, const char *
   *ids = NULL;
   nb_status rc = find_text(a, path, cap);
   if (!rc) rc = nb_text_read_file(path, &text, n);
+  if (!rc && !*n) rc = nb_error(NB_ERR_INVALID_ARG, "%s: the text is empty", path);
   if (!rc)
     rc = is_file(vocab_file) ? nb_char_vocab_load(vocab_file, v) : nb_char_vocab_build(text, *n, v);
   if (!rc && !(*ids = malloc((*n ? *n : 1) * sizeof **ids)))
