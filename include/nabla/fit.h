@@ -39,6 +39,11 @@ typedef struct nb_fit_options {
   int64_t eval_every; /* > 0 overrides the recipe's eval_every */
   int64_t stop_at;    /* > 0: pause after this step (checkpoint and all), the schedule still
                          spanning `steps`; a later --resume continues the same run */
+  /* Model parallelism (docs/distributed.md): a model whose layers are placed
+   * (nb_model_set_placement, `device` keys) trains over those devices. */
+  int micro_batches; /* > 1: split every batch into this many micro-batches (GPipe; the
+                        batch must divide); gradients are averaged, one update per batch */
+  int sequential;    /* 1: run the devices one after another on one thread (reference) */
 } nb_fit_options;
 
 /* device "cpu", every override off, eval batch 500, progress AUTO. */

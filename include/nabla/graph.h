@@ -68,6 +68,45 @@ void nb_tensor_set_output(nb_tensor *t);
 void nb_tensor_set_requires_grad(nb_tensor *t, int on);
 int nb_tensor_requires_grad(const nb_tensor *t);
 
+/* ---- device placement (model parallelism, docs/distributed.md) ------------ */
+
+/* Checks a device name and writes its canonical form into out (cap bytes):
+ * "cpu" -> "cpu:0", "cpu:N", "cuda" -> "cuda:0", "cuda:N". Anything else is
+ * NB_ERR_INVALID_ARG naming the accepted forms. It says nothing of whether
+ * this build or machine has the device: nb_backend_new() does. */
+nb_status nb_device_canonical(const char *device, char *out, size_t cap);
+
+/* A placement scope: every node created from now on (leaves, ops, and all
+ * that layers and autodiff build) is placed on `device` until the next
+ * call; NULL or "" ends the scope. A bad name is an error (also recorded in
+ * the graph) that leaves the scope as it was. */
+nb_status nb_graph_set_device(nb_graph *g, const char *device);
+/* The current scope's device ("" when none). */
+const char *nb_graph_device(const nb_graph *g);
+/* Places one node on `device` (NULL or "": unplaced). */
+nb_status nb_tensor_set_device(nb_tensor *t, const char *device);
+/* The node's placement, "" when it has none. nb_compile() places every
+ * unplaced node (docs/distributed.md, "Placement rules"): a view and an
+ * assign go with their data, an op with its first placed input, the rest
+ * with their first reader, and what is left on the compiling backend.
+ * Gradients take the device of the forward node they come from. */
+const char *nb_tensor_device(const nb_tensor *t);
+
+/* How a plan with micro-batches (nb_compile_options.micro_batches = M > 1)
+ * treats a node across the M micro-batches of one run. */
+typedef enum nb_micro {
+  NB_MICRO_MEAN = 0, /* default. An input: the same for every micro-batch. An
+                        output (f32): the mean of the M results, which for a
+                        mean loss is the loss of the whole batch. */
+  NB_MICRO_SPLIT,    /* axis 0 counts examples. An input is fed M
+                        micro-batches at once and each takes its slice; an
+                        output is the M results concatenated along axis 0. */
+  NB_MICRO_SUM,      /* an output (f32): the sum of the M results (counts) */
+} nb_micro;
+
+void nb_tensor_set_micro(nb_tensor *t, nb_micro how);
+nb_micro nb_tensor_micro(const nb_tensor *t);
+
 /* ---- leaves --------------------------------------------------------------- */
 
 /* How a variable is filled the first time a state sees it. */

@@ -173,8 +173,27 @@ nb_status nb_model_set_lora(nb_model *m, const nb_lora *lora);
 /* The attached configuration, or NULL. Owned by m. */
 const nb_lora *nb_model_lora(const nb_model *m);
 
+/* ---- placement (model parallelism, docs/distributed.md) ------------------------ */
+
+/* Places layers on devices: `spec` lists NAME=DEVICE pairs separated by
+ * commas ("conv1=cpu:1,fc1=cpu:1"), which override the layers' `device`
+ * keys; NAME is a layer's name as nb_model_summary prints it (a block's
+ * layers by their full name, "layer1.0.conv1"). A layer without a device
+ * runs where its input comes from, so "fc1=cpu:1" puts fc1 and every layer
+ * after it on cpu:1. An unknown layer or device is NB_ERR_INVALID_ARG
+ * naming it and what there is; nothing changes then. NULL or "" clears
+ * every placement. */
+nb_status nb_model_set_placement(nb_model *m, const char *spec);
+/* The device of layer `name` ("" when it has none; NULL for no such layer). */
+const char *nb_model_layer_device(const nb_model *m, const char *name);
+/* Number of distinct devices the layers name (0: an unplaced model), and
+ * the i-th of them in layer order (NULL when out of range). */
+int nb_model_device_count(const nb_model *m);
+const char *nb_model_device(const nb_model *m, int i);
+
 /* Adds an input node named `name` for a batch of `batch` examples with the
- * model's input shape and dtype. */
+ * model's input shape and dtype, marked NB_MICRO_SPLIT (axis 0 counts
+ * examples) for plans with micro-batches. */
 nb_tensor *nb_model_new_input(const nb_model *m, nb_graph *g, const char *name, int64_t batch);
 /* Builds the network on x ([batch, input...]) into nn->g and sets *logits to
  * its output ([batch, classes] for a classifier). nn->training selects batch

@@ -19,10 +19,10 @@ nb_status nb_backend_new(const char *device, nb_backend **out) {
     index = (int)v;
   }
   if (kind_len == 3 && !strncmp(device, "cpu", 3)) {
-    /* the host is one device; "cpu:3" used to open a phantom cpu:3 */
-    if (index != 0)
-      return nb_error(NB_ERR_INVALID_ARG, "device '%s': the CPU backend has only device cpu:0",
-                      device);
+    /* logical devices of the one host (model parallelism without a GPU) */
+    if (index >= NB_CPU_MAX_DEVICES)
+      return nb_error(NB_ERR_INVALID_ARG, "device '%s': logical CPU devices are cpu:0 to cpu:%d",
+                      device, NB_CPU_MAX_DEVICES - 1);
     return nb_cpu_backend_open(index, out);
   }
 #ifdef NABLA_WITH_CUDA
@@ -91,4 +91,44 @@ nb_status nb_backend_memory_stats(nb_backend *be, nb_memory_stats *out) {
   if (!be->vt->memory_stats)
     return nb_error(NB_ERR_UNSUPPORTED, "%s: no allocator statistics (host memory)", be->name);
   return be->vt->memory_stats(be, out);
+}
+
+static int is_cpu(const nb_backend *be) { return !strcmp(be->vt->kind, "cpu"); }
+
+nb_status nb_backend_set_threads(nb_backend *be, int n) {
+  if (!be) return nb_error(NB_ERR_INVALID_ARG, "nb_backend_set_threads: backend is NULL");
+  if (!is_cpu(be))
+    return nb_error(NB_ERR_UNSUPPORTED, "%s: only CPU devices take a thread count", be->name);
+  be->threads = n > 0 ? n : 0;
+  return NB_OK;
+}
+
+int nb_backend_threads(const nb_backend *be) { return be ? be->threads : 0; }
+
+nb_status nb_backend_set_cpus(nb_backend *be, int first, int count) {
+  if (!be) return nb_error(NB_ERR_INVALID_ARG, "nb_backend_set_cpus: backend is NULL");
+  if (!is_cpu(be))
+    return nb_error(NB_ERR_UNSUPPORTED, "%s: only CPU devices are pinned to cores", be->name);
+  int cores = nb_cpu_core_count();
+  if (count < 0 || first < 0 || (count > 0 && (first >= cores || count > cores - first)))
+    return nb_error(NB_ERR_INVALID_ARG,
+                    "%s: cores [%d, %d) are not all among the %d cores this process may use",
+                    be->name, first, first + count, cores);
+  be->cpu_first = count ? first : 0;
+  be->cpu_count = count;
+  return NB_OK;
+}
+
+nb_status nb_backend_copy(nb_backend *db, void *dst, nb_backend *sb, const void *src,
+                          size_t bytes) {
+  if (!bytes) return NB_OK;
+  if (is_cpu(sb)) return db->vt->upload(db, dst, src, bytes);
+  if (is_cpu(db)) return sb->vt->download(sb, dst, src, bytes);
+  /* device to device through the host: correct everywhere, fast nowhere */
+  void *tmp = malloc(bytes);
+  if (!tmp) return nb_error(NB_ERR_OOM, "transfer %s -> %s: out of memory", sb->name, db->name);
+  nb_status st = sb->vt->download(sb, tmp, src, bytes);
+  if (!st) st = db->vt->upload(db, dst, tmp, bytes);
+  free(tmp);
+  return st;
 }

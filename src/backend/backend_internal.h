@@ -60,6 +60,11 @@ typedef struct nb_backend_vtable {
   void (*destroy)(nb_backend *be);
   /* Optional (NULL = NB_ERR_UNSUPPORTED): the allocator's statistics. */
   nb_status (*memory_stats)(nb_backend *be, nb_memory_stats *out);
+  /* Optional (NULL = nothing to do): prepares the calling thread, which a
+   * multi-device plan dedicates to this device, to run its kernels: the
+   * device's thread count (be->threads, or `share` when that is 0) and its
+   * cores (be->cpu_first, be->cpu_count). */
+  void (*bind_thread)(nb_backend *be, int share);
 } nb_backend_vtable;
 
 struct nb_backend {
@@ -67,10 +72,22 @@ struct nb_backend {
   char name[32];
   int index;
   void *impl;
+  /* nb_backend_set_threads / nb_backend_set_cpus (CPU devices): 0 = unset */
+  int threads;
+  int cpu_first, cpu_count;
 };
+
+/* Copies `bytes` from src on backend sb to dst on backend db (a transfer
+ * between devices): a memcpy between host devices, else through the
+ * backends' upload/download. */
+nb_status nb_backend_copy(nb_backend *db, void *dst, nb_backend *sb, const void *src, size_t bytes);
 
 /* Backend constructors, one per device kind. */
 nb_status nb_cpu_backend_open(int index, nb_backend **out);
+/* Logical CPU devices cpu:0 .. cpu:(NB_CPU_MAX_DEVICES - 1). */
+#define NB_CPU_MAX_DEVICES 64
+/* Cores this process may run on (its affinity mask), at least 1. */
+int nb_cpu_core_count(void);
 /* 1 if nabla's CUDA backend has a kernel for `op`, in any build (cuda_ops.c). */
 int nb_cuda_lists_op(nb_opcode op);
 #ifdef NABLA_WITH_CUDA
@@ -79,7 +96,7 @@ nb_status nb_cuda_backend_open(int index, nb_backend **out);
 int nb_cuda_has_kernel(nb_opcode op);
 #endif
 
-/* Variables of a state: storage on the state's backend. */
+/* Variables of a state: storage on the backend of their device. */
 typedef struct nb_state_var {
   char *name;
   nb_dtype dtype;
@@ -87,16 +104,30 @@ typedef struct nb_state_var {
   int64_t shape[NB_MAX_DIMS];
   size_t bytes;
   void *data;
+  nb_backend *be; /* the device that holds it */
 } nb_state_var;
 
+/* Most devices one state holds variables on. */
+#define NB_STATE_MAX_DEVICES 64
+
 struct nb_state {
-  nb_backend *be;
+  nb_backend *be; /* the default device, given to nb_state_new */
   int n, cap;
   nb_state_var *vars;
+  /* model parallelism: the devices its variables may live on; dev[0] = be.
+   * owned[i]: opened by nb_state_device, freed with the state */
+  nb_backend *dev[NB_STATE_MAX_DEVICES];
+  int owned[NB_STATE_MAX_DEVICES];
+  int n_dev;
 };
 
-/* Finds a variable by name, or creates it from the node's shape and init.
- * Fails if an existing entry has a different dtype or shape. */
-nb_status nb_state_bind(nb_state *st, const nb_tensor *var, nb_state_var **out);
+/* Finds a variable by name, or creates it on backend `be` (one of the
+ * state's devices) from the node's shape and init. Fails if an existing
+ * entry has a different dtype or shape, or lives on another device. */
+nb_status nb_state_bind(nb_state *st, nb_backend *be, const nb_tensor *var, nb_state_var **out);
+/* The variable named `name`, or NULL. */
+nb_state_var *nb_state_find(const nb_state *st, const char *name);
+/* 1 if be is one of the state's devices. */
+int nb_state_has_device(const nb_state *st, const nb_backend *be);
 
 #endif

@@ -10,17 +10,74 @@ nb_status nb_state_new(nb_backend *be, nb_state **out) {
   *out = calloc(1, sizeof **out);
   if (!*out) return nb_error(NB_ERR_OOM, "nb_state_new: out of memory");
   (*out)->be = be;
+  (*out)->dev[0] = be;
+  (*out)->n_dev = 1;
   return NB_OK;
 }
 
 void nb_state_free(nb_state *st) {
   if (!st) return;
   for (int i = 0; i < st->n; i++) {
-    st->be->vt->free(st->be, st->vars[i].data);
+    st->vars[i].be->vt->free(st->vars[i].be, st->vars[i].data);
     free(st->vars[i].name);
   }
   free(st->vars);
+  for (int i = 0; i < st->n_dev; i++)
+    if (st->owned[i]) nb_backend_free(st->dev[i]);
   free(st);
+}
+
+int nb_state_has_device(const nb_state *st, const nb_backend *be) {
+  for (int i = 0; st && i < st->n_dev; i++)
+    if (st->dev[i] == be) return 1;
+  return 0;
+}
+
+static nb_backend *device_named(const nb_state *st, const char *name) {
+  for (int i = 0; i < st->n_dev; i++)
+    if (!strcmp(st->dev[i]->name, name)) return st->dev[i];
+  return NULL;
+}
+
+nb_status nb_state_add_device(nb_state *st, nb_backend *be) {
+  if (!st || !be) return nb_error(NB_ERR_INVALID_ARG, "nb_state_add_device: NULL argument");
+  nb_backend *have = device_named(st, be->name);
+  if (have == be) return NB_OK;
+  if (have)
+    return nb_error(NB_ERR_INVALID_ARG,
+                    "nb_state_add_device: the state already has a backend for %s (one backend "
+                    "per device)",
+                    be->name);
+  if (st->n_dev == NB_STATE_MAX_DEVICES)
+    return nb_error(NB_ERR_UNSUPPORTED, "nb_state_add_device: at most %d devices per state",
+                    NB_STATE_MAX_DEVICES);
+  st->dev[st->n_dev++] = be;
+  return NB_OK;
+}
+
+nb_status nb_state_device(nb_state *st, const char *device, nb_backend **out) {
+  if (!st || !device || !out) return nb_error(NB_ERR_INVALID_ARG, "nb_state_device: NULL argument");
+  *out = NULL;
+  char canon[NB_DEVICE_NAME_MAX];
+  nb_status s = nb_device_canonical(device, canon, sizeof canon);
+  if (s) return s;
+  *out = device_named(st, canon);
+  if (*out) return NB_OK;
+  if (st->n_dev == NB_STATE_MAX_DEVICES)
+    return nb_error(NB_ERR_UNSUPPORTED, "nb_state_device: at most %d devices per state",
+                    NB_STATE_MAX_DEVICES);
+  nb_backend *be = NULL;
+  s = nb_backend_new(canon, &be);
+  if (s) return s;
+  st->owned[st->n_dev] = 1;
+  st->dev[st->n_dev++] = be;
+  *out = be;
+  return NB_OK;
+}
+
+const char *nb_state_entry_device(const nb_state *st, int i) {
+  if (!st || i < 0 || i >= st->n) return "";
+  return st->vars[i].be->name;
 }
 
 int nb_state_count(const nb_state *st) { return st ? st->n : 0; }
@@ -37,7 +94,7 @@ nb_status nb_state_entry(const nb_state *st, int i, const char **name, nb_dtype 
   return NB_OK;
 }
 
-static nb_state_var *find(const nb_state *st, const char *name) {
+nb_state_var *nb_state_find(const nb_state *st, const char *name) {
   for (int i = 0; i < st->n; i++)
     if (!strcmp(st->vars[i].name, name)) return &st->vars[i];
   return NULL;
@@ -46,7 +103,7 @@ static nb_state_var *find(const nb_state *st, const char *name) {
 static nb_status lookup(const nb_state *st, const char *name, size_t bytes, nb_state_var **v,
                         const char *fn) {
   if (!st || !name) return nb_error(NB_ERR_INVALID_ARG, "%s: NULL argument", fn);
-  *v = find(st, name);
+  *v = nb_state_find(st, name);
   if (!*v) return nb_error(NB_ERR_INVALID_ARG, "%s: no variable named '%s'", fn, name);
   if ((*v)->bytes != bytes)
     return nb_error(NB_ERR_INVALID_ARG, "%s: variable '%s' holds %zu bytes, buffer has %zu", fn,
@@ -55,22 +112,22 @@ static nb_status lookup(const nb_state *st, const char *name, size_t bytes, nb_s
 }
 
 nb_status nb_state_read(const nb_state *st, const char *name, void *dst, size_t bytes) {
-  nb_state_var *v;
+  nb_state_var *v = NULL;
   nb_status s = lookup(st, name, bytes, &v, "nb_state_read");
   if (s) return s;
   if (bytes && !dst) return nb_error(NB_ERR_INVALID_ARG, "nb_state_read: dst is NULL");
-  return bytes ? st->be->vt->download(st->be, dst, v->data, bytes) : NB_OK;
+  return bytes ? v->be->vt->download(v->be, dst, v->data, bytes) : NB_OK;
 }
 
 nb_status nb_state_write(nb_state *st, const char *name, const void *src, size_t bytes) {
-  nb_state_var *v;
+  nb_state_var *v = NULL;
   nb_status s = lookup(st, name, bytes, &v, "nb_state_write");
   if (s) return s;
   if (bytes && !src) return nb_error(NB_ERR_INVALID_ARG, "nb_state_write: src is NULL");
-  return bytes ? st->be->vt->upload(st->be, v->data, src, bytes) : NB_OK;
+  return bytes ? v->be->vt->upload(v->be, v->data, src, bytes) : NB_OK;
 }
 
-static nb_status fill_init(nb_state *st, nb_state_var *v, const nb_init *init) {
+static nb_status fill_init(nb_state_var *v, const nb_init *init) {
   int64_t n = nb_shape_numel(v->ndim, v->shape);
   float *host = calloc((size_t)(n ? n : 1), sizeof *host);
   if (!host) return nb_error(NB_ERR_OOM, "variable '%s': out of memory", v->name);
@@ -86,20 +143,26 @@ static nb_status fill_init(nb_state *st, nb_state_var *v, const nb_init *init) {
   }
   nb_status s = NB_OK;
   if (v->dtype == NB_F32) {
-    s = st->be->vt->upload(st->be, v->data, host, v->bytes);
+    s = v->be->vt->upload(v->be, v->data, host, v->bytes);
   } else {
     void *conv = malloc(v->bytes ? v->bytes : 1);
     s = conv ? nb_convert(host, NB_F32, conv, v->dtype, (size_t)n)
              : nb_error(NB_ERR_OOM, "variable '%s': out of memory", v->name);
-    if (!s) s = st->be->vt->upload(st->be, v->data, conv, v->bytes);
+    if (!s) s = v->be->vt->upload(v->be, v->data, conv, v->bytes);
     free(conv);
   }
   free(host);
   return s;
 }
 
-nb_status nb_state_bind(nb_state *st, const nb_tensor *var, nb_state_var **out) {
-  nb_state_var *v = find(st, var->name);
+nb_status nb_state_bind(nb_state *st, nb_backend *be, const nb_tensor *var, nb_state_var **out) {
+  nb_state_var *v = nb_state_find(st, var->name);
+  if (v && v->be != be)
+    return nb_error(NB_ERR_INVALID_ARG,
+                    "variable '%s' lives on %s in the state but is placed on %s: a variable "
+                    "stays on one device (place it the same way in every graph, or use a new "
+                    "state)",
+                    var->name, v->be->name, be->name);
   if (v) {
     int ok = v->dtype == var->dtype && v->ndim == var->ndim;
     for (int i = 0; ok && i < v->ndim; i++) ok = v->shape[i] == var->shape[i];
@@ -129,10 +192,11 @@ nb_status nb_state_bind(nb_state *st, const nb_tensor *var, nb_state_var **out) 
   v->ndim = var->ndim;
   for (int i = 0; i < var->ndim; i++) v->shape[i] = var->shape[i];
   v->bytes = (size_t)nb_tensor_numel(var) * nb_dtype_size(var->dtype);
-  nb_status s = st->be->vt->alloc(st->be, v->bytes, &v->data);
-  if (!s) s = fill_init(st, v, &var->init);
+  v->be = be;
+  nb_status s = be->vt->alloc(be, v->bytes, &v->data);
+  if (!s) s = fill_init(v, &var->init);
   if (s) {
-    st->be->vt->free(st->be, v->data);
+    be->vt->free(be, v->data);
     free(v->name);
     return s;
   }

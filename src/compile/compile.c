@@ -5,7 +5,7 @@
 #include "compile_internal.h"
 
 nb_compile_options nb_compile_defaults(void) {
-  nb_compile_options o = {1, 1, 1};
+  nb_compile_options o = {1, 1, 1, 1, 0};
   return o;
 }
 
@@ -34,7 +34,8 @@ static nb_status assign_storage(nb_plan *p) {
     case NB_OP_VARIABLE: {
       nb_state_var *v;
       in->kind = NB_STORE_STATE;
-      st = nb_state_bind(p->st, t, &v);
+      st =
+          nb_state_bind((t->flags & NB_FLAG_SCRATCH) && p->scratch ? p->scratch : p->st, be, t, &v);
       if (!st) in->own = v->data;
       break;
     }
@@ -85,14 +86,41 @@ nb_status nb_compile(nb_graph *g, nb_backend *be, nb_state *st, const nb_compile
   if (!g || !be || !st || !out)
     return nb_error(NB_ERR_INVALID_ARG, "nb_compile: graph, backend, state and out are required");
   *out = NULL;
-  if (st->be != be)
+  if (!nb_state_has_device(st, be))
     return nb_error(NB_ERR_INVALID_ARG, "nb_compile: the state belongs to backend %s, not %s",
                     st->be->name, be->name);
+  nb_compile_options o = opt ? *opt : nb_compile_defaults();
+  if (o.micro_batches < 0)
+    return nb_error(NB_ERR_INVALID_ARG, "nb_compile: micro_batches must be >= 0, got %d",
+                    o.micro_batches);
+  if (!nb_mp_wanted(g, be, st, &o)) return nb_compile_single(g, be, st, NULL, &o, out);
   nb_plan *p = calloc(1, sizeof *p);
   if (!p) return nb_error(NB_ERR_OOM, "nb_compile: out of memory");
   p->g = g;
   p->be = be;
   p->st = st;
+  p->opt = o;
+  p->n_nodes = g->n_nodes;
+  nb_status s = nb_mp_compile(p);
+  if (s) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", nb_last_error());
+    nb_plan_free(p);
+    return nb_error(s, "nb_compile: %s", msg);
+  }
+  *out = p;
+  return NB_OK;
+}
+
+nb_status nb_compile_single(nb_graph *g, nb_backend *be, nb_state *st, nb_state *scratch,
+                            const nb_compile_options *opt, nb_plan **out) {
+  *out = NULL;
+  nb_plan *p = calloc(1, sizeof *p);
+  if (!p) return nb_error(NB_ERR_OOM, "nb_compile: out of memory");
+  p->g = g;
+  p->be = be;
+  p->st = st;
+  p->scratch = scratch;
   p->opt = opt ? *opt : nb_compile_defaults();
   p->n_nodes = g->n_nodes;
   p->info = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof *p->info);
@@ -123,15 +151,32 @@ nb_status nb_compile(nb_graph *g, nb_backend *be, nb_state *st, const nb_compile
   return NB_OK;
 }
 
+nb_status nb_plan_alias_input(nb_plan *p, const nb_tensor *input, void *data) {
+  nb_node_info *in = &p->info[input->id];
+  if (input->op != NB_OP_INPUT || in->kind != NB_STORE_INPUT)
+    return nb_error(NB_ERR_INTERNAL, "alias: node %d is not a kept input", input->id);
+  if (!in->aliased) p->be->vt->free(p->be, in->own);
+  in->aliased = 1;
+  in->own = data;
+  for (int s = 0; s < p->n_launch; s++) {
+    nb_launch *l = &p->launch[s];
+    for (int k = 0; k < l->n_ins; k++)
+      if (nb_storage_of(l->ins[k]) == input) l->in[k] = nb_plan_data(p, l->ins[k]);
+  }
+  return NB_OK;
+}
+
 void nb_plan_free(nb_plan *p) {
   if (!p) return;
+  nb_mp_free(p->mp);
   nb_backend *be = p->be;
   nb_plan_print_profile(p);
   free(p->prof);
   if (p->info) {
     for (int i = 0; i < p->n_nodes; i++) {
       nb_node_info *in = &p->info[i];
-      if (in->kind == NB_STORE_INPUT || in->kind == NB_STORE_CONSTANT) be->vt->free(be, in->own);
+      if ((in->kind == NB_STORE_INPUT && !in->aliased) || in->kind == NB_STORE_CONSTANT)
+        be->vt->free(be, in->own);
       if (in->fused) {
         free(in->fused->ops);
         free(in->fused->ext);
@@ -145,7 +190,7 @@ void nb_plan_free(nb_plan *p) {
   }
   free(p->launch);
   free(p->info);
-  be->vt->free(be, p->arena);
-  be->vt->free(be, p->workspace);
+  if (p->arena) be->vt->free(be, p->arena);
+  if (p->workspace) be->vt->free(be, p->workspace);
   free(p);
 }

@@ -37,6 +37,9 @@ typedef struct nb_node_info {
   /* memplan.c: the variable whose storage this assigned value is written
    * into directly (its assign is then a no-op), or -1 */
   int assign_of;
+  /* an input whose `own` points at another plan's data (nb_plan_alias_input):
+   * its buffer was freed, and `own` is not this plan's to free */
+  int aliased;
 } nb_node_info;
 
 typedef struct nb_launch {
@@ -76,6 +79,11 @@ struct nb_plan {
   /* the communicator of the plan's gradient reductions (dist.h), NULL if none:
    * nb_plan_run lets MPI progress them between launches */
   nb_dist *dist;
+  /* variables flagged NB_FLAG_SCRATCH bind here instead of in st */
+  nb_state *scratch;
+  /* a plan over several devices or micro-batches (multiplan.c): the public
+   * plan functions hand it over; the fields above are then unused */
+  struct nb_mplan *mp;
 };
 
 /* Passes, in order. Each returns an error status with a message. */
@@ -93,5 +101,30 @@ void nb_plan_print_profile(const nb_plan *p);
 
 /* First byte of `t`'s data in the plan (after compile). */
 void *nb_plan_data(const nb_plan *p, const nb_tensor *t);
+
+/* nb_compile without the argument checks and without model parallelism:
+ * one graph on one backend, variables in st (scratch: NB_FLAG_SCRATCH ones,
+ * may be NULL). The multi-device compiler compiles each part with it. */
+nb_status nb_compile_single(nb_graph *g, nb_backend *be, nb_state *st, nb_state *scratch,
+                            const nb_compile_options *opt, nb_plan **out);
+
+/* Makes input node `input` of p read `data` (memory of p's backend that
+ * another plan of the same device writes) instead of its own buffer, so a
+ * value handed between two plans of one device is not copied. */
+nb_status nb_plan_alias_input(nb_plan *p, const nb_tensor *input, void *data);
+
+/* ---- model parallelism (place.c, partition.c, multiplan.c) ------------------------ */
+
+/* 1 if compiling g needs the multi-device compiler: a placed node, a
+ * variable the state holds on another device, or micro-batches. */
+int nb_mp_wanted(const nb_graph *g, const nb_backend *be, const nb_state *st,
+                 const nb_compile_options *opt);
+/* Compiles g over several devices and/or micro-batches into p (p->mp). */
+nb_status nb_mp_compile(nb_plan *p);
+void nb_mp_free(struct nb_mplan *mp);
+nb_status nb_mp_set_input(nb_plan *p, const nb_tensor *input, const void *data, size_t bytes);
+nb_status nb_mp_run(nb_plan *p);
+nb_status nb_mp_get(nb_plan *p, const nb_tensor *t, void *dst, size_t bytes);
+void nb_mp_stats(const nb_plan *p, nb_plan_stats *s);
 
 #endif

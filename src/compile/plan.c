@@ -34,6 +34,7 @@ static nb_status check_node(const nb_plan *p, const nb_tensor *t, const char *fn
 nb_status nb_plan_set_input(nb_plan *p, const nb_tensor *input, const void *data, size_t bytes) {
   nb_status st = check_node(p, input, "nb_plan_set_input");
   if (st) return st;
+  if (p->mp) return nb_mp_set_input(p, input, data, bytes);
   if (input->op != NB_OP_INPUT)
     return nb_error(NB_ERR_INVALID_ARG, "nb_plan_set_input: node %d ('%s') is a %s, not an input",
                     input->id, nb_tensor_name(input), nb_op_def_get(input->op)->name);
@@ -55,32 +56,39 @@ static double seconds(const nb_plan *p) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static nb_status run_launch(nb_plan *p, int s) {
+  double t0 = p->prof ? seconds(p) : 0.0;
+  const nb_launch *l = &p->launch[s];
+  nb_kernel_call call = {
+      .node = l->producer ? l->producer : l->node,
+      .out = nb_plan_data(p, l->node),
+      .in = l->in,
+      .n_in = l->n_ins,
+      .workspace = p->workspace,
+      .workspace_bytes = p->workspace_bytes,
+      .step = p->step,
+      .group = l->group,
+  };
+  nb_status st = p->be->vt->run(p->be, &call);
+  /* Open MPI advances a non-blocking reduction only inside MPI calls:
+   * give it a turn between kernels while one is under way */
+  if (p->dist && nb_dist_pending(p->dist)) nb_dist_progress(p->dist);
+  if (p->prof) p->prof[s] += seconds(p) - t0;
+  if (st) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", nb_last_error());
+    return nb_error(st, "node %d (%s%s%s): %s", l->node->id, nb_op_def_get(l->node->op)->name,
+                    l->node->name ? " " : "", l->node->name ? l->node->name : "", msg);
+  }
+  return NB_OK;
+}
+
 nb_status nb_plan_run(nb_plan *p) {
   if (!p) return nb_error(NB_ERR_INVALID_ARG, "nb_plan_run: plan is NULL");
+  if (p->mp) return nb_mp_run(p);
   for (int s = 0; s < p->n_launch; s++) {
-    double t0 = p->prof ? seconds(p) : 0.0;
-    const nb_launch *l = &p->launch[s];
-    nb_kernel_call call = {
-        .node = l->producer ? l->producer : l->node,
-        .out = nb_plan_data(p, l->node),
-        .in = l->in,
-        .n_in = l->n_ins,
-        .workspace = p->workspace,
-        .workspace_bytes = p->workspace_bytes,
-        .step = p->step,
-        .group = l->group,
-    };
-    nb_status st = p->be->vt->run(p->be, &call);
-    /* Open MPI advances a non-blocking reduction only inside MPI calls:
-     * give it a turn between kernels while one is under way */
-    if (p->dist && nb_dist_pending(p->dist)) nb_dist_progress(p->dist);
-    if (p->prof) p->prof[s] += seconds(p) - t0;
-    if (st) {
-      char msg[1024];
-      snprintf(msg, sizeof msg, "%s", nb_last_error());
-      return nb_error(st, "node %d (%s%s%s): %s", l->node->id, nb_op_def_get(l->node->op)->name,
-                      l->node->name ? " " : "", l->node->name ? l->node->name : "", msg);
-    }
+    nb_status st = run_launch(p, s);
+    if (st) return st;
   }
   p->step++;
   p->prof_runs++;
@@ -159,6 +167,7 @@ static void gather(const nb_tensor *t, const unsigned char *base, unsigned char 
 nb_status nb_plan_get(nb_plan *p, const nb_tensor *t, void *dst, size_t bytes) {
   nb_status st = check_node(p, t, "nb_plan_get");
   if (st) return st;
+  if (p->mp) return nb_mp_get(p, t, dst, bytes);
   size_t want = (size_t)nb_tensor_numel(t) * nb_dtype_size(t->dtype);
   if (bytes != want)
     return nb_error(NB_ERR_INVALID_ARG, "nb_plan_get: node %d (%s) holds %zu bytes, got %zu", t->id,
@@ -197,6 +206,11 @@ void nb_plan_set_step(nb_plan *p, uint64_t step) {
 nb_plan_stats nb_plan_get_stats(const nb_plan *p) {
   nb_plan_stats s = {0};
   if (!p) return s;
+  if (p->mp) {
+    nb_mp_stats(p, &s);
+    return s;
+  }
+  s.devices = 1;
   s.arena_bytes = p->arena_bytes;
   s.naive_bytes = p->naive_bytes;
   for (int i = 0; i < p->n_nodes; i++) s.nodes += p->info[i].keep;

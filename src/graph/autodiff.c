@@ -27,8 +27,19 @@ nb_status nb_graph_backward(nb_graph *g, nb_tensor *loss) {
       if (nb_needs_grad(t->in[k])) t->flags |= NB_FLAG_NEEDS_GRAD;
   }
   nb_tensor **grads = calloc((size_t)n, sizeof *grads);
+  int *dev = malloc((size_t)n * sizeof *dev);
   nb_tensor **gin = NULL;
-  if (!grads) return nb_error(NB_ERR_OOM, "nb_graph_backward: out of memory");
+  if (!grads || !dev) {
+    free(grads);
+    free(dev);
+    return nb_error(NB_ERR_OOM, "nb_graph_backward: out of memory");
+  }
+  /* Placement: a backward rule builds its gradients on the device of the
+   * forward node it differentiates, and the sum of a tensor's contributions
+   * lives with the tensor, so the backward pass mirrors the forward split. */
+  nb_place_forward(g, n, dev);
+  const int scope = g->scope_device;
+  g->scope_device = dev[loss->id];
   grads[loss->id] = nb_broadcast_to(g, nb_scalar(g, 1.0f), loss->ndim, loss->shape);
   nb_status st = NB_OK;
   for (int i = n - 1; i >= 0 && st == NB_OK; i--) {
@@ -47,20 +58,28 @@ nb_status nb_graph_backward(nb_graph *g, nb_tensor *loss) {
       st = nb_error(NB_ERR_OOM, "nb_graph_backward: out of memory");
       break;
     }
+    g->scope_device = dev[t->id];
     st = def->backward(g, t, gout, gin);
     if (st == NB_OK && g->status != NB_OK) st = nb_error(g->status, "%s", g->error);
     for (int k = 0; st == NB_OK && k < t->n_in; k++) {
       nb_tensor *x = t->in[k];
       if (!gin[k] || !nb_needs_grad(x)) continue;
       /* a tensor used twice accumulates both contributions */
+      g->scope_device = dev[x->id];
       grads[x->id] = grads[x->id] ? nb_add(g, grads[x->id], gin[k]) : gin[k];
       if (!grads[x->id]) st = nb_error(g->status, "%s", g->error);
     }
   }
+  g->scope_device = scope;
   if (st == NB_OK)
-    for (int i = 0; i < n; i++) g->nodes[i]->grad = grads[i];
+    for (int i = 0; i < n; i++) {
+      nb_tensor *t = g->nodes[i];
+      t->grad = grads[i];
+      if (t->op == NB_OP_VARIABLE && grads[i]) grads[i]->flags |= NB_FLAG_PARAM_GRAD;
+    }
   free(gin);
   free(grads);
+  free(dev);
   if (st != NB_OK) nb_graph_fail(g, st);
   return st;
 }

@@ -27,8 +27,9 @@ nb_status nb_graph_write_dot(const nb_graph *g, FILE *f) {
                                                  : "white";
     fprintf(f, "  n%d [label=\"%s%s", t->id, nb_op_def_get(t->op)->name, t->name ? " " : "");
     if (t->name) put_escaped(f, t->name);
-    fprintf(f, "\\n%s %s\", style=filled, fillcolor=%s%s];\n", nb_dtype_name(t->dtype),
-            nb_shape_str(t->ndim, t->shape, s, sizeof s), fill,
+    fprintf(f, "\\n%s %s", nb_dtype_name(t->dtype), nb_shape_str(t->ndim, t->shape, s, sizeof s));
+    if (t->device) fprintf(f, "\\n@%s", g->devices[t->device - 1]); /* its placement */
+    fprintf(f, "\", style=filled, fillcolor=%s%s];\n", fill,
             t->flags & NB_FLAG_OUTPUT ? ", penwidth=3" : "");
     for (int k = 0; k < t->n_in; k++) fprintf(f, "  n%d -> n%d;\n", t->in[k]->id, t->id);
   }

@@ -186,6 +186,7 @@ nb_tensor *nb_node_new(nb_graph *g, nb_opcode op, int n_in, nb_tensor *const *in
   }
   t->graph = g;
   t->op = op;
+  t->device = g->scope_device;
   t->n_in = n_in;
   t->in = ins;
   for (int i = 0; i < n_in; i++) ins[i] = in[i];
@@ -219,6 +220,28 @@ nb_tensor *nb_node_new(nb_graph *g, nb_opcode op, int n_in, nb_tensor *const *in
   if (!t->base && !nb_is_view_op(op)) nb_set_contiguous_strides(t);
   if (!push_node(g, t)) {
     nb_graph_fail(g, nb_error(NB_ERR_OOM, "%s: out of memory", opname));
+    return NULL;
+  }
+  return t;
+}
+
+nb_tensor *nb_node_clone(nb_graph *g, const nb_tensor *src, nb_tensor *const *in, nb_tensor *base) {
+  nb_tensor *t = nb_graph_alloc(g, sizeof *t);
+  nb_tensor **ins = src->n_in ? nb_graph_alloc(g, (size_t)src->n_in * sizeof *ins) : NULL;
+  if (!t || (src->n_in && !ins)) {
+    nb_graph_fail(g, nb_error(NB_ERR_OOM, "%s: out of memory", nb_op_def_get(src->op)->name));
+    return NULL;
+  }
+  *t = *src;
+  t->graph = g;
+  t->in = ins;
+  for (int i = 0; i < src->n_in; i++) ins[i] = in[i];
+  t->base = base;
+  t->grad = NULL;
+  t->device = 0;
+  t->flags &= ~(unsigned)NB_FLAG_OUTPUT;
+  if (!push_node(g, t)) {
+    nb_graph_fail(g, nb_error(NB_ERR_OOM, "%s: out of memory", nb_op_def_get(src->op)->name));
     return NULL;
   }
   return t;

@@ -107,7 +107,19 @@ enum {
   NB_FLAG_OUTPUT = 1u << 0,
   NB_FLAG_REQUIRES_GRAD = 1u << 1,
   NB_FLAG_NEEDS_GRAD = 1u << 2, /* set by autodiff: on a path from a grad leaf */
+  /* set by autodiff on the gradient of every variable, before clipping or
+   * averaging replace nb_graph_grad(): what a pipelined plan accumulates
+   * over its micro-batches (src/compile/partition.c) */
+  NB_FLAG_PARAM_GRAD = 1u << 3,
+  /* a variable of the compiler's own (a pipelined plan's gradient
+   * accumulator): bound in the plan's scratch state, not the caller's */
+  NB_FLAG_SCRATCH = 1u << 4,
 };
+
+/* Most distinct devices one graph places nodes on (placement.c). */
+#define NB_GRAPH_MAX_DEVICES 64
+/* Longest canonical device name ("cuda:1023"), NUL included. */
+#define NB_DEVICE_NAME_MAX 16
 
 #define NB_OP_IPARAMS 20
 #define NB_OP_FPARAMS 4
@@ -134,6 +146,8 @@ struct nb_tensor {
                    allreduce ops: their nb_dist (not owned) */
   nb_init init; /* variables */
   nb_tensor *grad;
+  int device; /* placement: 0 = none, else 1 + index into graph->devices */
+  int micro;  /* nb_micro: how micro-batches split or combine it */
 };
 
 /* True when autodiff needs the gradient of t (backward rules skip others). */
@@ -146,6 +160,11 @@ struct nb_graph {
   struct nb_arena_block *blocks;
   nb_status status;
   char error[1024];
+  /* placement (placement.c): canonical device names, and the scope that
+   * new nodes take (0 = none, else 1 + index) */
+  char devices[NB_GRAPH_MAX_DEVICES][NB_DEVICE_NAME_MAX];
+  int n_devices;
+  int scope_device;
 };
 
 /* Table entry per opcode. `infer` fills dtype, ndim, shape (and, for views,
@@ -170,6 +189,11 @@ void *nb_graph_alloc(nb_graph *g, size_t bytes); /* zeroed; NULL on OOM */
  * if any input is NULL or on error. */
 nb_tensor *nb_node_new(nb_graph *g, nb_opcode op, int n_in, nb_tensor *const *in, const int64_t *ip,
                        int n_ip, const float *fp, int n_fp);
+/* Appends a copy of `src` (op, params, shape, layout, name, data, init) to
+ * g with inputs `in` (src->n_in of them, nodes of g) and view base `base`
+ * (NULL unless src is a view), without re-inferring it: how the compiler
+ * moves nodes into the graph of one device's part. Unplaced, not an output. */
+nb_tensor *nb_node_clone(nb_graph *g, const nb_tensor *src, nb_tensor *const *in, nb_tensor *base);
 /* Checks the graph and the inputs of an op about to be built: 0 (and an
  * error recorded, naming `op`) if g is NULL or an input is NULL or belongs to
  * another graph. Constructors that may return an input unchanged (identity
@@ -181,6 +205,13 @@ void nb_graph_fail(nb_graph *g, nb_status st);
 void nb_set_contiguous_strides(nb_tensor *t);
 int nb_is_view_op(nb_opcode op);
 nb_status nb_infer_assign(nb_tensor *t);
+
+/* Placement (placement.c). The device index of `name` in g (1 + index,
+ * adding it if new), or -1 with an error for a bad name; 0 for NULL/"". */
+int nb_graph_device_index(nb_graph *g, const char *name);
+/* The placement of each of the first n nodes as autodiff sees it: a node's
+ * own device, else that of its first placed input (0: none). */
+void nb_place_forward(const nb_graph *g, int n, int *dev);
 
 /* Broadcasts shapes a and b numpy-style into out; returns 0 if they clash. */
 int nb_broadcast_shapes(int na, const int64_t *a, int nb, const int64_t *b, int *nout,

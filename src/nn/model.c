@@ -31,7 +31,9 @@ nb_tensor *nb_model_new_input(const nb_model *m, nb_graph *g, const char *name, 
   int64_t shape[NB_MAX_DIMS];
   shape[0] = batch;
   memcpy(shape + 1, m->in_shape, (size_t)m->in_ndim * sizeof *shape);
-  return nb_input(g, name, m->in_dtype, m->in_ndim + 1, shape);
+  nb_tensor *x = nb_input(g, name, m->in_dtype, m->in_ndim + 1, shape);
+  nb_tensor_set_micro(x, NB_MICRO_SPLIT); /* a batch of examples */
+  return x;
 }
 
 /* ---- schedules --------------------------------------------------------------- */
@@ -239,12 +241,18 @@ static nb_status build(const nb_model *m, const nb_nn *nn, nb_tensor *x, nb_tens
   if (!stack) return nb_error(NB_ERR_OOM, "nb_model_build: out of memory");
   int depth = 0;
   nb_tensor *h = x;
+  /* placement: a layer with a device builds under its scope; the others
+   * under the caller's, so unplaced layers follow their input (place.c) */
+  char scope[16];
+  snprintf(scope, sizeof scope, "%s", nb_graph_device(g));
   for (int i = 0; i < m->n_layers; i++) {
     const nb_model_layer *l = &m->layers[i];
     int first = nb_graph_node_count(g);
+    nb_graph_set_device(g, l->device[0] ? l->device : scope);
     h = build_layer(m, nn, l, h, stack, &depth);
     st = nb_graph_status(g);
     if (st || !h) {
+      nb_graph_set_device(g, scope);
       free(stack);
       if (!st)
         return nb_error(NB_ERR_INTERNAL, "%s:%d: [%s %s] failed: %s", m->source, l->line,
@@ -258,6 +266,7 @@ static nb_status build(const nb_model *m, const nb_nn *nn, nb_tensor *x, nb_tens
     }
   }
   free(stack);
+  nb_graph_set_device(g, scope);
   st = nb_nn_finish(nn, first_node);
   if (st) return nb_error(st, "%s: %s", m->source, nb_last_error());
   nd = nb_tensor_ndim(h);

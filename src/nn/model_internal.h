@@ -55,6 +55,7 @@ typedef struct nb_model_layer {
   int64_t context;                  /* positional: table rows */
   int heads, repeat, mlp, causal;   /* transformer (dropout in p) */
   char tie[NB_MODEL_NAME_MAX];      /* linear: the [embedding] whose weight it reuses */
+  char device[16];                  /* `device` key or nb_model_set_placement: "cpu:1"; "" = none */
   int tie_layer;                    /* its index; -1 when untied */
 } nb_model_layer;
 

@@ -248,6 +248,7 @@ typedef struct parser {
   int seen_net, seen_train, train_line, ordinal;
   int stack[MAX_DEPTH]; /* indices of the open residual blocks */
   int depth;
+  int device_line; /* where the open layer's `device` was set; 0 = not set */
 } parser;
 
 static nb_status fail(const parser *p, int line, const char *fmt, ...)
@@ -860,6 +861,7 @@ static nb_status open_section(parser *p, char *header) {
   p->sec = s;
   p->sec_line = p->line;
   memset(p->key_line, 0, sizeof p->key_line);
+  p->device_line = 0;
   snprintf(p->label, sizeof p->label, "[%s%s%s]", s->type, name ? " " : "", name ? name : "");
   if (s->kind == SEC_NET) {
     p->seen_net = 1;
@@ -871,6 +873,26 @@ static nb_status open_section(parser *p, char *header) {
     return NB_OK;
   }
   return open_layer(p, s->kind, name);
+}
+
+/* `device` (model parallelism) is a key of every layer section but [end]. */
+static int takes_device(const parser *p) {
+  return p->sec->kind >= 0 && p->sec->kind != NB_LAYER_END;
+}
+
+static nb_status set_device(parser *p, const char *value) {
+  char b[80];
+  if (p->device_line)
+    return fail(p, p->line, "expected 'device' once in %s, found it again (first at line %d)",
+                p->label, p->device_line);
+  if (!*value)
+    return fail(p, p->line, "expected a value (a device) after 'device =', found nothing");
+  nb_model_layer *l = cur_layer(p);
+  if (nb_device_canonical(value, l->device, sizeof l->device))
+    return fail(p, p->line, "expected a device (cpu, cpu:N, cuda:N) for 'device' in %s, found '%s'",
+                p->label, clip(value, b, sizeof b));
+  p->device_line = p->line;
+  return NB_OK;
 }
 
 static nb_status set_key(parser *p, char *line) {
@@ -886,13 +908,16 @@ static nb_status set_key(parser *p, char *line) {
   char *key = trim(line), *value = trim(eq + 1);
   if (!*key) return fail(p, p->line, "expected a key before '=', found nothing");
   int k = key_index(p->sec, key);
+  if (k < 0 && takes_device(p) && !strcmp(key, "device")) return set_device(p, value);
   if (k < 0) {
     char keys[512] = "";
     for (int i = 0; i < p->sec->nkeys; i++) {
       strncat(keys, p->sec->keys[i].key, sizeof keys - strlen(keys) - 1);
       if (i + 1 < p->sec->nkeys) strncat(keys, ", ", sizeof keys - strlen(keys) - 1);
     }
-    if (!p->sec->nkeys)
+    if (takes_device(p))
+      strncat(keys, p->sec->nkeys ? ", device" : "device", sizeof keys - strlen(keys) - 1);
+    if (!*keys)
       return fail(p, p->line, "expected no keys in %s, found '%s'", p->label,
                   clip(key, b, sizeof b));
     return fail(p, p->line, "expected a key of %s (%s), found '%s'", p->label, keys,

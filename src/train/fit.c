@@ -64,7 +64,7 @@ static void step_graph_free(step_graph *s) {
  * optimizer; eval mode adds predictions. */
 static nb_status build_step(const nb_model *m, const nb_recipe *r, int training, int64_t batch,
                             uint64_t seed, nb_backend *be, nb_state *st, nb_dist *dist,
-                            step_graph *s) {
+                            const nb_compile_options *co, step_graph *s) {
   memset(s, 0, sizeof *s);
   s->batch = batch;
   s->g = nb_graph_new();
@@ -72,6 +72,7 @@ static nb_status build_step(const nb_model *m, const nb_recipe *r, int training,
   nb_graph *g = s->g;
   s->x = nb_model_new_input(m, g, "x", batch);
   s->y = nb_input(g, "labels", NB_I64, 1, &batch);
+  nb_tensor_set_micro(s->y, NB_MICRO_SPLIT); /* with micro-batches: split like x */
   nb_nn nn = {.g = g, .training = training, .seed = seed, .init = NB_NN_INIT_TORCH};
   nb_tensor *logits = NULL;
   nb_status rc = nb_graph_status(g);
@@ -83,12 +84,13 @@ static nb_status build_step(const nb_model *m, const nb_recipe *r, int training,
       nb_sum(g, nb_eq(g, nb_cast(g, s->pred, NB_F32), nb_cast(g, s->y, NB_F32)), 0, NULL, 0);
   nb_tensor_set_output(s->loss);
   nb_tensor_set_output(s->correct);
+  nb_tensor_set_micro(s->correct, NB_MICRO_SUM); /* hits of all micro-batches */
   if (!training) nb_tensor_set_output(s->pred);
   rc = nb_graph_status(g);
   if (rc) return nb_error(rc, "%s", nb_graph_error(g));
   if (training) rc = nb_recipe_update_dist(r, g, s->loss, dist, &s->norm, &s->opt);
   if (rc) return rc;
-  return nb_compile(g, be, st, NULL, &s->plan);
+  return nb_compile(g, be, st, co, &s->plan);
 }
 
 static int64_t example_bytes(const nb_dataset *d) {
@@ -105,9 +107,9 @@ nb_status nb_evaluate(const nb_model *m, nb_backend *be, nb_state *st, const nb_
   /* one plan for full batches and, if needed, one for the remainder */
   step_graph full, tail;
   memset(&tail, 0, sizeof tail);
-  nb_status rc = build_step(m, &r, 0, batch, r.seed, be, st, NULL, &full);
+  nb_status rc = build_step(m, &r, 0, batch, r.seed, be, st, NULL, NULL, &full);
   int64_t rem = data->n % batch;
-  if (!rc && rem) rc = build_step(m, &r, 0, rem, r.seed, be, st, NULL, &tail);
+  if (!rc && rem) rc = build_step(m, &r, 0, rem, r.seed, be, st, NULL, NULL, &tail);
   double total = 0;
   int64_t *pred = malloc((size_t)batch * sizeof *pred);
   if (!rc && !pred) rc = nb_error(NB_ERR_OOM, "nb_evaluate: out of memory");
@@ -229,6 +231,18 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
   nb_status agreed = nb_fit_dist_check_config(dist, &r, train, test, o.resume != NULL);
   if (agreed) return agreed;
   const int64_t local = r.batch / ranks; /* this rank's part of every batch */
+  /* model parallelism: micro-batches of the rank's part (GPipe) */
+  nb_compile_options co = nb_compile_defaults();
+  co.micro_batches = o.micro_batches > 1 ? o.micro_batches : 1;
+  co.sequential = o.sequential;
+  if (ranks > 1 && (co.micro_batches > 1 || nb_model_device_count(m) > 0))
+    return nb_error(NB_ERR_UNSUPPORTED, "nb_fit: model parallelism (placed layers, "
+                                        "micro-batches) and data-parallel training do not "
+                                        "combine yet");
+  if (local % co.micro_batches)
+    return nb_error(NB_ERR_INVALID_ARG,
+                    "nb_fit: a batch of %lld does not split into %d equal micro-batches",
+                    (long long)local, co.micro_batches);
   if (train->n < r.batch)
     return nb_error(NB_ERR_INVALID_ARG,
                     "nb_fit: %lld training examples, fewer than one batch of %d",
@@ -255,7 +269,7 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
    * rank 0's below); with the same seed every rank would drop the same
    * positions of its part of the batch */
   uint64_t seed = r.seed + (uint64_t)nb_dist_rank(dist) * 0x9e3779b97f4a7c15ull;
-  if (!rc) rc = build_step(m, &r, 1, local, seed, be, st, dist, &s);
+  if (!rc) rc = build_step(m, &r, 1, local / co.micro_batches, seed, be, st, dist, &co, &s);
   rc = nb_dist_agree(dist, rc);
   if (!rc) rc = nb_fit_dist_check_graph(dist, s.g, st);
 

@@ -22,6 +22,9 @@ typedef struct {
   int n_files;
   const char *init_from; /* train: weights to start from */
   nabla_lora_flags lora; /* train: adapters */
+  const char *place;     /* train: LAYER=DEVICE,... (model parallelism) */
+  int micro_batches;     /* train: GPipe micro-batches per batch */
+  int device_threads;    /* train: threads of each CPU device */
 } cli;
 
 static int fail(const char *cmd) {
@@ -35,10 +38,17 @@ static void usage(const char *cmd, FILE *f) {
                "                   [--epochs N] [--batch B] [--lr X] [--optimizer adam|adamw|sgd]\n"
                "                   [--device cpu|cuda:N] [--threads T] [--seed S] [--out DIR]\n"
                "                   [--resume CKPT] [--limit N] [--json] [--distributed]\n"
+               "                   [--place LAYER=DEVICE,...] [--micro-batches M]\n"
+               "                   [--device-threads T]\n"
                "Trains MODEL with the recipe in its [train] section (flags override it),\n"
                "evaluates on the test split after every epoch, and writes checkpoints,\n"
                "weights.safetensors, TensorBoard events and log.csv to --out (default runs/NAME).\n"
                "Data: --data DIR, else $NABLA_DATA, ../shared/data/<name>, data/<name>.\n"
+               "Model parallelism: --place LAYER=DEVICE,... puts layers on devices (a\n"
+               "layer without one runs where its input comes from; logical CPU devices\n"
+               "cpu:0, cpu:1, ... need no GPU), --micro-batches M pipelines each batch\n"
+               "over them (GPipe), --device-threads T sets each CPU device's threads\n"
+               "(default: the cores split between devices; docs/distributed.md).\n"
                "Data-parallel over processes: mpirun -np N nabla train MODEL ... (detected;\n"
                "--distributed insists on it); --batch is the global batch, split over the\n"
                "ranks; rank 0 prints and writes the files (docs/distributed.md).\n"
@@ -104,6 +114,12 @@ static int parse(const char *cmd, int argc, char **argv, int positional, cli *c)
     int bad = 0;
     if (!strcmp(cmd, "train") && !strcmp(a, "--init-from"))
       c->init_from = v;
+    else if (!strcmp(cmd, "train") && !strcmp(a, "--place"))
+      c->place = v;
+    else if (!strcmp(cmd, "train") && !strcmp(a, "--micro-batches"))
+      c->micro_batches = (int)strtol(v, &end, 10);
+    else if (!strcmp(cmd, "train") && !strcmp(a, "--device-threads"))
+      c->device_threads = (int)strtol(v, &end, 10);
     else if (!strcmp(cmd, "train") && nabla_lora_parse_flag(a, v, &c->lora, &bad)) {
       if (bad) {
         fprintf(stderr, "nabla %s: bad value '%s' for %s (see --help)\n", cmd, v, a);
@@ -160,10 +176,10 @@ static int parse(const char *cmd, int argc, char **argv, int positional, cli *c)
     return 2;
   }
   if (c->epochs < 0 || c->batch < 0 || c->limit < 0 || c->lr < 0 || c->top_k < 1 || c->steps < 0 ||
-      c->eval_every < 0) {
+      c->eval_every < 0 || c->micro_batches < 0 || c->device_threads < 0) {
     fprintf(stderr,
-            "nabla %s: epochs, batch, limit, lr, steps and eval-every must be >= 0, "
-            "top-k >= 1\n",
+            "nabla %s: epochs, batch, limit, lr, steps, eval-every, micro-batches and "
+            "device-threads must be >= 0, top-k >= 1\n",
             cmd);
     return 2;
   }
@@ -240,6 +256,10 @@ int nabla_cmd_train(int argc, char **argv) {
   const int lead = nb_dist_rank(dist) == 0; /* rank 0 alone prints and writes */
   if (!rc) rc = nb_model_load(c.model, &m);
   if (!rc) rc = nabla_lora_setup(m, &c.lora, c.json || !lead ? stderr : stdout);
+  if (!rc && c.place) rc = nb_model_set_placement(m, c.place);
+  if (!rc && nb_model_is_text(m) && (c.micro_batches > 1 || c.device_threads))
+    rc = nb_error(NB_ERR_UNSUPPORTED, "--micro-batches and --device-threads: text models take "
+                                      "--place but do not train in micro-batches yet");
   if (!rc && nb_model_is_text(m) && nb_dist_size(dist) > 1)
     rc = nb_error(NB_ERR_UNSUPPORTED, "text models do not train across processes yet");
   if (!rc && nb_model_is_text(m)) {
@@ -253,6 +273,14 @@ int nabla_cmd_train(int argc, char **argv) {
   if (!rc) rc = load_data(&c, m, 1, &train, &test);
   if (!rc) rc = nb_backend_new(c.device, &be);
   if (!rc) rc = c.init_from ? nabla_init_state(m, be, c.init_from, &st) : nb_state_new(be, &st);
+  /* the devices the layers run on: opened now, so a missing one fails
+   * before the data is read into them, and given their thread counts */
+  for (int i = 0; !rc && i <= nb_model_device_count(m); i++) {
+    nb_backend *dev = be;
+    if (i < nb_model_device_count(m)) rc = nb_state_device(st, nb_model_device(m, i), &dev);
+    if (!rc && c.device_threads && !strncmp(nb_backend_name(dev), "cpu", 3))
+      rc = nb_backend_set_threads(dev, c.device_threads);
+  }
   rc = nb_dist_agree(dist, rc); /* a rank that failed to set up stops the others cleanly */
   if (!rc) {
     snprintf(out, sizeof out, "%s", c.out ? c.out : "runs/");
@@ -269,10 +297,18 @@ int nabla_cmd_train(int argc, char **argv) {
     /* with --json stdout carries only the result line */
     o.log = c.json ? stderr : stdout;
     o.dist = dist;
+    o.micro_batches = c.micro_batches;
     if (lead)
       fprintf(o.log, "%s: %lld train / %lld test examples, %d threads, %s, %d process%s\n", c.model,
               (long long)train.n, (long long)test.n, nb_get_num_threads(), nb_backend_name(be),
               nb_dist_size(dist), nb_dist_size(dist) > 1 ? "es (MPI)" : "");
+    if (lead && (nb_model_device_count(m) || c.micro_batches > 1)) {
+      fprintf(o.log, "model parallel: default %s", nb_backend_name(be));
+      for (int i = 0; i < nb_model_device_count(m); i++)
+        fprintf(o.log, "%s%s", i ? ", " : "; layers also on ", nb_model_device(m, i));
+      fprintf(o.log, "; %d micro-batch%s per batch\n", c.micro_batches > 1 ? c.micro_batches : 1,
+              c.micro_batches > 1 ? "es" : "");
+    }
     rc = nb_fit(m, be, st, &train, &test, &o, &res);
   }
   char adapters[1100];

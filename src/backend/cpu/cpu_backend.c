@@ -48,7 +48,11 @@ void nb_set_num_threads(int n) {
 
 int nb_get_num_threads(void) { return nb_cpu_threads(); }
 
-int nb_cpu_threads(void) { return num_threads > 0 ? num_threads : default_threads(); }
+int nb_cpu_threads(void) {
+  int own = nb_cpu_thread_override(); /* a logical device's own count */
+  if (own > 0) return own;
+  return num_threads > 0 ? num_threads : default_threads();
+}
 
 int nb_cpu_max_threads(void) {
   int t = nb_cpu_threads(), d = default_threads();
@@ -84,9 +88,11 @@ static nb_status cpu_supports(nb_backend *be, const nb_tensor *node) {
 }
 
 static size_t cpu_workspace(nb_backend *be, const nb_tensor *node) {
-  (void)be;
   pthread_once(&kernels_once, build_kernels);
-  return kernels[node->op].workspace ? kernels[node->op].workspace(node) : 0;
+  int prev = nb_cpu_scope_enter(be); /* per-thread scratch sized for this device */
+  size_t n = kernels[node->op].workspace ? kernels[node->op].workspace(node) : 0;
+  nb_cpu_scope_leave(prev);
+  return n;
 }
 
 static int cpu_fuses_epilogue(nb_backend *be, const nb_tensor *node) {
@@ -96,8 +102,10 @@ static int cpu_fuses_epilogue(nb_backend *be, const nb_tensor *node) {
 }
 
 static nb_status cpu_run(nb_backend *be, const nb_kernel_call *c) {
-  (void)be;
-  return kernels[c->node->op].run(c);
+  int prev = nb_cpu_scope_enter(be); /* a logical device's own thread count */
+  nb_status st = kernels[c->node->op].run(c);
+  nb_cpu_scope_leave(prev);
+  return st;
 }
 
 static void cpu_destroy(nb_backend *be) { free(be); }
@@ -113,6 +121,7 @@ static const nb_backend_vtable cpu_vtable = {
     .fuses_epilogue = cpu_fuses_epilogue,
     .run = cpu_run,
     .destroy = cpu_destroy,
+    .bind_thread = nb_cpu_bind_thread,
 };
 
 nb_status nb_cpu_backend_open(int index, nb_backend **out) {

@@ -15,6 +15,7 @@ static int omp_get_thread_num(void) { return 0; }
 #endif
 
 #include "cpu_internal.h"
+#include "cpu_vmath.h"
 
 #define TILE 512
 /* A group has at most 3 inputs per op and at most 48 ops (fuse.c). */
@@ -108,21 +109,10 @@ static inline float gelu_exact(float x) {
   return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
 }
 
-static inline float gelu_tanh(float x) {
-  const float k = 0.7978845608028654f;
-  return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
-}
-
-static inline float gelu_grad(float x, int approximate) {
-  if (!approximate) {
-    float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
-    float pdf = 0.3989422804014327f * expf(-0.5f * x * x);
-    return cdf + x * pdf;
-  }
-  const float k = 0.7978845608028654f;
-  float inner = k * (x + 0.044715f * x * x * x);
-  float t = tanhf(inner);
-  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * 0.044715f * x * x);
+static inline float gelu_exact_grad(float x) {
+  float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+  float pdf = 0.3989422804014327f * expf(-0.5f * x * x);
+  return cdf + x * pdf;
 }
 
 NB_CPU_CLONES static void eval_op(const nb_fused_op *op, const float *a, const float *b,
@@ -170,7 +160,11 @@ NB_CPU_CLONES static void eval_op(const nb_fused_op *op, const float *a, const f
     for (i = 0; i < n; i++) y[i] = a[i] >= b[i] ? 1.0f : 0.0f;
     break;
   case NB_OP_GELU_BWD:
-    for (i = 0; i < n; i++) y[i] = b[i] * gelu_grad(a[i], (int)op->ip0);
+    /* two loops: the tanh form vectorises, erff does not */
+    if (op->ip0)
+      for (i = 0; i < n; i++) y[i] = b[i] * nb_vgelu_tanh_gradf(a[i]);
+    else
+      for (i = 0; i < n; i++) y[i] = b[i] * gelu_exact_grad(a[i]);
     break;
   case NB_OP_WHERE:
     for (i = 0; i < n; i++) y[i] = a[i] != 0.0f ? b[i] : c[i];
@@ -185,7 +179,7 @@ NB_CPU_CLONES static void eval_op(const nb_fused_op *op, const float *a, const f
     for (i = 0; i < n; i++) y[i] = (float)(a[i] > 0.0f) - (float)(a[i] < 0.0f);
     break;
   case NB_OP_EXP:
-    for (i = 0; i < n; i++) y[i] = expf(a[i]);
+    for (i = 0; i < n; i++) y[i] = nb_vexpf(a[i]);
     break;
   case NB_OP_LOG:
     for (i = 0; i < n; i++) y[i] = logf(a[i]);
@@ -203,13 +197,13 @@ NB_CPU_CLONES static void eval_op(const nb_fused_op *op, const float *a, const f
     for (i = 0; i < n; i++) y[i] = 1.0f / a[i];
     break;
   case NB_OP_TANH:
-    for (i = 0; i < n; i++) y[i] = tanhf(a[i]);
+    for (i = 0; i < n; i++) y[i] = nb_vtanhf(a[i]);
     break;
   case NB_OP_ERF:
     for (i = 0; i < n; i++) y[i] = erff(a[i]);
     break;
   case NB_OP_SIGMOID:
-    for (i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-a[i]));
+    for (i = 0; i < n; i++) y[i] = nb_vsigmoidf(a[i]);
     break;
   case NB_OP_RELU:
     /* NaN passes through (like PyTorch) so a diverging run is not masked */
@@ -220,12 +214,12 @@ NB_CPU_CLONES static void eval_op(const nb_fused_op *op, const float *a, const f
     break;
   case NB_OP_GELU:
     if (op->ip0)
-      for (i = 0; i < n; i++) y[i] = gelu_tanh(a[i]);
+      for (i = 0; i < n; i++) y[i] = nb_vgelu_tanhf(a[i]);
     else
       for (i = 0; i < n; i++) y[i] = gelu_exact(a[i]);
     break;
   case NB_OP_SILU:
-    for (i = 0; i < n; i++) y[i] = a[i] / (1.0f + expf(-a[i]));
+    for (i = 0; i < n; i++) y[i] = a[i] / (1.0f + nb_vexpf(-a[i]));
     break;
   case NB_OP_SOFTPLUS: {
     float beta = op->fp[0], thr = op->fp[1];

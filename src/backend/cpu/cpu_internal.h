@@ -51,8 +51,16 @@ nb_status nb_cpu_read_pos(const nb_tensor *node, const nb_tensor *pos, const voi
 #define NB_CPU_CLONES
 #endif
 
-/* Threads for our parallel loops (nb_set_num_threads). */
+/* Threads for our parallel loops (nb_set_num_threads, or the running
+ * device's own count: cpu_device.c). */
 int nb_cpu_threads(void);
+/* cpu_device.c: this thread's device thread count (0 = none); applying a
+ * device's count around a kernel (enter returns what leave restores); and
+ * preparing a worker thread of a multi-device plan. */
+int nb_cpu_thread_override(void);
+int nb_cpu_scope_enter(const nb_backend *be);
+void nb_cpu_scope_leave(int prev);
+void nb_cpu_bind_thread(nb_backend *be, int share);
 /* The most threads a kernel may be asked to use: the larger of the current
  * setting and the core count. Per-thread workspace is sized for this many. */
 int nb_cpu_max_threads(void);

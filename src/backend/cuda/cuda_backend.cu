@@ -162,6 +162,13 @@ void cuda_destroy(nb_backend *be) {
   free(be);
 }
 
+/* A multi-device plan runs this device's kernels on a thread of their own:
+ * make the device current there (cuda_run sets it again per kernel). */
+void cuda_bind_thread(nb_backend *be, int share) {
+  (void)share;
+  cudaSetDevice(cu_of(be)->device);
+}
+
 /* positional: nvcc's C++17 has no designated initializers; keep the order
  * of nb_backend_vtable */
 const nb_backend_vtable cuda_vtable = {
@@ -176,6 +183,7 @@ const nb_backend_vtable cuda_vtable = {
     cuda_run,            /* run */
     cuda_destroy,        /* destroy */
     cuda_memory_stats,   /* memory_stats */
+    cuda_bind_thread,    /* bind_thread */
 };
 
 } // namespace
