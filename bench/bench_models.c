@@ -8,7 +8,9 @@
  * with the same model, batch, thread count and synthetic data.
  *
  * usage: bench_models CASE [--threads T] [--warmup W] [--windows K] [--steps S]
- * CASE: mnist_train, cifar_train, mnist_infer_b1, mnist_infer_b256, sgemm1024 */
+ *                     [--model FILE]
+ * CASE: mnist_train, cifar_train, mnist_infer_b1, mnist_infer_b256, sgemm1024,
+ *       gpt_train (the model file models/gpt_char.cfg, given with --model) */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -244,6 +246,97 @@ static int run_model(const model_case *mc, const options *o) {
   return 0;
 }
 
+/* Token ids of a synthetic text stream shared with torch_models.py: the
+ * same hash as fill_data, its high bits taken modulo the vocabulary. */
+static void fill_tokens(int32_t *t, int64_t n, int64_t vocab, uint32_t seed) {
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t h = (uint32_t)((uint64_t)(i + seed * 7919u) * 2654435761u);
+    t[i] = (int32_t)((h >> 16) % (uint32_t)vocab);
+  }
+}
+
+/* A text model file's training step, as `nabla train` builds it (fit_text.c):
+ * ids [batch, T] -> logits -> mean next-token cross-entropy -> the recipe's
+ * update (backward, clipping, optimizer). Targets are the ids shifted by
+ * one position of the same stream. */
+static int run_gpt(const options *o, const char *path) {
+  if (!path) {
+    fprintf(stderr, "bench_models: gpt_train needs --model FILE (models/gpt_char.cfg)\n");
+    return 2;
+  }
+  nb_model *m;
+  CHECK(nb_model_load(path, &m));
+  const nb_recipe *r = nb_model_recipe(m);
+  int64_t in[NB_MAX_DIMS], B = r->batch;
+  if (!nb_model_is_text(m) || nb_model_input_shape(m, in, NULL) != 1) {
+    fprintf(stderr, "bench_models: %s is not a token-sequence model\n", path);
+    return 2;
+  }
+  int64_t T = in[0], bt[2] = {B, T}, rows = B * T, vocab = nb_model_classes(m);
+  nb_backend *cpu;
+  nb_state *state;
+  CHECK(nb_backend_new("cpu", &cpu));
+  CHECK(nb_state_new(cpu, &state));
+  nb_graph *g = nb_graph_new();
+  nb_tensor *x = nb_model_new_input(m, g, "ids", B);
+  nb_tensor *y = nb_input(g, "targets", NB_I32, 2, bt);
+  nb_nn nn = {.g = g, .training = 1, .seed = r->seed, .init = NB_NN_INIT_TORCH};
+  nb_tensor *logits = NULL;
+  CHECK(nb_graph_status(g));
+  CHECK(nb_model_build(m, &nn, x, &logits));
+  int64_t flat[2] = {rows, vocab};
+  nb_tensor *loss = nb_cross_entropy(g, nb_reshape(g, logits, 2, flat), nb_reshape(g, y, 1, &rows),
+                                     r->label_smoothing);
+  nb_tensor_set_output(loss);
+  CHECK(nb_graph_status(g));
+  nb_optimizer *opt;
+  CHECK(nb_recipe_update(r, g, loss, NULL, &opt));
+  nb_plan *plan;
+  CHECK(nb_compile(g, cpu, state, NULL, &plan));
+
+  int32_t *ids = malloc((size_t)(N_BATCHES * rows + 1) * sizeof *ids);
+  double *ms = malloc((size_t)o->windows * sizeof(double));
+  if (!ids || !ms || nb_tensor_dtype(x) != NB_I32) {
+    fprintf(stderr, "bench_models: out of memory or ids not i32\n");
+    return 1;
+  }
+  fill_tokens(ids, N_BATCHES * rows + 1, vocab, 1);
+  int total = o->warmup + o->windows * o->steps;
+  double t0 = 0, c0 = 0;
+  for (int i = 0; i < total; i++) {
+    int w = i - o->warmup;
+    if (w == 0) c0 = cpu_seconds();
+    if (w >= 0 && w % o->steps == 0) t0 = now();
+    const int32_t *bx = ids + (i % N_BATCHES) * rows;
+    CHECK(nb_plan_set_input(plan, x, bx, (size_t)rows * sizeof *bx));
+    CHECK(nb_plan_set_input(plan, y, bx + 1, (size_t)rows * sizeof *bx));
+    CHECK(nb_optimizer_feed(opt, plan, i + 1, 1e-3f));
+    CHECK(nb_plan_run(plan));
+    float l;
+    CHECK(nb_plan_get(plan, loss, &l, sizeof l));
+    if (!(l == l)) {
+      fprintf(stderr, "bench_models: loss is NaN at step %d\n", i);
+      return 1;
+    }
+    if (w >= 0 && w % o->steps == o->steps - 1) ms[w / o->steps] = (now() - t0) * 1e3 / o->steps;
+  }
+  double cpu_ms = (cpu_seconds() - c0) * 1e3 / (o->windows * o->steps);
+  nb_plan_stats s = nb_plan_get_stats(plan);
+  char extra[256];
+  snprintf(extra, sizeof extra, ", \"kernels\": %d, \"arena_mb\": %.2f, \"vocab\": %lld", s.kernels,
+           s.arena_bytes / 1e6, (long long)vocab);
+  report("gpt_train", o, ms, cpu_ms, rows, extra);
+  free(ids);
+  free(ms);
+  nb_optimizer_free(opt);
+  nb_plan_free(plan);
+  nb_graph_free(g);
+  nb_state_free(state);
+  nb_backend_free(cpu);
+  nb_model_free(m);
+  return 0;
+}
+
 /* C = A B for n x n matrices through a one-node matmul plan. */
 static int run_sgemm(const options *o, int64_t n) {
   nb_backend *cpu;
@@ -289,14 +382,16 @@ static int run_sgemm(const options *o, int64_t n) {
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: bench_models CASE [--threads T] [--warmup W] [--windows K] "
-                    "[--steps S]\n");
+                    "[--steps S] [--model FILE]\n");
     return 2;
   }
-  const char *name = argv[1];
+  const char *name = argv[1], *model = NULL;
   options o = {.threads = 0, .warmup = 10, .windows = 5, .steps = 20};
   for (int i = 2; i + 1 < argc; i += 2) {
     int v = atoi(argv[i + 1]);
-    if (!strcmp(argv[i], "--threads"))
+    if (!strcmp(argv[i], "--model"))
+      model = argv[i + 1];
+    else if (!strcmp(argv[i], "--threads"))
       o.threads = v;
     else if (!strcmp(argv[i], "--warmup"))
       o.warmup = v;
@@ -316,6 +411,7 @@ int main(int argc, char **argv) {
   nb_set_num_threads(o.threads);
   o.threads = nb_get_num_threads();
   if (!strcmp(name, "sgemm1024")) return run_sgemm(&o, 1024);
+  if (!strcmp(name, "gpt_train")) return run_gpt(&o, model);
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     if (!strcmp(name, cases[i].name)) return run_model(&cases[i], &o);
   fprintf(stderr, "bench_models: unknown case %s\n", name);

@@ -30,7 +30,11 @@ CASES = {
     "mnist_infer_b1": ("MNIST CNN inference, batch 1", "images/s", 50, 5, 200),
     "mnist_infer_b256": ("MNIST CNN inference, batch 256", "images/s", 3, 5, 4),
     "sgemm1024": ("SGEMM n=1024 (one matmul)", "GFLOP/s", 5, 5, 10),
+    "gpt_train": ("char GPT training (models/gpt_char.cfg), batch 16 x 128 tokens, AdamW",
+                  "tokens/s", 3, 5, 5),
 }
+# Model files a case reads (nabla side; the PyTorch side builds the same model).
+MODEL_FILES = {"gpt_train": os.path.join(os.path.dirname(HERE), "models", "gpt_char.cfg")}
 
 # PyTorch threading variants: name -> environment changes (None = unset).
 # torch.set_num_threads(T) is called in all of them. OPENBLAS_CORETYPE and
@@ -145,7 +149,8 @@ def main():
         common = ["--threads", str(t), "--warmup", str(warm), "--windows", str(win),
                   "--steps", str(steps)]
         for r in range(rounds):
-            runs = [("nabla", [a.bin, case] + common, None)]
+            model = ["--model", MODEL_FILES[case]] if case in MODEL_FILES else []
+            runs = [("nabla", [a.bin, case] + common + model, None)]
             for vname, env in variants.items():
                 runs.append(("pytorch:" + vname,
                              [a.python, os.path.join(HERE, "torch_models.py"), case] + common +
@@ -229,7 +234,6 @@ def print_report(cases, results, t, rounds):
                 rate += " (%.0f%% of peak)" % (100.0 * s["rate"] / PEAK_GFLOPS)
             print("| %s | %s | %s | %s | %s | %s | %.0f%% |" % (label, name, rate, ms, rss, ratio,
                                                             100 * s["other"]))
-    print("| char GPT training | pending: transformer issue | | | | | |")
     print("")
     print("nabla speed / this = this row's ms/step divided by nabla's (> 1: nabla is faster).")
     print("ms/step: median over all timed windows of all rounds (best single window in brackets); "

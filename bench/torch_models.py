@@ -6,7 +6,8 @@ timed window and the peak RSS of the process.
 
 usage: torch_models.py CASE [--threads T] [--warmup W] [--windows K] [--steps S]
 CASE: mnist_train, cifar_train, mnist_infer_b1, mnist_infer_b256, sgemm1024,
-      numpy_sgemm1024 (numpy's matmul, for reference)
+      numpy_sgemm1024 (numpy's matmul, for reference), gpt_train (the char GPT
+      of bench/torch_gpt.py with the recipe of models/gpt_char.cfg)
 
 Threads: torch.set_num_threads(T) is always called; the driver varies the
 OMP_NUM_THREADS / OPENBLAS_NUM_THREADS environment around it.
@@ -119,6 +120,45 @@ def run_model(torch, name, a):
     return timed(step, a.warmup, a.windows, a.steps), batch, {}
 
 
+def fill_tokens(n, vocab, seed):
+    """Same stream as fill_tokens() in bench_models.c."""
+    i = np.arange(n, dtype=np.uint64) + np.uint64(seed * 7919)
+    h = (i * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)
+    return ((h >> np.uint64(16)) % np.uint64(vocab)).astype(np.int64)
+
+
+def run_gpt(torch, a, vocab=65):
+    """One training step of models/gpt_char.cfg's recipe: AdamW (0.9, 0.95),
+    weight decay 0.1 on matrices and embeddings only, gradient norm clipped
+    to 1.0; targets are the ids shifted by one position of the stream."""
+    import torch_gpt  # the model of the full comparison, same folder
+    torch.manual_seed(1)
+    model = torch_gpt.GPT(vocab)
+    model.train()
+    rows = torch_gpt.BATCH * torch_gpt.CTX
+    ids = torch.from_numpy(fill_tokens(N_BATCHES * rows + 1, vocab, 1))
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                             {"params": rest, "weight_decay": 0.0}],
+                            lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
+    it = [0]
+
+    def step():
+        b = it[0] % N_BATCHES
+        it[0] += 1
+        x = ids[b * rows:(b + 1) * rows].view(torch_gpt.BATCH, torch_gpt.CTX)
+        y = ids[b * rows + 1:(b + 1) * rows + 1].view(torch_gpt.BATCH, torch_gpt.CTX)
+        loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if loss.item() != loss.item():
+            raise RuntimeError("loss is NaN")
+    return timed(step, a.warmup, a.windows, a.steps), rows, {}
+
+
 def run_sgemm(torch, a, n=1024, use_numpy=False):
     x = fill_data(n * n, 1).reshape(n, n)
     y = fill_data(n * n, 2).reshape(n, n)
@@ -153,6 +193,8 @@ def main():
         ms, items, extra = run_sgemm(torch, a)
     elif a.case == "numpy_sgemm1024":
         ms, items, extra = run_sgemm(torch, a, use_numpy=True)
+    elif a.case == "gpt_train":
+        ms, items, extra = run_gpt(torch, a)
     elif a.case in CASES:
         ms, items, extra = run_model(torch, a.case, a)
     else:

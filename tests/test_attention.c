@@ -193,6 +193,12 @@ static void test_attention_shapes(void **state) {
       {1, 3, 9, 4, 5, 7},
       /* 2M multiply-adds: the threaded forward and backward */
       {2, 4, 64, 64, 32, 32},
+      /* the CPU kernels' tiles and their edges: blocks of 32 query rows
+       * (70 = 32 + 32 + 6), 4-row groups and row pairs, 16- and 8-key tiles
+       * and single keys, 32- and 8-column tiles and single columns (45) */
+      {1, 2, 70, 70, 45, 45},
+      {1, 1, 37, 75, 20, 41},
+      {1, 1, 75, 37, 41, 20},
   };
   for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
     for (int causal = 0; causal < 2; causal++) check_shape(shapes[i], causal);

@@ -144,6 +144,40 @@ static void test_large(void **state) {
   free(X);
 }
 
+/* A sum over the leading axis of few long rows ([A, B] -> [B] with B past
+ * 4096: a batched weight gradient's batch sum), which the CPU splits by
+ * columns, and the same shape with many rows (split into row parts),
+ * against double loops; B is not a multiple of the column block. */
+static void test_leading_sum_shapes(void **state) {
+  (void)state;
+  static const int64_t shapes[][2] = {{16, 65536 + 100}, {3, 4096}, {200, 130}};
+  for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+    int64_t A = shapes[k][0], B = shapes[k][1];
+    float *X = tu_rand((size_t)(A * B), -1, 1, 12 + k);
+    nb_graph *g = nb_graph_new();
+    nb_tensor *x = nb_input(g, "x", NB_F32, 2, (int64_t[]){A, B});
+    nb_tensor *s = nb_sum(g, x, 1, (int[]){0}, 0);
+    nb_tensor_set_output(s);
+    oc_plan op;
+    oc_compile(g, &op);
+    TU_OK(nb_plan_set_input(op.p, x, X, sizeof(float) * (size_t)(A * B)));
+    TU_OK(nb_plan_run(op.p));
+    float *sv = malloc((size_t)B * sizeof *sv), *want = malloc((size_t)B * sizeof *want);
+    TU_OK(nb_plan_get(op.p, s, sv, (size_t)B * sizeof *sv));
+    for (int64_t b = 0; b < B; b++) {
+      double w = 0;
+      for (int64_t a = 0; a < A; a++) w += X[a * B + b];
+      want[b] = (float)w;
+    }
+    tu_assert_close("leading-axis sum", sv, want, (size_t)B, 1e-6, 1e-6);
+    free(sv);
+    free(want);
+    oc_plan_free(&op);
+    nb_graph_free(g);
+    free(X);
+  }
+}
+
 /* NaN wins max, min and argmax, like PyTorch. */
 static void test_nan(void **state) {
   (void)state;
@@ -332,9 +366,9 @@ static void test_bad_axes(void **state) {
 
 int main(void) {
   const struct CMUnitTest plain[] = {
-      cmocka_unit_test(test_large),     cmocka_unit_test(test_nan),
-      cmocka_unit_test(test_zero_size), cmocka_unit_test(test_var_single),
-      cmocka_unit_test(test_bad_axes),
+      cmocka_unit_test(test_large),      cmocka_unit_test(test_leading_sum_shapes),
+      cmocka_unit_test(test_nan),        cmocka_unit_test(test_zero_size),
+      cmocka_unit_test(test_var_single), cmocka_unit_test(test_bad_axes),
   };
   return oc_main("reduce", plain, sizeof plain / sizeof plain[0], cases,
                  sizeof cases / sizeof cases[0]);

@@ -140,7 +140,9 @@ static void transpose(const float *x, int64_t ldx, int64_t j0, int64_t j1, int64
  * accumulators in registers, which plain loops over arrays do not get.
  * Loads and stores go through memcpy (no alignment assumed), and macros
  * rather than functions, as a vector argument or result would change the
- * baseline clone's ABI (-Wpsabi). */
+ * baseline clone's ABI (-Wpsabi). The tiles index small arrays of vectors
+ * in loops of 1 to 4 rounds: "GCC unroll" makes GCC unroll them before it
+ * places the arrays, which otherwise stay on the stack. */
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 #define V8_LOAD(v, p)  memcpy(&(v), (p), sizeof(v8f))
@@ -155,21 +157,28 @@ static inline __attribute__((always_inline)) void score_tile(const float *x, int
                                                              int64_t j0, int W, int64_t d,
                                                              float scale, float *s, int64_t lds) {
   v8f acc[4][2];
-  _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
-      _Pragma("GCC unroll 4") for (int w = 0; w < W; w++) acc[r][w] = (v8f){0};
+#pragma GCC unroll 4
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int w = 0; w < W; w++) acc[r][w] = (v8f){0};
   for (int64_t c = 0; c < d; c++) {
     v8f tc[2];
-    _Pragma("GCC unroll 4") for (int w = 0; w < W; w++) V8_LOAD(tc[w], t + c * ldt + j0 + 8 * w);
-    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {
+#pragma GCC unroll 4
+    for (int w = 0; w < W; w++) V8_LOAD(tc[w], t + c * ldt + j0 + 8 * w);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
       float xr = x[r * ldx + c];
-      _Pragma("GCC unroll 4") for (int w = 0; w < W; w++) acc[r][w] += xr * tc[w];
+#pragma GCC unroll 4
+      for (int w = 0; w < W; w++) acc[r][w] += xr * tc[w];
     }
   }
-  _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
-      _Pragma("GCC unroll 4") for (int w = 0; w < W; w++) {
-    v8f y = acc[r][w] * scale;
-    V8_STORE(s + r * lds + j0 + 8 * w, y);
-  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+    for (int w = 0; w < W; w++) {
+      v8f y = acc[r][w] * scale;
+      V8_STORE(s + r * lds + j0 + 8 * w, y);
+    }
 }
 
 /* R rows of scores for keys j < n: 16 keys a tile, then 8, then one by one. */
@@ -180,22 +189,33 @@ static inline __attribute__((always_inline)) void score_rows(const float *x, int
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) score_tile(x, ldx, R, t, ldt, j, 2, d, scale, s, lds);
   for (; j + 8 <= n; j += 8) score_tile(x, ldx, R, t, ldt, j, 1, d, scale, s, lds);
-  _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) for (int64_t jj = j; jj < n; jj++) {
-    float acc = 0.0f;
-    for (int64_t c = 0; c < d; c++) acc += x[r * ldx + c] * t[c * ldt + jj];
-    s[r * lds + jj] = acc * scale;
-  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; r++)
+    for (int64_t jj = j; jj < n; jj++) {
+      float acc = 0.0f;
+      for (int64_t c = 0; c < d; c++) acc += x[r * ldx + c] * t[c * ldt + jj];
+      s[r * lds + jj] = acc * scale;
+    }
+}
+
+/* Keys row r of a block sees: all n, or with a causal mask lim0 + r (lim0 =
+ * the keys of the block's first row). */
+static inline int64_t block_keys(int64_t n, int64_t lim0, int64_t r) {
+  return lim0 + r < n ? lim0 + r : n;
 }
 
 /* s[r * lds + j] = scale * sum_c x[r * ldx + c] t[c * ldt + j] for r < rows,
- * j < n: a block of scores (or of dy . v_j), four rows at a time. */
+ * j < block_keys(n, lim0, r) (and up to the next tile edge): a block of
+ * scores (or of dy . v_j), four rows at a time, skipping the tiles a causal
+ * mask hides from all four. */
 NB_CPU_CLONES
 static void scores(const float *x, int64_t ldx, int64_t rows, const float *t, int64_t ldt,
-                   int64_t n, int64_t d, float scale, float *s, int64_t lds) {
+                   int64_t n, int64_t lim0, int64_t d, float scale, float *s, int64_t lds) {
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4)
-    score_rows(x + r * ldx, ldx, 4, t, ldt, n, d, scale, s + r * lds, lds);
-  for (; r < rows; r++) score_rows(x + r * ldx, ldx, 1, t, ldt, n, d, scale, s + r * lds, lds);
+    score_rows(x + r * ldx, ldx, 4, t, ldt, block_keys(n, lim0, r + 3), d, scale, s + r * lds, lds);
+  for (; r < rows; r++)
+    score_rows(x + r * ldx, ldx, 1, t, ldt, block_keys(n, lim0, r), d, scale, s + r * lds, lds);
 }
 
 /* The largest of s[0, n), NaN if any is NaN (so that a NaN input poisons its
@@ -247,23 +267,70 @@ static float exp_row(float *s, int64_t n, float m) {
 static inline __attribute__((always_inline)) void
 wsum_tile(const float *w, int64_t n, const float *x, int64_t ldx, int V, float *out) {
   v8f acc[4];
-  _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) acc[v] = (v8f){0};
+#pragma GCC unroll 4
+  for (int v = 0; v < V; v++) acc[v] = (v8f){0};
   for (int64_t j = 0; j < n; j++) {
     float wj = w[j];
-    _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) {
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) {
       v8f xv;
       V8_LOAD(xv, x + j * ldx + 8 * v);
       acc[v] += wj * xv;
     }
   }
-  _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) V8_STORE(out + 8 * v, acc[v]);
+#pragma GCC unroll 4
+  for (int v = 0; v < V; v++) V8_STORE(out + 8 * v, acc[v]);
 }
 
-/* out[e] = sum_{j < n} w[j] x[j * ldx + e] for e < m, each element summing
- * in order of j: a row of P V (or of dS K). */
-NB_CPU_CLONES
-static void weighted_rows(const float *w, int64_t n, const float *x, int64_t ldx, int64_t m,
-                          float *out) {
+/* The same for two rows at once, w0 over n0 keys and w1 over n1, sharing
+ * the loads of x over the keys both see. Each element still sums in order
+ * of j, so a row gets the same bits as alone. */
+static inline __attribute__((always_inline)) void wsum_tile2(const float *w0, int64_t n0,
+                                                             const float *w1, int64_t n1,
+                                                             const float *x, int64_t ldx, int V,
+                                                             float *out0, float *out1) {
+  v8f acc0[4], acc1[4];
+  int64_t both = n0 < n1 ? n0 : n1, j;
+#pragma GCC unroll 4
+  for (int v = 0; v < V; v++) acc0[v] = acc1[v] = (v8f){0};
+  for (j = 0; j < both; j++) {
+    float a0 = w0[j], a1 = w1[j];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) {
+      v8f xv;
+      V8_LOAD(xv, x + j * ldx + 8 * v);
+      acc0[v] += a0 * xv;
+      acc1[v] += a1 * xv;
+    }
+  }
+  for (j = both; j < n0; j++) {
+    float a0 = w0[j];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) {
+      v8f xv;
+      V8_LOAD(xv, x + j * ldx + 8 * v);
+      acc0[v] += a0 * xv;
+    }
+  }
+  for (j = both; j < n1; j++) {
+    float a1 = w1[j];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) {
+      v8f xv;
+      V8_LOAD(xv, x + j * ldx + 8 * v);
+      acc1[v] += a1 * xv;
+    }
+  }
+#pragma GCC unroll 4
+  for (int v = 0; v < V; v++) {
+    V8_STORE(out0 + 8 * v, acc0[v]);
+    V8_STORE(out1 + 8 * v, acc1[v]);
+  }
+}
+
+/* out[e] = sum_{j < n} w[j] x[j * ldx + e] for e < m, in order of j. */
+static inline __attribute__((always_inline)) void
+wsum_row(const float *w, int64_t n, const float *x, int64_t ldx, int64_t m, float *out) {
   int64_t e = 0;
   for (; e + 32 <= m; e += 32) wsum_tile(w, n, x + e, ldx, 4, out + e);
   for (; e + 8 <= m; e += 8) wsum_tile(w, n, x + e, ldx, 1, out + e);
@@ -274,6 +341,30 @@ static void weighted_rows(const float *w, int64_t n, const float *x, int64_t ldx
   }
 }
 
+/* out[r * ldo + e] = sum_j w[r * ldw + j] x[j * ldx + e] over the keys row r
+ * sees (block_keys), for r < rows, e < m: a block of P V (or of dS K), two
+ * rows at a time. */
+NB_CPU_CLONES
+static void weighted_block(const float *w, int64_t ldw, int64_t rows, int64_t n, int64_t lim0,
+                           const float *x, int64_t ldx, int64_t m, float *out, int64_t ldo) {
+  int64_t r = 0;
+  for (; r + 2 <= rows; r += 2) {
+    const float *w0 = w + r * ldw, *w1 = w0 + ldw;
+    int64_t n0 = block_keys(n, lim0, r), n1 = block_keys(n, lim0, r + 1), e = 0;
+    float *o0 = out + r * ldo, *o1 = o0 + ldo;
+    for (; e + 32 <= m; e += 32) wsum_tile2(w0, n0, w1, n1, x + e, ldx, 4, o0 + e, o1 + e);
+    for (; e + 8 <= m; e += 8) wsum_tile2(w0, n0, w1, n1, x + e, ldx, 1, o0 + e, o1 + e);
+    for (; e < m; e++) {
+      float acc0 = 0.0f, acc1 = 0.0f;
+      for (int64_t j = 0; j < n0; j++) acc0 += w0[j] * x[j * ldx + e];
+      for (int64_t j = 0; j < n1; j++) acc1 += w1[j] * x[j * ldx + e];
+      o0[e] = acc0;
+      o1[e] = acc1;
+    }
+  }
+  for (; r < rows; r++) wsum_row(w + r * ldw, block_keys(n, lim0, r), x, ldx, m, out + r * ldo);
+}
+
 /* out[k * m + e] += sum_{r in [r0, rows)} w[r * ldw + k] x[r * ldx + e] for
  * K keys k and 8 V columns from e0, in registers. */
 static inline __attribute__((always_inline)) void keys_tile(const float *w, int64_t ldw, int64_t r0,
@@ -281,20 +372,25 @@ static inline __attribute__((always_inline)) void keys_tile(const float *w, int6
                                                             int64_t ldx, int64_t e0, int V,
                                                             float *out, int64_t m) {
   v8f acc[2][4];
-  _Pragma("GCC unroll 4") for (int k = 0; k < K; k++)
-      _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)
-          V8_LOAD(acc[k][v], out + k * m + e0 + 8 * v);
+#pragma GCC unroll 4
+  for (int k = 0; k < K; k++)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) V8_LOAD(acc[k][v], out + k * m + e0 + 8 * v);
   for (int64_t r = r0; r < rows; r++) {
     v8f xv[4];
-    _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) V8_LOAD(xv[v], x + r * ldx + e0 + 8 * v);
-    _Pragma("GCC unroll 4") for (int k = 0; k < K; k++) {
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) V8_LOAD(xv[v], x + r * ldx + e0 + 8 * v);
+#pragma GCC unroll 4
+    for (int k = 0; k < K; k++) {
       float wk = w[r * ldw + k];
-      _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) acc[k][v] += wk * xv[v];
+#pragma GCC unroll 4
+      for (int v = 0; v < V; v++) acc[k][v] += wk * xv[v];
     }
   }
-  _Pragma("GCC unroll 4") for (int k = 0; k < K; k++)
-      _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)
-          V8_STORE(out + k * m + e0 + 8 * v, acc[k][v]);
+#pragma GCC unroll 4
+  for (int k = 0; k < K; k++)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) V8_STORE(out + k * m + e0 + 8 * v, acc[k][v]);
 }
 
 static inline __attribute__((always_inline)) void keys_cols(const float *w, int64_t ldw, int64_t r0,
@@ -303,7 +399,9 @@ static inline __attribute__((always_inline)) void keys_cols(const float *w, int6
   int64_t e = 0;
   for (; e + 32 <= m; e += 32) keys_tile(w, ldw, r0, rows, K, x, ldx, e, 4, out, m);
   for (; e + 8 <= m; e += 8) keys_tile(w, ldw, r0, rows, K, x, ldx, e, 1, out, m);
-  for (; e < m; e++) _Pragma("GCC unroll 4") for (int k = 0; k < K; k++) {
+  for (; e < m; e++)
+#pragma GCC unroll 4
+    for (int k = 0; k < K; k++) {
       float acc = out[k * m + e];
       for (int64_t r = r0; r < rows; r++) acc += w[r * ldw + k] * x[r * ldx + e];
       out[k * m + e] = acc;
@@ -329,32 +427,33 @@ static void accumulate_keys(const att_dims *a, int64_t i0, const float *w, int64
   for (; j < n; j++) keys_cols(w + j, ldw, first_row(a, i0, j), rows, 1, x, ldx, m, out + j * m);
 }
 
-/* One query row from its n scores in s (overwritten by the probabilities):
- * out[0, dv) = y and out[dv] = lse. */
-NB_CPU_CLONES
-static void finish_row(const att_dims *a, float *s, int64_t n, const float *v, float *out) {
-  int64_t dv = a->dv;
-  if (n == 0) { /* no keys: an empty sum, and log(0) */
-    memset(out, 0, (size_t)dv * sizeof *out);
-    out[dv] = -INFINITY;
-    return;
-  }
-  float m = row_max(s, n);
-  float l = exp_row(s, n, m);
-  weighted_rows(s, n, v, dv, dv, out);
-  float r = 1.0f / l;
-  for (int64_t e = 0; e < dv; e++) out[e] *= r;
-  out[dv] = m + logf(l);
-}
-
 /* Queries [i0, i1) of one (batch, head), query i at position pos + i; kt
- * holds the first row_keys(pos + i1 - 1) keys transposed. */
+ * holds the first row_keys(pos + i1 - 1) keys transposed. Each row: its
+ * scores, their max m and l = sum exp(s - m) (s overwritten by the
+ * exponentials), y = sum_j exp(s_j - m) v_j / l and lse = m + log(l). */
 static void fwd_block(const att_dims *a, const float *q, const float *kt, const float *v, float *s,
                       float *out, int64_t i0, int64_t i1, int64_t pos) {
-  int64_t n = row_keys(a, pos + i1 - 1);
-  scores(q + i0 * a->d, a->d, i1 - i0, kt, a->tk, n, a->d, a->scale, s, a->tk);
-  for (int64_t i = i0; i < i1; i++)
-    finish_row(a, s + (i - i0) * a->tk, row_keys(a, pos + i), v, out + i * (a->dv + 1));
+  int64_t n = row_keys(a, pos + i1 - 1), rows = i1 - i0, pw = a->dv + 1;
+  int64_t lim0 = a->causal ? row_keys(a, pos + i0) : n;
+  float m[BQ], l[BQ];
+  scores(q + i0 * a->d, a->d, rows, kt, a->tk, n, lim0, a->d, a->scale, s, a->tk);
+  for (int64_t r = 0; r < rows; r++) {
+    int64_t nr = block_keys(n, lim0, r);
+    m[r] = row_max(s + r * a->tk, nr);
+    l[r] = nr ? exp_row(s + r * a->tk, nr, m[r]) : 0.0f;
+  }
+  weighted_block(s, a->tk, rows, n, lim0, v, a->dv, a->dv, out + i0 * pw, pw);
+  for (int64_t r = 0; r < rows; r++) {
+    float *o = out + (i0 + r) * pw;
+    if (block_keys(n, lim0, r) == 0) { /* no keys: an empty sum, and log(0) */
+      memset(o, 0, (size_t)a->dv * sizeof *o);
+      o[a->dv] = -INFINITY;
+      continue;
+    }
+    float inv = 1.0f / l[r];
+    for (int64_t e = 0; e < a->dv; e++) o[e] *= inv;
+    o[a->dv] = m[r] + logf(l[r]);
+  }
 }
 
 /* The forward of every (batch, head), queries at positions pos + i. Tasks
@@ -436,10 +535,11 @@ static void bwd_head(const att_dims *a, const float *q, const float *k, const fl
   for (int64_t i0 = 0; i0 < a->tq; i0 += BQ) {
     int64_t i1 = i0 + BQ < a->tq ? i0 + BQ : a->tq, rows = i1 - i0;
     int64_t n = row_keys(a, i1 - 1);
-    scores(q + i0 * d, d, rows, kt, tk, n, d, a->scale, pb, tk);
-    scores(dp + i0 * pw, pw, rows, vt, tk, n, nv, 1.0f, sb, tk);
+    int64_t lim0 = a->causal ? row_keys(a, i0) : n;
+    scores(q + i0 * d, d, rows, kt, tk, n, lim0, d, a->scale, pb, tk);
+    scores(dp + i0 * pw, pw, rows, vt, tk, n, lim0, nv, 1.0f, sb, tk);
     for (int64_t r = 0; r < rows; r++) {
-      int64_t i = i0 + r, ni = row_keys(a, i);
+      int64_t i = i0 + r, ni = block_keys(n, lim0, r);
       const float *dyi = dp + i * pw;
       float lse = p[i * pw + nv], g = dyi[nv] - dot(dyi, p + i * pw, nv);
       float *pr = pb + r * tk, *sr = sb + r * tk;
@@ -450,10 +550,9 @@ static void bwd_head(const att_dims *a, const float *q, const float *k, const fl
       }
       /* keys this row does not see weigh 0 in the sums over rows below */
       for (int64_t j = ni; j < n; j++) pr[j] = sr[j] = 0.0f;
-      float *dqi = dq + i * d;
-      weighted_rows(sr, ni, k, d, d, dqi);
-      for (int64_t e = 0; e < d; e++) dqi[e] *= a->scale;
     }
+    weighted_block(sb, tk, rows, n, lim0, k, d, d, dq + i0 * d, d);
+    for (int64_t e = 0; e < rows * d; e++) dq[i0 * d + e] *= a->scale;
     accumulate_keys(a, i0, sb, tk, rows, n, q + i0 * d, d, d, dk);
     accumulate_keys(a, i0, pb, tk, rows, n, dp + i0 * pw, pw, nv, dv);
   }
