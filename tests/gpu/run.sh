@@ -9,6 +9,9 @@
 # Usage (from anywhere, on a machine with an NVIDIA GPU):
 #   tests/gpu/run.sh            BUILD_DIR=... to build elsewhere (default build-gpu)
 #   QUICK=1 tests/gpu/run.sh    steps 1-3 only
+#   PREBUILT=1 BUILD_DIR=dir tests/gpu/run.sh   use binaries built elsewhere
+#     (dir/nabla, dir/tests/test_gpu_*): for GPU machines without the -dev
+#     packages; step 6 (ctest) is skipped then
 # Data for step 4: $NABLA_DATA, ../shared/data, shared/data or data (mnist/);
 # on a machine that gets a copy of the working tree only, copy it in first:
 #   mkdir -p data && cp -r ../shared/data/mnist data/   (data/ is git-ignored)
@@ -41,27 +44,46 @@ archs="80;90"
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')
 [ -n "$cap" ] && archs=$cap
 
-section "build ($build, CUDA architectures $archs)"
-# (scripts/deps.sh is not run here: GPU machines are often offline, and
-# apt-get would wait on the network. Run it first where packages are missing.)
-if ! cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DNABLA_CUDA=ON \
-  -DNABLA_CUDA_ARCHITECTURES="$archs" >"$build.configure.log" 2>&1; then
-  tail -30 "$build.configure.log"
-  echo "configure failed (missing packages? see scripts/deps.sh)"
-  exit 1
+if [ "${PREBUILT:-0}" = 1 ]; then
+  section "prebuilt binaries in $build"
+else
+  section "build ($build, CUDA architectures $archs)"
+  # (scripts/deps.sh is not run here: GPU machines are often offline, and
+  # apt-get would wait on the network. Run it first where packages are missing.)
+  if ! cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DNABLA_CUDA=ON \
+    -DNABLA_CUDA_ARCHITECTURES="$archs" >"$build.configure.log" 2>&1; then
+    tail -30 "$build.configure.log"
+    echo "configure failed (missing packages? see scripts/deps.sh)"
+    exit 1
+  fi
+  if ! cmake --build "$build" -j"$jobs" 2>&1 | tail -5; then
+    echo "build failed"
+    exit 1
+  fi
 fi
-if ! cmake --build "$build" -j"$jobs" 2>&1 | tail -5; then
-  echo "build failed"
-  exit 1
+case $build in /*) ;; *) build="$root/$build" ;; esac
+nabla="$build/nabla"
+if [ "${PREBUILT:-0}" = 1 ]; then
+  # Packed libraries first, then cuBLAS / cuDNN wherever this machine has
+  # them (the CUDA toolkit, or the nvidia-* wheels that PyTorch installs).
+  libs="$build/lib"
+  for want in libcublas.so.13 libcublasLt.so.13 libcudnn.so.9; do
+    dir=$(find /usr/local /opt /usr/lib -name "$want" 2>/dev/null | head -1)
+    [ -n "$dir" ] && libs="$libs:$(dirname "$dir")"
+  done
+  export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  ldd "$nabla" | grep -E 'not found|cublas|cudnn' || true
 fi
-nabla="$root/$build/nabla"
 [ -x "$nabla" ] || { echo "build failed: no $nabla"; exit 1; }
 "$nabla" --version
 
 run_test() { # name: runs $build/tests/name, records PASS/FAIL/SKIP with its last line
   local name=$1 rc
   section "$name"
-  (cd "$build" && OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} "tests/$name") 2>&1 | tee "$build/$name.log"
+  # A time limit, so a hung kernel fails this step instead of the whole run.
+  (cd "$build" && OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} timeout "${GPU_TEST_TIMEOUT:-300}" \
+    "tests/$name") 2>&1 | tee "$build/$name.log"
   rc=${PIPESTATUS[0]}
   local last
   last=$(grep -v '^\s*$' "$build/$name.log" | tail -1)
@@ -119,7 +141,7 @@ elif [ "${QUICK:-0}" != 1 ]; then
   record "bench mnist_cnn cpu" INFO "$(grep -m1 '^training' "$build/bench_cpu.log" | tr -s ' ')"
 fi
 
-if [ "${QUICK:-0}" != 1 ]; then
+if [ "${QUICK:-0}" != 1 ] && [ "${PREBUILT:-0}" != 1 ]; then
   section "the whole ctest suite on the CUDA build"
   if (cd "$build" && ctest -j"$jobs" --output-on-failure 2>&1 | tee ctest.log | tail -15); then
     record "ctest (all)" PASS "$(grep 'tests passed' "$build/ctest.log")"
