@@ -8,9 +8,16 @@
  * with the same model, batch, thread count and synthetic data.
  *
  * usage: bench_models CASE [--threads T] [--warmup W] [--windows K] [--steps S]
- *                     [--model FILE]
+ *                     [--model FILE] [--device DEV] [--batch B] [--precision P]
  * CASE: mnist_train, cifar_train, mnist_infer_b1, mnist_infer_b256, sgemm1024,
- *       gpt_train (the model file models/gpt_char.cfg, given with --model) */
+ *       gpt_train (the model file models/gpt_char.cfg, given with --model)
+ * DEV: cpu (default), cuda:0, ...: every plan runs there (nb_backend_new).
+ *      Every timed step reads its loss or logits back (nb_plan_get), which
+ *      waits for an asynchronous device, so the windows time finished work.
+ * B: the batch of the CNN cases (default: the case's own, 64, 1 or 256).
+ * P: fp32 (default); tf32 on cuda (NABLA_TF32=1: TF32 tensor cores in cuBLAS
+ *    and cuDNN). nabla has no bf16 mixed precision yet: bf16 exits with 3 and
+ *    a message, which bench/gpu.py reports as n/a. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -143,28 +150,50 @@ static const model_case cases[] = {
 
 typedef struct {
   int threads, warmup, windows, steps;
+  int batch;             /* > 0: overrides a CNN case's batch */
+  const char *device;    /* nb_backend_new's name: "cpu", "cuda:0", ... */
+  const char *precision; /* "fp32" or "tf32" */
 } options;
+
+/* The device every plan of the run uses. NABLA_TF32 is read when a CUDA
+ * backend opens, so --precision sets it (or clears it for fp32) first. */
+static nb_status open_device(const options *o, nb_backend **be) {
+  if (!strcmp(o->precision, "tf32"))
+    setenv("NABLA_TF32", "1", 1);
+  else
+    unsetenv("NABLA_TF32");
+  return nb_backend_new(o->device, be);
+}
 
 /* cpu_ms: CPU time of all threads per step over the timed windows; with 1
  * thread it is what the step costs even when other processes share the
  * cores, which wall time is not. */
 static void report(const char *name, const options *o, const double *ms, double cpu_ms,
                    int64_t items_per_step, const char *extra) {
-  printf("{\"framework\": \"nabla\", \"case\": \"%s\", \"threads\": %d, \"items_per_step\": %lld, "
-         "\"ms_per_step\": [",
-         name, o->threads, (long long)items_per_step);
+  printf("{\"framework\": \"nabla\", \"case\": \"%s\", \"device\": \"%s\", \"precision\": \"%s\", "
+         "\"threads\": %d, \"items_per_step\": %lld, \"ms_per_step\": [",
+         name, o->device, o->precision, o->threads, (long long)items_per_step);
   for (int i = 0; i < o->windows; i++) printf("%s%.4f", i ? ", " : "", ms[i]);
   printf("], \"cpu_ms_per_step\": %.4f, \"peak_rss_mb\": %.1f%s}\n", cpu_ms, peak_rss_mb(),
          extra ? extra : "");
   fflush(stdout);
 }
 
+/* Appends the device allocator's peak (a GPU; the CPU has none) to extra. */
+static void device_memory(nb_backend *be, char *extra, size_t size) {
+  nb_memory_stats m;
+  size_t n = strlen(extra);
+  if (n < size && nb_backend_memory_stats(be, &m) == NB_OK)
+    snprintf(extra + n, size - n, ", \"device_peak_mb\": %.1f, \"device_reserved_mb\": %.1f",
+             m.peak / 1048576.0, m.reserved / 1048576.0);
+}
+
 static int run_model(const model_case *mc, const options *o) {
-  nb_backend *cpu;
+  nb_backend *be;
   nb_state *state;
-  CHECK(nb_backend_new("cpu", &cpu));
-  CHECK(nb_state_new(cpu, &state));
-  int64_t B = mc->batch, per = mc->c * mc->hw * mc->hw;
+  CHECK(open_device(o, &be));
+  CHECK(nb_state_new(be, &state));
+  int64_t B = o->batch > 0 ? o->batch : mc->batch, per = mc->c * mc->hw * mc->hw;
   nb_graph *g = nb_graph_new();
   int64_t xs[4] = {B, mc->c, mc->hw, mc->hw}, ls[1] = {B};
   nb_tensor *x = nb_input(g, "images", NB_F32, 4, xs);
@@ -186,7 +215,7 @@ static int run_model(const model_case *mc, const options *o) {
   }
   CHECK(nb_graph_status(g));
   nb_plan *plan;
-  CHECK(nb_compile(g, cpu, state, NULL, &plan));
+  CHECK(nb_compile(g, be, state, NULL, &plan));
 
   float *bx = malloc((size_t)(N_BATCHES * B * per) * sizeof(float));
   int64_t *by = malloc((size_t)(N_BATCHES * B) * sizeof(int64_t));
@@ -231,8 +260,9 @@ static int run_model(const model_case *mc, const options *o) {
   double cpu_ms = (cpu_seconds() - c0) * 1e3 / (o->windows * o->steps);
   nb_plan_stats s = nb_plan_get_stats(plan);
   char extra[256];
-  snprintf(extra, sizeof extra, ", \"kernels\": %d, \"arena_mb\": %.2f", s.kernels,
-           s.arena_bytes / 1e6);
+  snprintf(extra, sizeof extra, ", \"batch\": %lld, \"kernels\": %d, \"arena_mb\": %.2f",
+           (long long)B, s.kernels, s.arena_bytes / 1e6);
+  device_memory(be, extra, sizeof extra);
   report(mc->name, o, ms, cpu_ms, B, extra);
   free(bx);
   free(by);
@@ -242,7 +272,7 @@ static int run_model(const model_case *mc, const options *o) {
   nb_plan_free(plan);
   nb_graph_free(g);
   nb_state_free(state);
-  nb_backend_free(cpu);
+  nb_backend_free(be);
   return 0;
 }
 
@@ -273,10 +303,10 @@ static int run_gpt(const options *o, const char *path) {
     return 2;
   }
   int64_t T = in[0], bt[2] = {B, T}, rows = B * T, vocab = nb_model_classes(m);
-  nb_backend *cpu;
+  nb_backend *be;
   nb_state *state;
-  CHECK(nb_backend_new("cpu", &cpu));
-  CHECK(nb_state_new(cpu, &state));
+  CHECK(open_device(o, &be));
+  CHECK(nb_state_new(be, &state));
   nb_graph *g = nb_graph_new();
   nb_tensor *x = nb_model_new_input(m, g, "ids", B);
   nb_tensor *y = nb_input(g, "targets", NB_I32, 2, bt);
@@ -292,7 +322,7 @@ static int run_gpt(const options *o, const char *path) {
   nb_optimizer *opt;
   CHECK(nb_recipe_update(r, g, loss, NULL, &opt));
   nb_plan *plan;
-  CHECK(nb_compile(g, cpu, state, NULL, &plan));
+  CHECK(nb_compile(g, be, state, NULL, &plan));
 
   int32_t *ids = malloc((size_t)(N_BATCHES * rows + 1) * sizeof *ids);
   double *ms = malloc((size_t)o->windows * sizeof(double));
@@ -323,8 +353,10 @@ static int run_gpt(const options *o, const char *path) {
   double cpu_ms = (cpu_seconds() - c0) * 1e3 / (o->windows * o->steps);
   nb_plan_stats s = nb_plan_get_stats(plan);
   char extra[256];
-  snprintf(extra, sizeof extra, ", \"kernels\": %d, \"arena_mb\": %.2f, \"vocab\": %lld", s.kernels,
-           s.arena_bytes / 1e6, (long long)vocab);
+  snprintf(extra, sizeof extra,
+           ", \"batch\": %lld, \"kernels\": %d, \"arena_mb\": %.2f, \"vocab\": %lld", (long long)B,
+           s.kernels, s.arena_bytes / 1e6, (long long)vocab);
+  device_memory(be, extra, sizeof extra);
   report("gpt_train", o, ms, cpu_ms, rows, extra);
   free(ids);
   free(ms);
@@ -332,17 +364,17 @@ static int run_gpt(const options *o, const char *path) {
   nb_plan_free(plan);
   nb_graph_free(g);
   nb_state_free(state);
-  nb_backend_free(cpu);
+  nb_backend_free(be);
   nb_model_free(m);
   return 0;
 }
 
 /* C = A B for n x n matrices through a one-node matmul plan. */
 static int run_sgemm(const options *o, int64_t n) {
-  nb_backend *cpu;
+  nb_backend *be;
   nb_state *state;
-  CHECK(nb_backend_new("cpu", &cpu));
-  CHECK(nb_state_new(cpu, &state));
+  CHECK(open_device(o, &be));
+  CHECK(nb_state_new(be, &state));
   nb_graph *g = nb_graph_new();
   int64_t s[2] = {n, n};
   nb_tensor *a = nb_input(g, "a", NB_F32, 2, s), *b = nb_input(g, "b", NB_F32, 2, s);
@@ -350,7 +382,7 @@ static int run_sgemm(const options *o, int64_t n) {
   nb_tensor_set_output(c);
   CHECK(nb_graph_status(g));
   nb_plan *plan;
-  CHECK(nb_compile(g, cpu, state, NULL, &plan));
+  CHECK(nb_compile(g, be, state, NULL, &plan));
   float *buf = malloc((size_t)(n * n) * sizeof(float));
   if (!buf) return 1;
   fill_data(buf, n * n, 1);
@@ -358,16 +390,23 @@ static int run_sgemm(const options *o, int64_t n) {
   fill_data(buf, n * n, 2);
   CHECK(nb_plan_set_input(plan, b, buf, (size_t)(n * n) * sizeof(float)));
   double *ms = malloc((size_t)o->windows * sizeof(double));
+  /* on an asynchronous device (not the CPU) each window ends by reading C
+   * back, which waits for its work; the CPU keeps its bare loop */
+  int sync = strncmp(nb_backend_name(be), "cpu", 3) != 0;
+  size_t cbytes = (size_t)(n * n) * sizeof(float);
   for (int i = 0; i < o->warmup; i++) CHECK(nb_plan_run(plan));
+  if (sync) CHECK(nb_plan_get(plan, c, buf, cbytes));
   double c0 = cpu_seconds();
   for (int w = 0; w < o->windows; w++) {
     double t0 = now();
     for (int i = 0; i < o->steps; i++) CHECK(nb_plan_run(plan));
+    if (sync) CHECK(nb_plan_get(plan, c, buf, cbytes));
     ms[w] = (now() - t0) * 1e3 / o->steps;
   }
-  CHECK(nb_plan_get(plan, c, buf, (size_t)(n * n) * sizeof(float)));
-  char extra[64];
+  CHECK(nb_plan_get(plan, c, buf, cbytes));
+  char extra[192];
   snprintf(extra, sizeof extra, ", \"flops_per_step\": %.0f", 2.0 * (double)n * n * n);
+  device_memory(be, extra, sizeof extra);
   double cpu_ms = (cpu_seconds() - c0) * 1e3 / (o->windows * o->steps);
   report("sgemm1024", o, ms, cpu_ms, 1, extra);
   free(buf);
@@ -375,22 +414,29 @@ static int run_sgemm(const options *o, int64_t n) {
   nb_plan_free(plan);
   nb_graph_free(g);
   nb_state_free(state);
-  nb_backend_free(cpu);
+  nb_backend_free(be);
   return 0;
 }
 
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: bench_models CASE [--threads T] [--warmup W] [--windows K] "
-                    "[--steps S] [--model FILE]\n");
+                    "[--steps S] [--model FILE] [--device DEV] [--batch B] [--precision P]\n");
     return 2;
   }
   const char *name = argv[1], *model = NULL;
-  options o = {.threads = 0, .warmup = 10, .windows = 5, .steps = 20};
+  options o = {
+      .threads = 0, .warmup = 10, .windows = 5, .steps = 20, .device = "cpu", .precision = "fp32"};
   for (int i = 2; i + 1 < argc; i += 2) {
     int v = atoi(argv[i + 1]);
     if (!strcmp(argv[i], "--model"))
       model = argv[i + 1];
+    else if (!strcmp(argv[i], "--device"))
+      o.device = argv[i + 1];
+    else if (!strcmp(argv[i], "--precision"))
+      o.precision = argv[i + 1];
+    else if (!strcmp(argv[i], "--batch"))
+      o.batch = v > 0 ? v : -1;
     else if (!strcmp(argv[i], "--threads"))
       o.threads = v;
     else if (!strcmp(argv[i], "--warmup"))
@@ -406,6 +452,25 @@ int main(int argc, char **argv) {
   }
   if (o.windows < 1 || o.steps < 1 || o.warmup < 0) {
     fprintf(stderr, "bench_models: windows and steps must be >= 1\n");
+    return 2;
+  }
+  if (!strcmp(o.precision, "bf16") || !strcmp(o.precision, "fp16")) {
+    fprintf(stderr,
+            "bench_models: --precision %s: not supported, nabla has no mixed precision yet "
+            "(every op computes in f32); use fp32, or tf32 on cuda\n",
+            o.precision);
+    return 3;
+  }
+  if (strcmp(o.precision, "fp32") && strcmp(o.precision, "tf32")) {
+    fprintf(stderr, "bench_models: unknown --precision %s (fp32, tf32)\n", o.precision);
+    return 2;
+  }
+  if (!strcmp(o.precision, "tf32") && strncmp(o.device, "cuda", 4)) {
+    fprintf(stderr, "bench_models: --precision tf32 needs a cuda device\n");
+    return 2;
+  }
+  if (o.batch < 0 || (o.batch > 0 && (!strcmp(name, "sgemm1024") || !strcmp(name, "gpt_train")))) {
+    fprintf(stderr, "bench_models: --batch takes B >= 1 and applies to the CNN cases only\n");
     return 2;
   }
   nb_set_num_threads(o.threads);

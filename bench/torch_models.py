@@ -5,12 +5,26 @@ bench/bench_models.c; prints one JSON line with the ms per step of every
 timed window and the peak RSS of the process.
 
 usage: torch_models.py CASE [--threads T] [--warmup W] [--windows K] [--steps S]
+                        [--device cpu|cuda] [--batch B] [--precision P] [--compile]
 CASE: mnist_train, cifar_train, mnist_infer_b1, mnist_infer_b256, sgemm1024,
       numpy_sgemm1024 (numpy's matmul, for reference), gpt_train (the char GPT
       of bench/torch_gpt.py with the recipe of models/gpt_char.cfg)
 
 Threads: torch.set_num_threads(T) is always called; the driver varies the
 OMP_NUM_THREADS / OPENBLAS_NUM_THREADS environment around it.
+
+GPU (--device cuda, the CNN cases; bench/gpu.py drives it): the model and the
+optimizer state live on the GPU, each step copies its batch from host memory
+(x.to(device), as nabla's nb_plan_set_input uploads it) and reads the loss
+or the logits back, which waits for the GPU. --batch overrides the case's
+batch. --precision: fp32 (default) is strict FP32 like nabla's default (TF32
+off in cuBLAS and cuDNN: torch.backends.cuda.matmul / cudnn.conv
+fp32_precision = "ieee" on torch >= 2.9, the allow_tf32 flags before); tf32
+turns both on (nabla: NABLA_TF32=1); bf16 is
+torch.autocast(device_type, dtype=torch.bfloat16) around forward and loss
+with FP32 master weights (TF32 off for what stays FP32). --compile wraps the
+model in torch.compile (torch 2.x; not PyTorch eager). On the CPU nothing of
+this is changed unless asked for.
 """
 import argparse
 import json
@@ -19,7 +33,10 @@ import resource
 import sys
 import time
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # pip's torch 2.x runs without numpy: the CNN cases then use torch_data()
+    np = None
 
 N_BATCHES = 8
 
@@ -34,6 +51,18 @@ def fill_data(n, seed):
 
 def fill_labels(n, classes, seed):
     return (np.arange(n, dtype=np.int64) * 7 + seed * 3) % classes
+
+
+def torch_data(torch, n, seed):
+    """fill_data with torch, bit for bit (the hash fits in int64; the
+    float32 conversion and scaling round the same way)."""
+    i = torch.arange(n, dtype=torch.int64) + seed * 7919
+    h = (i * 2654435761) & 0xFFFFFFFF
+    return h.to(torch.float32) * (2.0 / 4294967296.0) - 1.0
+
+
+def torch_labels(torch, n, classes, seed):
+    return (torch.arange(n, dtype=torch.int64) * 7 + seed * 3) % classes
 
 
 def peak_rss_mb():
@@ -81,14 +110,72 @@ def timed(step, warmup, windows, steps):
     return ms
 
 
+def new_tf32_api(torch):
+    """torch >= 2.9 has fp32_precision ("ieee" / "tf32") and warns about the
+    allow_tf32 flags; mixing the two APIs is an error, so one is used."""
+    return hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(
+        getattr(torch.backends.cudnn, "conv", None), "fp32_precision")
+
+
+def tf32_state(torch):
+    if new_tf32_api(torch):
+        return {"matmul_fp32_precision": torch.backends.cuda.matmul.fp32_precision,
+                "cudnn_conv_fp32_precision": torch.backends.cudnn.conv.fp32_precision}
+    return {"matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
+
+
+def set_precision(torch, a):
+    """TF32 switches for --precision on a GPU; returns the context manager
+    that wraps forward (+ loss): autocast to bfloat16 for bf16."""
+    import contextlib
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        tf32 = a.precision == "tf32"
+        if new_tf32_api(torch):
+            torch.backends.cuda.matmul.fp32_precision = "tf32" if tf32 else "ieee"
+            torch.backends.cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
+        else:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+    elif a.precision == "tf32":
+        sys.exit("torch_models.py: --precision tf32 needs --device cuda")
+    if a.precision == "bf16":
+        return lambda: torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
 def run_model(torch, name, a):
     batch, ch, side, train, optim, build = CASES[name]
+    if a.batch > 0:
+        batch = a.batch
     torch.manual_seed(1)
     model = build(torch.nn)
     per = ch * side * side
-    xs = [torch.from_numpy(fill_data(batch * per, b).reshape(batch, ch, side, side))
-          for b in range(N_BATCHES)]
-    ys = [torch.from_numpy(fill_labels(batch, 10, b)) for b in range(N_BATCHES)]
+    if np is not None:
+        xs = [torch.from_numpy(fill_data(batch * per, b).reshape(batch, ch, side, side))
+              for b in range(N_BATCHES)]
+        ys = [torch.from_numpy(fill_labels(batch, 10, b)) for b in range(N_BATCHES)]
+    else:
+        xs = [torch_data(torch, batch * per, b).reshape(batch, ch, side, side)
+              for b in range(N_BATCHES)]
+        ys = [torch_labels(torch, batch, 10, b) for b in range(N_BATCHES)]
+    dev = torch.device(a.device)
+    autocast = set_precision(torch, a)
+    if dev.type != "cpu":
+        # the batches stay in host memory and are copied every step
+        model = model.to(dev)
+
+        def batch_of(b):
+            return xs[b].to(dev), ys[b].to(dev)
+    else:
+        def batch_of(b):
+            return xs[b], ys[b]
+    net = model
+    if a.compile:
+        if not hasattr(torch, "compile"):
+            sys.exit("torch_models.py: --compile needs torch 2.x (this is %s)" % torch.__version__)
+        net = torch.compile(model)
     it = [0]
     if train:
         model.train()
@@ -99,10 +186,11 @@ def run_model(torch, name, a):
         loss_fn = torch.nn.CrossEntropyLoss()
 
         def step():
-            b = it[0] % N_BATCHES
+            x, y = batch_of(it[0] % N_BATCHES)
             it[0] += 1
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xs[b]), ys[b])
+            with autocast():
+                loss = loss_fn(net(x), y)
             loss.backward()
             opt.step()
             # read the loss every step, like nabla's nb_plan_get
@@ -112,12 +200,21 @@ def run_model(torch, name, a):
         model.eval()
 
         def step():
-            b = it[0] % N_BATCHES
+            x, _ = batch_of(it[0] % N_BATCHES)
             it[0] += 1
-            with torch.inference_mode():
-                model(xs[b]).numpy()
+            with torch.inference_mode(), autocast():
+                out = net(x).float()
+                out.cpu() if dev.type != "cpu" else out.numpy()
 
-    return timed(step, a.warmup, a.windows, a.steps), batch, {}
+    extra = {"batch": batch}
+    ms = timed(step, a.warmup, a.windows, a.steps)
+    if dev.type == "cuda":
+        extra.update(gpu=torch.cuda.get_device_name(dev),
+                     device_peak_mb=round(torch.cuda.max_memory_allocated(dev) / 1048576.0, 1),
+                     cudnn_benchmark=torch.backends.cudnn.benchmark,
+                     cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+        extra.update(tf32_state(torch))
+    return ms, batch, extra
 
 
 def fill_tokens(n, vocab, seed):
@@ -184,8 +281,22 @@ def main():
     ap.add_argument("--windows", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--variant", default="", help="label echoed in the output")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--batch", type=int, default=0,
+                    help="the CNN cases' batch (default: the case's own)")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (torch 2.x)")
     a = ap.parse_args()
+    if np is None and a.case not in CASES:
+        sys.exit("torch_models.py: %s needs numpy" % a.case)
+    if a.batch < 0 or (a.batch > 0 and a.case not in CASES):
+        sys.exit("torch_models.py: --batch takes B >= 1 and applies to the CNN cases only")
+    if (a.device != "cpu" or a.precision != "fp32" or a.compile) and a.case not in CASES:
+        sys.exit("torch_models.py: --device, --precision and --compile apply to the CNN cases only")
     import torch
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("torch_models.py: --device %s: torch %s sees no CUDA GPU"
+                 % (a.device, torch.__version__))
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     rss_import = peak_rss_mb()
@@ -199,7 +310,8 @@ def main():
         ms, items, extra = run_model(torch, a.case, a)
     else:
         sys.exit("torch_models.py: unknown case " + a.case)
-    rec = {"framework": "pytorch", "case": a.case, "variant": a.variant,
+    rec = {"framework": "pytorch", "case": a.case, "variant": a.variant, "device": a.device,
+           "precision": a.precision, "compile": a.compile,
            "threads": torch.get_num_threads(), "items_per_step": items, "ms_per_step": ms,
            "cpu_ms_per_step": round(CPU_MS[0], 4),
            "peak_rss_mb": round(peak_rss_mb(), 1), "rss_after_import_mb": round(rss_import, 1),
