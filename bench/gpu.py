@@ -15,8 +15,9 @@ and the table to $OUT (when set) or BUILD/results/.
 Precisions: fp32 is strict FP32 on both sides (nabla's default; PyTorch with
 TF32 off in cuBLAS and cuDNN); tf32 lets both use TF32 tensor cores
 (NABLA_TF32=1; PyTorch's allow_tf32 / fp32_precision="tf32"); bf16 is
-torch.autocast to bfloat16 with FP32 master weights, which nabla does not
-have yet (its bench_models exits with 3: shown as n/a).
+autocast to bfloat16 with FP32 master weights on both (nabla:
+nb_graph_set_autocast; PyTorch: torch.autocast). A bench_models that exits
+with 3 (a precision it lacks) is shown as n/a.
 
 Exit status: 0 when every run that could run ran, 1 when there is no GPU
 (PyTorch sees none or nabla cannot open it), the build is missing or a run

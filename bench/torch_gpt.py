@@ -17,6 +17,7 @@ eval points and at the end, and ends with the same JSON line as gpt_char:
 {"val_loss": ..., "train_loss": ..., "steps": ..., "tokens_per_sec": ...}
 
 usage: torch_gpt.py [FILE] [--steps N] [--eval-every N] [--threads T] [--seed S]
+                    [--decay-min-dims D] [--device cpu|cuda]
 """
 import argparse
 import json
@@ -116,6 +117,9 @@ def main():
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--device", default="cpu",
+                    help="cpu (default) or cuda: where the model trains (the loss read back "
+                         "every step synchronises, as nabla's step does)")
     ap.add_argument("--decay-min-dims", type=int, default=0,
                     help="decay only parameters with at least this many dims (2 = nanoGPT's "
                          "rule, as models/gpt_char.cfg sets; 0 = every parameter, as "
@@ -142,9 +146,9 @@ def main():
         ix = rngs[split].integers(0, len(src) - CTX, size=BATCH)
         x = torch.stack([src[i:i + CTX] for i in ix])
         y = torch.stack([src[i + 1:i + 1 + CTX] for i in ix])
-        return x, y
+        return x.to(a.device), y.to(a.device)
 
-    model = GPT(len(chars))
+    model = GPT(len(chars)).to(a.device)
     print(f"model: {sum(p.numel() for p in model.parameters())} parameters")
     decay = [p for p in model.parameters() if p.dim() >= a.decay_min_dims]
     rest = [p for p in model.parameters() if p.dim() < a.decay_min_dims]

@@ -42,6 +42,9 @@ fi
 expect_error "missing tokenizer text" "nope.txt" "$nabla" tokenizer train "$tmp/nope.txt" --vocab 300 -o "$tmp/v.bpe"
 printf 'nabla-bpe 1\nsplit gpt4-bytes\nmerges 1\n300 97\nspecial 0\n' >"$tmp/bad.bpe"
 expect_error "corrupt BPE vocabulary" "bad.bpe:4" "$nabla" tokenizer encode "$tmp/bad.bpe" --text hi
+# a pipe (no size to check the count against) claiming the largest vocabulary
+expect_error "BPE vocabulary pipe claiming 1048320 merges" "file ends after 1 of 1048320 merges" \
+  "$nabla" tokenizer encode <(printf 'nabla-bpe 1\nsplit gpt4-bytes\nmerges 1048320\n97 98\n') --text hi
 expect_error "unknown option" "--bogus" "$nabla" train "$root/models/mnist_cnn.cfg" --bogus 1
 # an unknown last option is named as unknown, not as one lacking a value
 expect_error "run: unknown option" "unknown option --bogus" "$nabla" run a.onnx --bogus

@@ -84,5 +84,14 @@ expect_error "predict: corrupt image" "bad.npy" "$nabla" predict "$tiny/model.on
 # logits become NaN: an error, not a read before the probabilities
 expect_error "predict: NaN mean" "--mean expects" "$nabla" predict "$tiny/model.onnx" "$tiny/img0.png" --mean nan
 expect_error "predict: NaN logits" "holds NaN or inf" "$nabla" predict "$tiny/model.onnx" "$tiny/img0.png" --std 1e-45
+# input sizes whose products overflow (make_fixtures.py's huge_input): one
+# line naming the shape, before anything is sized by them
+huge=$data/onnx/huge_input
+expect_error "predict: H x W past int64" "input 'image' of \[1, 3, 4294967296, 4294967296\] is too large" \
+  "$nabla" predict "$huge/wrap.onnx" "$tiny/img0.png"
+expect_error "predict: H past an int" "input 'image' of \[1, 1, 3000000000, 1\] is too large" \
+  "$nabla" predict "$huge/tall.onnx" "$tiny/img0.png"
+expect_error "predict: N x C x H x W past int64" "\[4611686018427387904, 3, 8, 8\] is too large" \
+  "$nabla" predict "$huge/batch.onnx" "$tiny/img0.png"
 
 finish

@@ -5,11 +5,13 @@
  * here on random texts, exact round trips of random bytes, special tokens,
  * vocabulary files (round trip, every kind of bad file, every truncation),
  * and Tiny Shakespeare (skipped when the file is absent). */
-#define _POSIX_C_SOURCE 200809L /* mkdtemp */
+#define _POSIX_C_SOURCE 200809L /* mkdtemp, fork, setrlimit */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test_util.h"
@@ -541,6 +543,19 @@ typedef struct bad_case {
 
 #define HDR "nabla-bpe 1\nsplit gpt4-bytes\n"
 
+/* HDR, then 40 merges (97, 97), (256, 256), (257, 257), ... that double the
+ * token length each time, each line padded with spaces to `pad` bytes. */
+static void doubling_file(char *buf, size_t cap, int pad) {
+  int at = snprintf(buf, cap, HDR "merges 40\n");
+  for (int r = 0; r < 40; r++) {
+    char pair[32];
+    int id = r ? 255 + r : 97;
+    snprintf(pair, sizeof pair, "%d %d", id, id);
+    at += snprintf(buf + at, cap - (size_t)at, "%-*s\n", pad, pair);
+  }
+  snprintf(buf + at, cap - (size_t)at, "special 0\n");
+}
+
 static void test_bad_files(void **state) {
   (void)state;
   char dir[] = "/tmp/nb_bpe_bad_XXXXXX";
@@ -606,16 +621,23 @@ static void test_bad_files(void **state) {
   assert_int_equal(nb_bpe_load(path, &t), NB_ERR_FORMAT);
   assert_non_null(strstr(nb_last_error(), ":4: line longer than 255 bytes"));
 
-  /* tokens that double with every merge: refused before they take 64 MiB */
+  /* tokens that double with every merge: a file of ~300 bytes may expand
+   * to 1 MiB (the floor), where merge 18 brings them to 2^20 + 254 */
   char big[2048];
-  int at = snprintf(big, sizeof big, HDR "merges 40\n97 97\n");
-  for (int r = 1; r < 40; r++)
-    at += snprintf(big + at, sizeof big - (size_t)at, "%d %d\n", 255 + r, 255 + r);
-  snprintf(big + at, sizeof big - (size_t)at, "special 0\n");
+  doubling_file(big, sizeof big, 0);
   write_file(path, big, strlen(big));
   assert_int_equal(nb_bpe_load(path, &t), NB_ERR_FORMAT);
+  assert_non_null(strstr(nb_last_error(), "merge 18: the tokens would total more than 1048576 "
+                                          "bytes (allowed: 256 per byte of the file up to here"));
+  /* the same merges on lines padded to 250 bytes: 256 bytes of tokens per
+   * byte read lets merge 18 through (2^20 + 254 <= 256 x 4,808 bytes read)
+   * and stops merge 19 (2^21 + 254 > 256 x 5,059) */
+  static char padded[12000];
+  doubling_file(padded, sizeof padded, 250);
+  write_file(path, padded, strlen(padded));
+  assert_int_equal(nb_bpe_load(path, &t), NB_ERR_FORMAT);
   assert_non_null(
-      strstr(nb_last_error(), "merge 24: the tokens would total more than 67108864 bytes"));
+      strstr(nb_last_error(), "merge 19: the tokens would total more than 1295104 bytes"));
 
   /* every truncation and every single-byte corruption of a good file loads
    * or fails with NB_ERR_FORMAT, never anything worse */
@@ -652,6 +674,137 @@ static void test_bad_files(void **state) {
   nb_bpe_free(keep);
   remove(path);
   rmdir(dir);
+}
+
+/* ---- reading through pipes, memory that follows the file -------------------- */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+
+/* nb_bpe_load of `data` through a pipe, a file with no size to check the
+ * counts against (a child process writes it, so any size fits). */
+static nb_status load_piped(const char *data, size_t n, nb_bpe **t) {
+  int fd[2];
+  assert_int_equal(pipe(fd), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (!pid) {
+    close(fd[0]);
+    for (size_t done = 0; done < n;) {
+      ssize_t w = write(fd[1], data + done, n - done);
+      if (w <= 0) _exit(1);
+      done += (size_t)w;
+    }
+    _exit(0);
+  }
+  close(fd[1]);
+  char path[64];
+  snprintf(path, sizeof path, "/dev/fd/%d", fd[0]);
+  nb_status st = nb_bpe_load(path, t);
+  close(fd[0]);
+  int ws;
+  waitpid(pid, &ws, 0);
+  return st;
+}
+
+#ifndef TEST_ASAN
+/* Virtual memory size of this process in bytes (/proc/self/status), 0 if
+ * unknown. */
+static size_t vm_size(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  long long kb = 0;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmSize: %lld kB", &kb) == 1) break;
+  fclose(f);
+  return (size_t)kb * 1024;
+}
+#endif
+
+/* Loads `data` through a pipe in a child process whose address space may
+ * grow by only 16 MiB (RLIMIT_AS): the load must end in NB_ERR_FORMAT with
+ * `want` in its message, not in an allocation the limit refuses. Under
+ * ASan (terabytes of shadow mappings) the limit is left out. */
+static void expect_small_failure(const char *data, size_t n, const char *want) {
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (!pid) {
+#ifndef TEST_ASAN
+    size_t vm = vm_size();
+    struct rlimit rl = {vm + (16u << 20), vm + (16u << 20)};
+    if (vm && setrlimit(RLIMIT_AS, &rl)) _exit(3);
+#endif
+    nb_bpe *t = NULL;
+    nb_status st = load_piped(data, n, &t);
+    int ok = st == NB_ERR_FORMAT && strstr(nb_last_error(), want);
+    if (!ok) fprintf(stderr, "got %s '%s', want '%s'\n", nb_status_name(st), nb_last_error(), want);
+    _exit(ok ? 0 : 1);
+  }
+  int ws;
+  assert_int_equal(waitpid(pid, &ws, 0), pid);
+  assert_true(WIFEXITED(ws));
+  assert_int_equal(WEXITSTATUS(ws), 0);
+}
+
+static void test_pipes_and_growth(void **state) {
+  (void)state;
+  /* 3000 merges, more than the first table holds (1024): every letter
+   * pair, then pairs of those; read from a regular file and from a pipe,
+   * the same merges, and encodings that agree with the naive encoder */
+  enum { NM = 3000 };
+  static char file[40000];
+  static int32_t want[2 * NM];
+  int at = snprintf(file, sizeof file, HDR "merges %d\n", NM);
+  for (int i = 0; i < NM; i++) {
+    int j = i - 676;
+    want[2 * i] = i < 676 ? 97 + i / 26 : 256 + j % 676;
+    want[2 * i + 1] = i < 676 ? 97 + i % 26 : 256 + j / 676;
+    at += snprintf(file + at, sizeof file - (size_t)at, "%d %d\n", (int)want[2 * i],
+                   (int)want[2 * i + 1]);
+  }
+  at += snprintf(file + at, sizeof file - (size_t)at, "special 1\n<|end|>\n");
+  char dir[] = "/tmp/nb_bpe_pipe_XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char path[256];
+  snprintf(path, sizeof path, "%s/v.bpe", dir);
+  write_file(path, file, (size_t)at);
+  nb_bpe *t, *u;
+  TU_OK(nb_bpe_load(path, &t));
+  TU_OK(load_piped(file, (size_t)at, &u));
+  check_merges(t, want, NM);
+  check_merges(u, want, NM);
+  assert_int_equal(nb_bpe_vocab_size(u), 256 + NM + 1);
+  nb_rng rng;
+  nb_rng_seed(&rng, 11);
+  static char s[600];
+  static int32_t ids[600], ids_naive[600];
+  for (int e = 0; e < 4; e++) {
+    random_text(&rng, s, sizeof s, "abcdefghijklmnopqrstuvwxyz  ");
+    size_t n_ids, n_naive = naive_encode(u, s, sizeof s, ids_naive);
+    TU_OK(nb_bpe_encode(u, s, sizeof s, 0, ids, &n_ids));
+    assert_int_equal(n_ids, n_naive);
+    assert_memory_equal(ids, ids_naive, n_ids * sizeof *ids);
+  }
+  nb_bpe_free(t);
+  nb_bpe_free(u);
+  remove(path);
+  rmdir(dir);
+
+  /* a small stream claiming the largest vocabulary: no size to refuse it
+   * up front, so it runs dry after one merge, having sized nothing for
+   * the other 1,048,319 */
+  static const char claim[] = HDR "merges 1048320\n97 98\n";
+  expect_small_failure(claim, sizeof claim - 1, "file ends after 1 of 1048320 merges");
+  /* doubling tokens through a pipe: stopped at 1 MiB */
+  char big[2048];
+  doubling_file(big, sizeof big, 0);
+  expect_small_failure(big, strlen(big), "merge 18: the tokens would total more than 1048576");
 }
 
 /* Tiny Shakespeare to 1024 ids, when the file is here: the merge list and
@@ -698,6 +851,7 @@ int main(void) {
       cmocka_unit_test(test_special_tokens),
       cmocka_unit_test(test_file_round_trip),
       cmocka_unit_test(test_bad_files),
+      cmocka_unit_test(test_pipes_and_growth),
       cmocka_unit_test(test_shakespeare),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

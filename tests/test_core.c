@@ -117,6 +117,30 @@ static void test_shape_str(void **state) {
   assert_int_equal(nb_shape_numel(3, s), 24);
 }
 
+/* nb_tensor_input_count / nb_tensor_input: from a node to the nodes it
+ * reads, in argument order; nothing for leaves, NULL, or an index outside. */
+static void test_node_inputs(void **state) {
+  (void)state;
+  nb_graph *g = nb_graph_new();
+  int64_t s[2] = {2, 3};
+  nb_tensor *a = nb_input(g, "a", NB_F32, 2, s), *b = nb_input(g, "b", NB_F32, 2, s);
+  nb_tensor *c = nb_sub(g, b, a), *t = nb_transpose(g, c, 0, 1);
+  TU_OK(nb_graph_status(g));
+  assert_int_equal(nb_tensor_input_count(a), 0);
+  assert_null(nb_tensor_input(a, 0));
+  assert_int_equal(nb_tensor_input_count(c), 2);
+  assert_ptr_equal(nb_tensor_input(c, 0), b);
+  assert_ptr_equal(nb_tensor_input(c, 1), a);
+  assert_null(nb_tensor_input(c, 2));
+  assert_null(nb_tensor_input(c, -1));
+  assert_string_equal(nb_tensor_op_name(t), "permute");
+  assert_int_equal(nb_tensor_input_count(t), 1);
+  assert_ptr_equal(nb_tensor_input(t, 0), c);
+  assert_int_equal(nb_tensor_input_count(NULL), 0);
+  assert_null(nb_tensor_input(NULL, 0));
+  nb_graph_free(g);
+}
+
 /* Views share storage: slicing, transposing and broadcasting add no kernel,
  * and the values read through them are the right elements. */
 static void test_views_no_copy(void **state) {
@@ -357,6 +381,7 @@ int main(void) {
       cmocka_unit_test(test_memplan_reuse),
       cmocka_unit_test(test_variables_and_assign),
       cmocka_unit_test(test_grad_accumulates),
+      cmocka_unit_test(test_node_inputs),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -722,6 +722,109 @@ static void test_bad_configs(void **state) {
   nb_model_free(m);
 }
 
+/* ---- merging is all or nothing -------------------------------------------------- */
+
+/* A state of two adapted layers, l1 (weight [4, 3]) then l2 (weight
+ * [5, 3]), rank 2, with l2.lora_B of `b2_rows` rows (5 fits), filled with
+ * fixed random values. */
+static nb_state *two_layer_state(nb_backend *be, int64_t b2_rows) {
+  static const char *const names[6] = {"l1.weight", "l1.lora_A", "l1.lora_B",
+                                       "l2.weight", "l2.lora_A", "l2.lora_B"};
+  const int64_t shapes[6][2] = {{4, 3}, {2, 3}, {4, 2}, {5, 3}, {2, 3}, {b2_rows, 2}};
+  nb_state *st;
+  TU_OK(nb_state_new(be, &st));
+  nb_graph *g = nb_graph_new();
+  nb_init zeros = {NB_INIT_ZEROS, 0.0f, 0.0f, 0};
+  for (int i = 0; i < 6; i++)
+    nb_tensor_set_output(nb_variable(g, names[i], NB_F32, 2, shapes[i], zeros));
+  nb_plan *p;
+  TU_OK(nb_compile(g, be, st, NULL, &p));
+  nb_plan_free(p);
+  nb_graph_free(g);
+  for (int i = 0; i < 6; i++) {
+    int64_t n = shapes[i][0] * shapes[i][1];
+    float *v = tu_rand((size_t)n, -1, 1, 40 + (uint64_t)i);
+    write_var(st, names[i], v, n);
+    free(v);
+  }
+  return st;
+}
+
+static void test_merge_all_or_nothing(void **state) {
+  (void)state;
+  nb_backend *be;
+  TU_OK(nb_backend_new("cpu", &be));
+  nb_lora l = make_lora(2, 3.0f, "*");
+  tu_snapshot before, after;
+
+  /* the second adapter's B does not fit its weight: nothing is written */
+  nb_state *st = two_layer_state(be, 4);
+  tu_snapshot_take(st, &before);
+  expect_error(nb_lora_merge(st, &l), NB_ERR_SHAPE,
+               "l2: lora_A [2, 3], lora_B [4, 2] and weight [5, 3] do not fit rank 2");
+  tu_snapshot_take(st, &after);
+  tu_snapshot_assert_equal(&before, &after, "after a shape mismatch in l2");
+  tu_snapshot_free(&after);
+  tu_snapshot_free(&before);
+  nb_state_free(st);
+
+  /* the second adapter's update overflows f32 (3e38 x 3e38 x 1.5): found
+   * while computing l2, after l1's merged weight is computed, and l1 is not
+   * written either: every variable keeps its bits */
+  st = two_layer_state(be, 5);
+  float big[10];
+  for (int i = 0; i < 10; i++) big[i] = 3e38f;
+  write_var(st, "l2.lora_A", big, 6);
+  write_var(st, "l2.lora_B", big, 10);
+  tu_snapshot_take(st, &before);
+  expect_error(nb_lora_merge(st, &l), NB_ERR_INVALID_ARG, "l2: weight [0, 0] becomes inf");
+  assert_non_null(strstr(nb_last_error(), "nothing was merged"));
+  tu_snapshot_take(st, &after);
+  tu_snapshot_assert_equal(&before, &after, "after an overflowing update in l2");
+  tu_snapshot_free(&after);
+  tu_snapshot_free(&before);
+  nb_state_free(st);
+
+  /* the same layers with finite adapters merge: W + 1.5 B A (a naive loop
+   * in double), and both Bs become zero */
+  st = two_layer_state(be, 5);
+  static const char *const layers[2] = {"l1", "l2"};
+  const int64_t outs[2] = {4, 5};
+  float *want[2];
+  for (int j = 0; j < 2; j++) {
+    char wn[32], an[32], bn[32];
+    snprintf(wn, sizeof wn, "%s.weight", layers[j]);
+    snprintf(an, sizeof an, "%s.lora_A", layers[j]);
+    snprintf(bn, sizeof bn, "%s.lora_B", layers[j]);
+    float *w = read_var(st, wn, outs[j] * 3), *a = read_var(st, an, 6),
+          *b = read_var(st, bn, outs[j] * 2);
+    want[j] = malloc((size_t)outs[j] * 3 * sizeof(float));
+    for (int64_t o = 0; o < outs[j]; o++)
+      for (int64_t i = 0; i < 3; i++) {
+        double d = 0;
+        for (int64_t k = 0; k < 2; k++) d += (double)b[o * 2 + k] * a[k * 3 + i];
+        want[j][o * 3 + i] = (float)(w[o * 3 + i] + 1.5 * d);
+      }
+    free(w);
+    free(a);
+    free(b);
+  }
+  TU_OK(nb_lora_merge(st, &l));
+  for (int j = 0; j < 2; j++) {
+    char wn[32], bn[32];
+    snprintf(wn, sizeof wn, "%s.weight", layers[j]);
+    snprintf(bn, sizeof bn, "%s.lora_B", layers[j]);
+    float *w = read_var(st, wn, outs[j] * 3), *b = read_var(st, bn, outs[j] * 2);
+    tu_assert_close(wn, w, want[j], (size_t)outs[j] * 3, 1e-7, 1e-6);
+    for (int64_t i = 0; i < outs[j] * 2; i++) assert_true(b[i] == 0.0f);
+    free(w);
+    free(b);
+    free(want[j]);
+  }
+  nb_state_free(st);
+  nb_backend_free(be);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forward_matches_torch),
@@ -730,6 +833,7 @@ int main(void) {
       cmocka_unit_test(test_train_adapters_only_then_merge),
       cmocka_unit_test(test_model_file_fit),
       cmocka_unit_test(test_bad_configs),
+      cmocka_unit_test(test_merge_all_or_nothing),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -446,6 +446,14 @@ static void test_small_model(void **state) {
   assert_int_equal(nb_onnx_build(m, g, 1, &other, NULL, &y), NB_ERR_INVALID_ARG);
   assert_non_null(strstr(nb_last_error(), "'X'"));
   nb_graph_free(g);
+  /* a batch whose element count nb_input refuses: an error naming the input */
+  g = nb_graph_new();
+  const int64_t huge[2] = {INT64_MAX / 2, 3};
+  nb_onnx_input inh = {"X", 2, huge, NULL};
+  assert_int_equal(nb_onnx_build(m, g, 1, &inh, NULL, &y), NB_ERR_SHAPE);
+  assert_non_null(strstr(nb_last_error(), "input 'X': nb_input: shape"));
+  assert_non_null(strstr(nb_last_error(), "has too many elements"));
+  nb_graph_free(g);
   nb_onnx_free(m);
 
   /* every truncation of the model: an error or a smaller valid model */

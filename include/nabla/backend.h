@@ -164,6 +164,11 @@ typedef struct nb_plan_stats {
   int devices;           /* devices the plan runs on (1 for an ordinary plan) */
   int transfers;         /* copies between devices per run */
   size_t transfer_bytes; /* bytes they move per run */
+  int graph;             /* CUDA graphs (docs/cuda.md): 1 = each run replays one
+                            recorded graph; 0 = not recorded yet (the 2nd run
+                            records); -1 = launches one by one (a CPU device,
+                            NABLA_CUDA_GRAPHS=0, or a plan that cannot be
+                            recorded: NABLA_CUDA_VERBOSE=1 prints why) */
 } nb_plan_stats;
 
 nb_plan_stats nb_plan_get_stats(const nb_plan *p);

@@ -445,8 +445,11 @@ nb_status nb_bpe_save(const nb_bpe *t, const char *path);
 /* Reads a file written by nb_bpe_save. Anything else (wrong header or
  * version, unknown split, a count above the limits, a merge id not below
  * 256 + its rank, a repeated merge or special token, a bad name, missing
- * or extra lines, a line over 255 bytes) is NB_ERR_FORMAT naming
- * path:line and the reason. */
+ * or extra lines, a line over 255 bytes, merges whose tokens would total
+ * more than 256 bytes per byte of the file read up to them (at least
+ * 1 MiB)) is NB_ERR_FORMAT naming path:line and the reason. Memory grows
+ * with the lines read, not with the counts a header claims, so a small
+ * hostile file (or pipe) fails without large allocations. */
 nb_status nb_bpe_load(const char *path, nb_bpe **out);
 
 /* ---- token windows -------------------------------------------------------- */

@@ -27,6 +27,11 @@ typedef enum nb_dist_mode {
   NB_DIST_AUTO = 0, /* MPI when a launcher started this process (nb_dist_launched), else SINGLE */
   NB_DIST_MPI,      /* MPI; an error when the build lacks MPI or no launcher started us */
   NB_DIST_SINGLE,   /* one process (rank 0 of 1), no MPI calls at all */
+  /* one process (rank 0 of 1) that still averages gradients through the
+   * allreduce ops (nb_dist_averages_grads): the data-parallel code path, on
+   * CUDA NCCL's, run and tested without MPI or a launcher; an error when a
+   * launcher started several processes */
+  NB_DIST_SELF,
 } nb_dist_mode;
 
 typedef enum nb_dist_op { NB_DIST_SUM = 0, NB_DIST_MIN, NB_DIST_MAX } nb_dist_op;
@@ -52,8 +57,12 @@ void nb_dist_free(nb_dist *d);
 
 int nb_dist_rank(const nb_dist *d); /* 0 for NULL */
 int nb_dist_size(const nb_dist *d); /* 1 for NULL */
-/* "mpi" or "single". */
+/* "mpi", "single" or "self" (NB_DIST_SELF). */
 const char *nb_dist_kind(const nb_dist *d);
+/* 1 if a training step on d averages its gradients over the ranks
+ * (nb_dist_average_grads, as nb_recipe_update_dist does): with more than
+ * one rank, or in NB_DIST_SELF mode. 0 for NULL. */
+int nb_dist_averages_grads(const nb_dist *d);
 
 /* ---- collectives (every rank calls them, in the same order) ---------------- */
 
@@ -118,6 +127,14 @@ void nb_dist_progress(nb_dist *d);
  * the result equals the input. The plans compiled from g use d: it must
  * outlive them. Errors are also recorded in the graph. */
 nb_status nb_allreduce_mean(nb_graph *g, nb_dist *d, int n, nb_tensor *const *xs, nb_tensor **outs);
+
+/* The NCCL that the CUDA backend's gradient reductions use. nabla does not
+ * link NCCL: it loads it with dlopen (NABLA_NCCL_LIBRARY when set, else
+ * libnccl.so.2 wherever the dynamic loader finds it) the first time it is
+ * needed, and keeps it. Writes "2.28.9 (libnccl.so.2)" into buf (loading it
+ * now if needed) and returns NB_OK, or returns NB_ERR_UNSUPPORTED with a
+ * message saying how to install NCCL or point at it. */
+nb_status nb_dist_nccl_version(char *buf, size_t cap);
 
 /* Default bucket size of nb_dist_average_grads: 1 MiB of gradients, or
  * NABLA_DIST_BUCKET_KB kibibytes when that environment variable is set. */

@@ -60,6 +60,10 @@ typedef struct nb_fit_result {
   double seconds;        /* training time of this run (evaluation excluded) */
   char checkpoint[1024]; /* last checkpoint written ("" if none) */
   char weights[1024];    /* model weights written at the end ("" if none) */
+  /* precision fp16: the grad scaler's scale and the steps it skipped so far
+   * (gradient overflow), at the end; 0 otherwise */
+  double loss_scale;
+  int64_t skipped_steps;
 } nb_fit_result;
 
 /* Trains `m` on `train` (features already normalised as the recipe says),
@@ -71,7 +75,9 @@ typedef struct nb_fit_result {
  * end weights.safetensors (model variables only), plus TensorBoard events
  * and log.csv. `st` holds the variables (created on first use; pass a fresh
  * state, or one with weights to fine-tune); it must belong to a backend of
- * o->device. */
+ * o->device. The recipe's precision (nb_model_set_precision) applies to
+ * the training and the evaluation graphs; with fp16 each epoch logs the
+ * loss scale and the skipped steps (nb_fit_result). */
 nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_dataset *train,
                  const nb_dataset *test, const nb_fit_options *o, nb_fit_result *r);
 
@@ -96,6 +102,8 @@ typedef struct nb_text_fit_result {
   double seconds;        /* training time of this run (validation excluded) */
   char checkpoint[1024]; /* last checkpoint written ("" if none) */
   char weights[1024];    /* model weights written at the end ("" if none) */
+  double loss_scale;     /* precision fp16: as in nb_fit_result; 0 otherwise */
+  int64_t skipped_steps;
 } nb_text_fit_result;
 
 /* Trains a token-sequence model (nb_model_is_text: input [T] token ids,

@@ -58,6 +58,10 @@ const char *nb_tensor_name(const nb_tensor *t); /* "" if unnamed */
 void nb_tensor_set_name(nb_tensor *t, const char *name);
 const char *nb_tensor_op_name(const nb_tensor *t);
 int nb_tensor_id(const nb_tensor *t);
+/* The node's inputs (the nodes its op reads), for walking a graph: their
+ * count (0 for leaves and for NULL) and input i, NULL outside [0, count). */
+int nb_tensor_input_count(const nb_tensor *t);
+nb_tensor *nb_tensor_input(const nb_tensor *t, int i);
 /* 1 if the node's elements are laid out densely in row-major order. */
 int nb_tensor_is_contiguous(const nb_tensor *t);
 /* Marks a node as a plan output: it keeps its own memory and can be read
@@ -106,6 +110,24 @@ typedef enum nb_micro {
 
 void nb_tensor_set_micro(nb_tensor *t, nb_micro how);
 nb_micro nb_tensor_micro(const nb_tensor *t);
+
+/* ---- mixed precision (docs/cuda.md, "Mixed precision") -------------------- */
+
+/* An autocast scope, like torch.autocast: while it is NB_BF16 or NB_F16,
+ * every nb_matmul and nb_conv2d created (by layers, or directly) casts its
+ * f32 operands to that dtype, inside the graph, so f32 weights stay the
+ * masters in the state and the cast runs every step. The op multiplies
+ * the half-precision operands with f32 accumulation and returns f32, so
+ * what follows (bias, activations, norms, softmax, losses, reductions, the
+ * optimizer) stays f32. The gradient ops of such a matmul or convolution
+ * cast the incoming f32 gradient to the same dtype and also return f32,
+ * and the gradient of a cast is the gradient cast back, so weight
+ * gradients are f32. NB_F32 ends the scope (the default); any other dtype
+ * is NB_ERR_INVALID_ARG. The scope needs to cover only the forward build:
+ * nb_graph_backward follows the dtypes the forward ops took. */
+nb_status nb_graph_set_autocast(nb_graph *g, nb_dtype dt);
+/* The scope's dtype (NB_F32 when off). */
+nb_dtype nb_graph_autocast(const nb_graph *g);
 
 /* ---- leaves --------------------------------------------------------------- */
 
@@ -252,7 +274,9 @@ nb_tensor *nb_slice_at(nb_graph *g, nb_tensor *x, int axis, nb_tensor *pos, int6
 /* ---- linear algebra and convolution --------------------------------------- */
 
 /* Batched matrix product with broadcast batch dimensions: [..., m, k] x
- * [..., k, n] -> [..., m, n]; 1-d operands are promoted like numpy. */
+ * [..., k, n] -> [..., m, n]; 1-d operands are promoted like numpy.
+ * Operands are both f32, both bf16 or both f16; the product is accumulated
+ * and returned in f32 (see nb_graph_set_autocast). */
 nb_tensor *nb_matmul(nb_graph *g, nb_tensor *a, nb_tensor *b);
 
 typedef struct nb_conv2d_params {
@@ -264,7 +288,9 @@ typedef struct nb_conv2d_params {
 
 /* Defaults: stride 1, padding 0, dilation 1, groups 1. */
 nb_conv2d_params nb_conv2d_defaults(void);
-/* x [N, C, H, W], w [K, C/groups, R, S] -> [N, K, P, Q]. No bias (add it). */
+/* x [N, C, H, W], w [K, C/groups, R, S] -> [N, K, P, Q]. No bias (add it).
+ * x and w (dy and w, x and dy for the gradient ops) share one dtype, f32,
+ * bf16 or f16; the result is f32. */
 nb_tensor *nb_conv2d(nb_graph *g, nb_tensor *x, nb_tensor *w, const nb_conv2d_params *p);
 /* Gradient ops of conv2d, also usable directly (transposed convolution). */
 nb_tensor *nb_conv2d_backward_input(nb_graph *g, nb_tensor *dy, nb_tensor *w,

@@ -47,9 +47,13 @@ nb_status nb_lora_load(const char *path, nb_state *st);
  * (the product summed in double, the result rounded once to f32), and sets
  * B to zero, so a graph built with or without the adapters on this state
  * computes what the adapted layer computed before. Biases are untouched.
- * Every pair is checked (A [rank, in], B [out, rank], weight [out, in], all
- * f32) before any is written; a state without adapters is
- * NB_ERR_INVALID_ARG. */
+ * All or nothing: every pair is checked (A [rank, in], B [out, rank],
+ * weight [out, in], all f32) and every merged weight computed, in host
+ * memory (about twice the adapted weights), before any is written; an
+ * update that makes a finite weight inf or NaN is NB_ERR_INVALID_ARG
+ * naming the layer and element. On any error the state is unchanged (a
+ * device write that fails part way is undone by writing back the saved
+ * weights). A state without adapters is NB_ERR_INVALID_ARG. */
 nb_status nb_lora_merge(nb_state *st, const nb_lora *cfg);
 
 /* nb_lora_merge on files, no model needed: reads the base weights file

@@ -41,6 +41,15 @@ typedef enum nb_recipe_optimizer {
   NB_RECIPE_SGD,      /* torch.optim.SGD (momentum, nesterov) */
 } nb_recipe_optimizer;
 
+/* The arithmetic of a training run (docs/cuda.md, "Mixed precision"). */
+typedef enum nb_precision {
+  NB_PRECISION_FP32 = 0, /* everything f32 (default) */
+  NB_PRECISION_BF16,     /* matmuls and convolutions take bf16 operands (autocast),
+                            f32 master weights; no loss scaling */
+  NB_PRECISION_FP16,     /* f16 operands likewise, plus dynamic loss scaling
+                            (nb_grad_scaler, optim.h) */
+} nb_precision;
+
 /* Most channels a mean/std normalisation can list. */
 #define NB_RECIPE_MAX_CHANNELS 8
 
@@ -90,6 +99,11 @@ typedef struct nb_recipe {
   /* Weight decay only for parameters with at least this many axes (adam,
    * adamw); 0 = every parameter (default), 2 = nanoGPT's rule. */
   int decay_min_dims;
+  /* fp32 (default), bf16 or fp16. Whoever builds the training graph opens
+   * the autocast scope (nb_graph_set_autocast(g, nb_precision_dtype(p))
+   * before nb_model_build: nb_fit, nb_fit_text, nb_evaluate* and `nabla
+   * bench` do); nb_recipe_update adds the loss scaling that fp16 needs. */
+  nb_precision precision;
 } nb_recipe;
 
 /* The recipe a [train] section starts from. */
@@ -101,15 +115,27 @@ nb_status nb_recipe_schedule(const nb_recipe *r, int64_t steps_per_epoch, nb_sch
 /* Appends the recipe's update for `loss` to g: the backward pass, gradient
  * clipping when the recipe sets clip_grad_norm (*grad_norm gets the norm
  * node, marked as an output; NULL otherwise; grad_norm may be NULL), and the
- * recipe's optimizer (*opt, freed by the caller). The one place a recipe
+ * recipe's optimizer (*opt, freed by the caller). With precision fp16 the
+ * loss is scaled before backward and the gradients unscaled before
+ * clipping by an nb_grad_scaler with its defaults (optim.h), which skips
+ * the update of a step whose gradients overflow. The one place a recipe
  * becomes a training step, so training, benchmarks and summaries agree. */
 nb_status nb_recipe_update(const nb_recipe *r, nb_graph *g, nb_tensor *loss, nb_tensor **grad_norm,
                            nb_optimizer **opt);
 /* nb_recipe_update for data-parallel training: with more than one rank in
- * `dist` (NULL: one process), the gradients are averaged over the ranks
- * (nb_dist_average_grads) right after backward, before clipping. */
+ * `dist` (NULL: one process), or NB_DIST_SELF (nb_dist_averages_grads), the
+ * gradients are averaged over the ranks (nb_dist_average_grads) right after
+ * backward, before clipping. */
 nb_status nb_recipe_update_dist(const nb_recipe *r, nb_graph *g, nb_tensor *loss, nb_dist *dist,
                                 nb_tensor **grad_norm, nb_optimizer **opt);
+
+/* "fp32", "bf16", "fp16" ("?" for a bad value). */
+const char *nb_precision_name(nb_precision p);
+/* Parses "fp32" (also "f32", "float32"), "bf16" ("bfloat16"), "fp16" ("f16",
+ * "float16"); NB_ERR_INVALID_ARG naming the choices otherwise. */
+nb_status nb_precision_parse(const char *s, nb_precision *out);
+/* The autocast dtype of a precision: NB_F32 (off), NB_BF16 or NB_F16. */
+nb_dtype nb_precision_dtype(nb_precision p);
 
 /* "adam", "adamw", "sgd" ("?" for a bad value). */
 const char *nb_recipe_optimizer_name(nb_recipe_optimizer o);
@@ -172,6 +198,11 @@ nb_status nb_model_param_count(const nb_model *m, int64_t *count);
 nb_status nb_model_set_lora(nb_model *m, const nb_lora *lora);
 /* The attached configuration, or NULL. Owned by m. */
 const nb_lora *nb_model_lora(const nb_model *m);
+
+/* Overrides the recipe's precision ([train] precision, `--precision`), so
+ * that every later training, evaluation and benchmark of m runs in it.
+ * NB_ERR_INVALID_ARG for a value outside nb_precision. */
+nb_status nb_model_set_precision(nb_model *m, nb_precision p);
 
 /* ---- placement (model parallelism, docs/distributed.md) ------------------------ */
 

@@ -65,6 +65,21 @@ typedef struct nb_backend_vtable {
    * device's thread count (be->threads, or `share` when that is 0) and its
    * cores (be->cpu_first, be->cpu_count). */
   void (*bind_thread)(nb_backend *be, int share);
+  /* Optional (all four NULL = none): recorded runs (CUDA graphs), used by
+   * plan.c to replay a whole plan run with one launch. graph_begin starts
+   * recording what the calling thread launches on the device: from then on
+   * `run` records its kernels instead of running them, so every pointer and
+   * by-value argument is frozen into the recording. NB_ERR_UNSUPPORTED when
+   * recording is switched off (NABLA_CUDA_GRAPHS=0). graph_end always stops
+   * the recording; it returns a runnable recording in *out, or an error when
+   * recording failed (an unsupported call, a launch error); the device's
+   * error state is then cleared and nothing recorded has run. graph_launch
+   * runs a recording once, ordered with uploads and downloads like a launch.
+   * graph_drop frees it (a launch still running finishes first). */
+  nb_status (*graph_begin)(nb_backend *be);
+  nb_status (*graph_end)(nb_backend *be, void **out);
+  nb_status (*graph_launch)(nb_backend *be, void *graph);
+  void (*graph_drop)(nb_backend *be, void *graph);
 } nb_backend_vtable;
 
 struct nb_backend {

@@ -71,7 +71,10 @@ int nb_cuda_lists_op(nb_opcode op) {
   /* cuda_decode.cu, and attention_cached in cuda_attention.cu */
   case NB_OP_WRITE_AT:
   case NB_OP_SLICE_AT:
-  case NB_OP_ATTENTION_CACHED: return 1;
+  case NB_OP_ATTENTION_CACHED:
+  /* cuda_nccl.cu (NCCL, loaded at run time) */
+  case NB_OP_ALLREDUCE_START:
+  case NB_OP_ALLREDUCE_WAIT: return 1;
   default: return 0;
   }
 }

@@ -155,6 +155,7 @@ nb_status nb_plan_alias_input(nb_plan *p, const nb_tensor *input, void *data) {
   nb_node_info *in = &p->info[input->id];
   if (input->op != NB_OP_INPUT || in->kind != NB_STORE_INPUT)
     return nb_error(NB_ERR_INTERNAL, "alias: node %d is not a kept input", input->id);
+  nb_plan_graph_drop(p); /* a recording holds the old pointer */
   if (!in->aliased) p->be->vt->free(p->be, in->own);
   in->aliased = 1;
   in->own = data;
@@ -170,6 +171,7 @@ void nb_plan_free(nb_plan *p) {
   if (!p) return;
   nb_mp_free(p->mp);
   nb_backend *be = p->be;
+  nb_plan_graph_drop(p); /* before the memory it launches on */
   nb_plan_print_profile(p);
   free(p->prof);
   if (p->info) {

@@ -84,6 +84,15 @@ struct nb_plan {
   /* a plan over several devices or micro-batches (multiplan.c): the public
    * plan functions hand it over; the fields above are then unused */
   struct nb_mplan *mp;
+  /* CUDA graphs (plan.c, docs/cuda.md): the backend's recording of one whole
+   * run, replayed by the runs after it. graph_state: 0 = not recorded yet
+   * (the 2nd run records: the 1st does the kernels' lazy set-up), 1 =
+   * recorded, -1 = never (the backend has none, it is switched off, or the
+   * plan cannot be recorded; graph_why says which) */
+  void *graph;
+  int graph_state;
+  uint64_t graph_plain_runs; /* runs made by plain launches so far */
+  char graph_why[256];
 };
 
 /* Passes, in order. Each returns an error status with a message. */
@@ -101,6 +110,10 @@ void nb_plan_print_profile(const nb_plan *p);
 
 /* First byte of `t`'s data in the plan (after compile). */
 void *nb_plan_data(const nb_plan *p, const nb_tensor *t);
+
+/* Frees the plan's CUDA graph, if any (plan.c); a recorded plan records
+ * anew at its next run (after its pointers changed: nb_plan_alias_input). */
+void nb_plan_graph_drop(nb_plan *p);
 
 /* nb_compile without the argument checks and without model parallelism:
  * one graph on one backend, variables in st (scratch: NB_FLAG_SCRATCH ones,

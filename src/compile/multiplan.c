@@ -219,6 +219,13 @@ nb_status nb_mp_compile(nb_plan *p) {
         /* nb_compile_single says "nb_compile: ..." already */
         st = nb_error(st, "%s: %s", be->name, strncmp(msg, "nb_compile: ", 12) ? msg : msg + 12);
       }
+      if (!st) {
+        /* parts run on worker threads with transfers and per-micro-batch
+         * run counters between them: no CUDA graphs (docs/cuda.md) */
+        S->inst[i]->graph_state = -1;
+        snprintf(S->inst[i]->graph_why, sizeof S->inst[i]->graph_why,
+                 "part of a multi-device or micro-batched plan");
+      }
       if (!st && S->first) {
         float first = i == 0 ? 1.0f : 0.0f;
         st = nb_plan_set_input(S->inst[i], S->first, &first, sizeof first);

@@ -83,12 +83,120 @@ static nb_status run_launch(nb_plan *p, int s) {
   return NB_OK;
 }
 
+/* ---- CUDA graphs ------------------------------------------------------------------
+ * On a backend with the graph hooks, a plan's 2nd run records its launches
+ * (the 1st does the kernels' lazy set-up: cuBLAS handle, workspaces) and
+ * every later run replays the recording with one launch. A recording
+ * freezes every pointer and by-value argument of its launches. The
+ * pointers are the plan's for its lifetime (arena, workspace, input and
+ * constant buffers, the state's variables; nb_plan_alias_input drops the
+ * recording), and inputs such as the learning rate are read from device
+ * memory, so a replay computes what the launches would; what would differ
+ * from run to run makes the plan ineligible (graph_obstacle). */
+
+/* Sets p->graph_state to -1 with the reason; NABLA_CUDA_VERBOSE=1 prints it
+ * where the backend could have recorded. */
+static void graph_never(nb_plan *p, const char *why) {
+  p->graph_state = -1;
+  snprintf(p->graph_why, sizeof p->graph_why, "%s", why);
+  const char *v = getenv("NABLA_CUDA_VERBOSE");
+  if (p->be->vt->graph_begin && v && *v && strcmp(v, "0") != 0)
+    fprintf(stderr, "nabla: %s: plan of %d launches runs without a CUDA graph: %s\n", p->be->name,
+            p->n_launch, why);
+}
+
+/* Why the plan's runs cannot be replayed from one recording, or NULL. */
+static const char *graph_obstacle(const nb_plan *p, char *buf, size_t cap) {
+  if (p->n_launch < 2) return "fewer than two launches: nothing to save";
+  if (p->prof) return "NABLA_PROFILE times each launch";
+  if (p->dist) return "it reduces gradients across processes (allreduce_start)";
+  for (int s = 0; s < p->n_launch; s++) {
+    const nb_fused_group *g = p->launch[s].group;
+    for (int k = 0; g && k < g->n_ops; k++)
+      if (g->ops[k].op == NB_OP_DROPOUT && g->ops[k].fp[0] != 0.0f) {
+        /* the mask hashes the run counter, which kernels get by value */
+        snprintf(buf, cap, "dropout (in the launch of node %d) draws a new mask every run",
+                 p->launch[s].node->id);
+        return buf;
+      }
+  }
+  return NULL;
+}
+
+/* Records the run's launches and replays the recording: 1 when the run
+ * happened so, 0 when it did not (nothing ran; the plan then never records
+ * again and the caller launches one by one). */
+static int run_recording(nb_plan *p) {
+  nb_backend *be = p->be;
+  char why[sizeof p->graph_why] = "";
+  nb_status st = be->vt->graph_begin(be);
+  if (st) {
+    graph_never(p, nb_last_error());
+    return 0;
+  }
+  for (int s = 0; s < p->n_launch && !st; s++) {
+    st = run_launch(p, s);
+    if (st) snprintf(why, sizeof why, "recording failed: %s", nb_last_error());
+  }
+  void *graph = NULL;
+  nb_status end = be->vt->graph_end(be, &graph); /* ends the recording even after a failure */
+  if (!st && end) snprintf(why, sizeof why, "%s", nb_last_error());
+  if (!st && !end) {
+    st = be->vt->graph_launch(be, graph);
+    if (st) snprintf(why, sizeof why, "replay failed: %s", nb_last_error());
+  }
+  if (st || end) {
+    if (graph) be->vt->graph_drop(be, graph);
+    graph_never(p, why);
+    return 0;
+  }
+  p->graph = graph;
+  p->graph_state = 1;
+  return 1;
+}
+
+void nb_plan_graph_drop(nb_plan *p) {
+  if (!p || !p->graph) return;
+  p->be->vt->graph_drop(p->be, p->graph);
+  p->graph = NULL;
+  if (p->graph_state == 1) p->graph_state = 0;
+}
+
+/* 1 when the run happened through a recording (replayed or made now). */
+static int run_graph(nb_plan *p) {
+  if (p->graph_state < 0) return 0;
+  if (!p->be->vt->graph_begin) {
+    p->graph_state = -1;
+    snprintf(p->graph_why, sizeof p->graph_why, "%s records no graphs", p->be->name);
+    return 0;
+  }
+  if (p->graph_state == 1) {
+    if (!p->be->vt->graph_launch(p->be, p->graph)) return 1;
+    char why[sizeof p->graph_why];
+    snprintf(why, sizeof why, "replay failed: %s", nb_last_error());
+    nb_plan_graph_drop(p);
+    graph_never(p, why);
+    return 0;
+  }
+  if (p->graph_plain_runs < 1) return 0; /* the 1st run sets the kernels up */
+  char buf[sizeof p->graph_why];
+  const char *why = graph_obstacle(p, buf, sizeof buf);
+  if (why) {
+    graph_never(p, why);
+    return 0;
+  }
+  return run_recording(p);
+}
+
 nb_status nb_plan_run(nb_plan *p) {
   if (!p) return nb_error(NB_ERR_INVALID_ARG, "nb_plan_run: plan is NULL");
   if (p->mp) return nb_mp_run(p);
-  for (int s = 0; s < p->n_launch; s++) {
-    nb_status st = run_launch(p, s);
-    if (st) return st;
+  if (!run_graph(p)) {
+    for (int s = 0; s < p->n_launch; s++) {
+      nb_status st = run_launch(p, s);
+      if (st) return st;
+    }
+    p->graph_plain_runs++;
   }
   p->step++;
   p->prof_runs++;
@@ -208,9 +316,11 @@ nb_plan_stats nb_plan_get_stats(const nb_plan *p) {
   if (!p) return s;
   if (p->mp) {
     nb_mp_stats(p, &s);
+    s.graph = -1;
     return s;
   }
   s.devices = 1;
+  s.graph = p->graph_state > 0 ? 1 : p->graph_state < 0 || !p->be->vt->graph_begin ? -1 : 0;
   s.arena_bytes = p->arena_bytes;
   s.naive_bytes = p->naive_bytes;
   for (int i = 0; i < p->n_nodes; i++) s.nodes += p->info[i].keep;

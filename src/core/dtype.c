@@ -147,6 +147,26 @@ nb_status nb_convert(const void *src, nb_dtype src_dt, void *dst, nb_dtype dst_d
     }
     return NB_OK;
   }
+  /* f32 <-> f16/bf16 (mixed precision casts, every step): direct loops,
+   * the same roundings as the generic path below */
+  if (src_dt == NB_F32 && (dst_dt == NB_BF16 || dst_dt == NB_F16)) {
+    const float *x = src;
+    uint16_t *y = dst;
+    if (dst_dt == NB_BF16)
+      for (size_t i = 0; i < n; i++) y[i] = nb_f32_to_bf16(x[i]);
+    else
+      for (size_t i = 0; i < n; i++) y[i] = nb_f32_to_f16(x[i]);
+    return NB_OK;
+  }
+  if ((src_dt == NB_BF16 || src_dt == NB_F16) && dst_dt == NB_F32) {
+    const uint16_t *x = src;
+    float *y = dst;
+    if (src_dt == NB_BF16)
+      for (size_t i = 0; i < n; i++) y[i] = nb_bf16_to_f32(x[i]);
+    else
+      for (size_t i = 0; i < n; i++) y[i] = nb_f16_to_f32(x[i]);
+    return NB_OK;
+  }
   if (src_dt == NB_I64 && nb_dtype_is_float(dst_dt)) {
     /* i64 -> f32 directly: going through double would round twice */
     for (size_t i = 0; i < n; i++) store_elem(dst, dst_dt, i, (float)((const int64_t *)src)[i]);

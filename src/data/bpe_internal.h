@@ -25,6 +25,7 @@ struct nb_bpe {
   int64_t *tok_off; /* 256 + max_merges + 1 */
   char *tok_bytes;
   int64_t tok_cap;
+  int64_t tok_limit; /* most bytes all tokens may total: NB_BPE_MAX_TOKEN_BYTES or less */
   /* (a, b) -> rank, open addressing with linear probing; key 0 is empty
    * (stored keys are (a << 32 | b) + 1, never 0) */
   uint64_t *map_key;
@@ -36,16 +37,22 @@ struct nb_bpe {
   unsigned char special_first[256]; /* 1 for bytes that start a special token */
 };
 
-/* A tokenizer with the 256 byte tokens and room for max_merges merges (a
- * fixed capacity: the rank map never grows). NULL when out of memory. */
+/* A tokenizer with the 256 byte tokens and room for max_merges merges
+ * (the capacity grows only through nb_bpe_reserve), tok_limit at
+ * NB_BPE_MAX_TOKEN_BYTES. NULL when out of memory. */
 nb_bpe *nb_bpe_alloc(int max_merges);
+
+/* Grows the room for merges to max_merges (at most NB_BPE_MAX_VOCAB - 256;
+ * a smaller value does nothing), rehashing the rank map: 1, or 0 when out
+ * of memory or past the limit, with t unchanged but for spare capacity. */
+int nb_bpe_reserve(nb_bpe *t, int max_merges);
 
 /* What nb_bpe_push_merge found. */
 typedef enum nb_bpe_push {
   NB_BPE_PUSHED = 0,
   NB_BPE_PUSH_RANGE,    /* an id is not below 256 + n_merges */
   NB_BPE_PUSH_DUP,      /* the pair is already a merge (its rank in *dup_rank) */
-  NB_BPE_PUSH_TOO_LONG, /* the tokens would pass NB_BPE_MAX_TOKEN_BYTES */
+  NB_BPE_PUSH_TOO_LONG, /* the tokens would pass t->tok_limit */
   NB_BPE_PUSH_FULL,     /* max_merges reached, or special tokens exist */
   NB_BPE_PUSH_OOM,
 } nb_bpe_push;

@@ -88,13 +88,20 @@ static size_t key_slot(uint64_t key, size_t mask) {
   return (size_t)(h ^ (h >> 29)) & mask;
 }
 
+/* Rank map slots for max_merges merges: a power of two, at most half full. */
+static size_t map_cap(int max_merges) {
+  size_t cap = 16;
+  while (cap < 2 * (size_t)max_merges) cap *= 2;
+  return cap;
+}
+
 nb_bpe *nb_bpe_alloc(int max_merges) {
   if (max_merges < 0 || max_merges > NB_BPE_MAX_VOCAB - 256) return NULL;
   nb_bpe *t = calloc(1, sizeof *t);
   if (!t) return NULL;
-  size_t cap = 16;
-  while (cap < 2 * (size_t)max_merges) cap *= 2;
+  size_t cap = map_cap(max_merges);
   t->max_merges = max_merges;
+  t->tok_limit = NB_BPE_MAX_TOKEN_BYTES;
   t->merges = malloc(2 * ((size_t)max_merges + 1) * sizeof *t->merges);
   t->tok_off = malloc((256 + (size_t)max_merges + 1) * sizeof *t->tok_off);
   t->tok_cap = 1024;
@@ -112,6 +119,41 @@ nb_bpe *nb_bpe_alloc(int max_merges) {
   }
   t->tok_off[256] = 256;
   return t;
+}
+
+int nb_bpe_reserve(nb_bpe *t, int max_merges) {
+  if (max_merges <= t->max_merges) return 1;
+  if (max_merges > NB_BPE_MAX_VOCAB - 256) return 0;
+  int32_t *m = realloc(t->merges, 2 * ((size_t)max_merges + 1) * sizeof *m);
+  if (!m) return 0;
+  t->merges = m;
+  int64_t *off = realloc(t->tok_off, (256 + (size_t)max_merges + 1) * sizeof *off);
+  if (!off) return 0;
+  t->tok_off = off;
+  size_t cap = map_cap(max_merges);
+  if (cap > t->map_mask + 1) {
+    uint64_t *key = calloc(cap, sizeof *key);
+    int32_t *rank = malloc(cap * sizeof *rank);
+    if (!key || !rank) {
+      free(key);
+      free(rank);
+      return 0;
+    }
+    free(t->map_key);
+    free(t->map_rank);
+    t->map_key = key;
+    t->map_rank = rank;
+    t->map_mask = cap - 1;
+    for (int r = 0; r < t->n_merges; r++) {
+      uint64_t k = pair_key(t->merges[2 * r], t->merges[2 * r + 1]);
+      size_t s = key_slot(k, t->map_mask);
+      while (t->map_key[s]) s = (s + 1) & t->map_mask;
+      t->map_key[s] = k;
+      t->map_rank[s] = r;
+    }
+  }
+  t->max_merges = max_merges;
+  return 1;
 }
 
 void nb_bpe_free(nb_bpe *t) {
@@ -149,11 +191,11 @@ nb_bpe_push nb_bpe_push_merge(nb_bpe *t, int32_t a, int32_t b, int *dup_rank) {
   }
   int64_t la = t->tok_off[a + 1] - t->tok_off[a], lb = t->tok_off[b + 1] - t->tok_off[b];
   int64_t end = t->tok_off[id] + la + lb;
-  if (end > NB_BPE_MAX_TOKEN_BYTES) return NB_BPE_PUSH_TOO_LONG;
+  if (end > t->tok_limit) return NB_BPE_PUSH_TOO_LONG;
   if (end > t->tok_cap) {
     int64_t cap = t->tok_cap;
     while (cap < end) cap *= 2;
-    if (cap > NB_BPE_MAX_TOKEN_BYTES) cap = NB_BPE_MAX_TOKEN_BYTES;
+    if (cap > t->tok_limit) cap = t->tok_limit;
     char *nb = realloc(t->tok_bytes, (size_t)cap);
     if (!nb) return NB_BPE_PUSH_OOM;
     t->tok_bytes = nb;

@@ -17,6 +17,18 @@
 #define BPE_VERSION 1
 /* Longest line the reader accepts: a special token is at most 128 bytes. */
 #define BPE_LINE_MAX 255
+/* Merges are read into a table sized for at most this many at first, then
+ * doubled as the file delivers them: memory follows the lines that are
+ * there, not the count a header claims (a pipe has no size to check the
+ * count against). */
+#define BPE_FIRST_MERGES 1024
+/* Tokens can double in length with every merge, so a file of a few dozen
+ * lines could otherwise expand to NB_BPE_MAX_TOKEN_BYTES. Up to a merge,
+ * the tokens may total BPE_TOKENS_PER_BYTE bytes per byte read so far
+ * (BPE_TOKENS_FLOOR at least). Real vocabularies are far below: the 1744
+ * merges trained on Tiny Shakespeare make half a byte of tokens per byte. */
+#define BPE_TOKENS_PER_BYTE 256
+#define BPE_TOKENS_FLOOR    ((int64_t)1 << 20)
 
 /* ---- writing -------------------------------------------------------------- */
 
@@ -85,6 +97,7 @@ typedef struct reader {
   FILE *f;
   const char *path;
   int line;
+  int64_t bytes; /* read so far */
   char buf[BPE_LINE_MAX + 2];
 } reader;
 
@@ -95,7 +108,9 @@ static int next_line(reader *r, nb_status *st) {
   size_t n = 0;
   int c;
   r->line++;
-  while ((c = getc(r->f)) != EOF && c != '\n') {
+  while ((c = getc(r->f)) != EOF) {
+    r->bytes++;
+    if (c == '\n') break;
     if (!c) {
       *st =
           nb_error(NB_ERR_FORMAT, "%s:%d: NUL byte: not a nabla BPE vocabulary", r->path, r->line);
@@ -187,41 +202,75 @@ static nb_status read_header(reader *r) {
   return NB_OK;
 }
 
-static nb_status read_merges(reader *r, nb_bpe *t, int m, int *merge_line) {
-  for (int i = 0; i < m; i++) {
-    nb_status st = NB_OK;
-    int got = next_line(r, &st);
-    if (got < 0) return st;
-    if (!got)
-      return nb_error(NB_ERR_FORMAT, "%s:%d: file ends after %d of %d merges", r->path, r->line, i,
-                      m);
-    const char *s = r->buf;
-    long long a, b;
-    int ea = read_uint(&s, NB_BPE_MAX_VOCAB, &a),
-        eb = ea ? ea : read_uint(&s, NB_BPE_MAX_VOCAB, &b);
-    if (ea || eb || !at_end(s))
-      return nb_error(NB_ERR_FORMAT, "%s:%d: merge %d: expected two ids 'A B', found '%.40s'",
-                      r->path, r->line, i, r->buf);
-    int dup = -1;
-    switch (nb_bpe_push_merge(t, (int32_t)a, (int32_t)b, &dup)) {
-    case NB_BPE_PUSHED: break;
-    case NB_BPE_PUSH_RANGE:
-      return nb_error(NB_ERR_FORMAT,
-                      "%s:%d: merge %d (%lld, %lld) uses an id not below %d: a merge may only "
-                      "join bytes and earlier merges",
-                      r->path, r->line, i, a, b, 256 + i);
-    case NB_BPE_PUSH_DUP:
-      return nb_error(NB_ERR_FORMAT, "%s:%d: merge %d (%lld, %lld) repeats merge %d (line %d)",
-                      r->path, r->line, i, a, b, dup, merge_line[dup]);
-    case NB_BPE_PUSH_TOO_LONG:
-      return nb_error(NB_ERR_FORMAT, "%s:%d: merge %d: the tokens would total more than %lld bytes",
-                      r->path, r->line, i, (long long)NB_BPE_MAX_TOKEN_BYTES);
-    case NB_BPE_PUSH_FULL: return nb_error(NB_ERR_INTERNAL, "%s: merge table full", r->path);
-    case NB_BPE_PUSH_OOM: return nb_error(NB_ERR_OOM, "%s: out of memory", r->path);
-    }
-    merge_line[i] = r->line;
-  }
+/* What the tokens may total after `bytes` of the file (BPE_TOKENS_PER_BYTE). */
+static int64_t token_budget(int64_t bytes) {
+  int64_t n = bytes > NB_BPE_MAX_TOKEN_BYTES / BPE_TOKENS_PER_BYTE ? NB_BPE_MAX_TOKEN_BYTES
+                                                                   : bytes * BPE_TOKENS_PER_BYTE;
+  return n < BPE_TOKENS_FLOOR ? BPE_TOKENS_FLOOR : n;
+}
+
+/* Room for merge i (of m) in t and in merge_line (*cap entries). */
+static nb_status merge_room(reader *r, nb_bpe *t, int i, int m, int **merge_line, int *cap) {
+  if (i < *cap) return NB_OK;
+  int want = *cap > m / 2 ? m : 2 * *cap;
+  if (want < BPE_FIRST_MERGES) want = m < BPE_FIRST_MERGES ? m : BPE_FIRST_MERGES;
+  int *ml = realloc(*merge_line, (size_t)want * sizeof *ml);
+  if (ml) *merge_line = ml;
+  if (!ml || !nb_bpe_reserve(t, want))
+    return nb_error(NB_ERR_OOM, "%s: out of memory for %d merges", r->path, want);
+  *cap = want;
   return NB_OK;
+}
+
+/* Merge i from the line in r->buf; merge_line[j] is the line of merge j. */
+static nb_status read_merge(reader *r, nb_bpe *t, int i, int *merge_line) {
+  const char *s = r->buf;
+  long long a, b;
+  int ea = read_uint(&s, NB_BPE_MAX_VOCAB, &a), eb = ea ? ea : read_uint(&s, NB_BPE_MAX_VOCAB, &b);
+  if (ea || eb || !at_end(s))
+    return nb_error(NB_ERR_FORMAT, "%s:%d: merge %d: expected two ids 'A B', found '%.40s'",
+                    r->path, r->line, i, r->buf);
+  int dup = -1;
+  switch (nb_bpe_push_merge(t, (int32_t)a, (int32_t)b, &dup)) {
+  case NB_BPE_PUSHED: break;
+  case NB_BPE_PUSH_RANGE:
+    return nb_error(NB_ERR_FORMAT,
+                    "%s:%d: merge %d (%lld, %lld) uses an id not below %d: a merge may only "
+                    "join bytes and earlier merges",
+                    r->path, r->line, i, a, b, 256 + i);
+  case NB_BPE_PUSH_DUP:
+    return nb_error(NB_ERR_FORMAT, "%s:%d: merge %d (%lld, %lld) repeats merge %d (line %d)",
+                    r->path, r->line, i, a, b, dup, merge_line[dup]);
+  case NB_BPE_PUSH_TOO_LONG:
+    return nb_error(NB_ERR_FORMAT,
+                    "%s:%d: merge %d: the tokens would total more than %lld bytes (allowed: %d "
+                    "per byte of the file up to here, at least %lld, at most %lld)",
+                    r->path, r->line, i, (long long)t->tok_limit, BPE_TOKENS_PER_BYTE,
+                    (long long)BPE_TOKENS_FLOOR, (long long)NB_BPE_MAX_TOKEN_BYTES);
+  case NB_BPE_PUSH_FULL: return nb_error(NB_ERR_INTERNAL, "%s: merge table full", r->path);
+  case NB_BPE_PUSH_OOM: return nb_error(NB_ERR_OOM, "%s: out of memory", r->path);
+  }
+  merge_line[i] = r->line;
+  return NB_OK;
+}
+
+static nb_status read_merges(reader *r, nb_bpe *t, int m) {
+  int *merge_line = NULL, cap = 0;
+  nb_status st = NB_OK;
+  for (int i = 0; !st && i < m; i++) {
+    int got = next_line(r, &st);
+    if (got < 0) break;
+    if (!got) {
+      st =
+          nb_error(NB_ERR_FORMAT, "%s:%d: file ends after %d of %d merges", r->path, r->line, i, m);
+      break;
+    }
+    st = merge_room(r, t, i, m, &merge_line, &cap);
+    t->tok_limit = token_budget(r->bytes);
+    if (!st) st = read_merge(r, t, i, merge_line);
+  }
+  free(merge_line);
+  return st;
 }
 
 static nb_status read_specials(reader *r, nb_bpe *t, int k) {
@@ -256,34 +305,30 @@ nb_status nb_bpe_load(const char *path, nb_bpe **out) {
   *out = NULL;
   FILE *f = fopen(path, "rb");
   if (!f) return nb_error(NB_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-  reader r = {f, path, 0, {0}};
+  reader r = {f, path, 0, 0, {0}};
   nb_bpe *t = NULL;
-  int *merge_line = NULL;
   long long m = 0, k = 0;
   nb_status st = read_header(&r);
   if (!st) st = read_count(&r, "merges", NB_BPE_MAX_VOCAB - 256, &m);
-  /* a merge line takes at least 3 bytes ("A B"): a count the rest of the
-   * file cannot hold is refused before the table is sized for it */
+  /* a merge line takes at least 3 bytes ("A B"): a count the rest of a
+   * file cannot hold is refused at once (a pipe's, when it runs dry) */
   struct stat sb;
   long at = ftell(f);
   if (!st && !fstat(fileno(f), &sb) && S_ISREG(sb.st_mode) && at >= 0 &&
       m > ((long long)sb.st_size - at) / 3)
     st = nb_error(NB_ERR_FORMAT, "%s:%d: %lld merges announced, but only %lld bytes follow", path,
                   r.line, m, (long long)sb.st_size - at);
-  if (!st) {
-    t = nb_bpe_alloc((int)m);
-    merge_line = malloc(((size_t)m + 1) * sizeof *merge_line);
-    if (!t || !merge_line) st = nb_error(NB_ERR_OOM, "%s: out of memory for %lld merges", path, m);
-  }
-  if (!st) st = read_merges(&r, t, (int)m, merge_line);
+  /* room for the merges grows as they are read (read_merges) */
+  if (!st && !(t = nb_bpe_alloc(0))) st = nb_error(NB_ERR_OOM, "%s: out of memory", path);
+  if (!st) st = read_merges(&r, t, (int)m);
   if (!st) st = read_count(&r, "special", NB_BPE_MAX_SPECIALS, &k);
   if (!st) st = read_specials(&r, t, (int)k);
   fclose(f);
-  free(merge_line);
   if (st) {
     nb_bpe_free(t);
     return st;
   }
+  t->tok_limit = NB_BPE_MAX_TOKEN_BYTES; /* the file's budget was for reading it */
   *out = t;
   return NB_OK;
 }

@@ -23,7 +23,8 @@ typedef struct pending_op {
 
 struct nb_dist {
   int rank, size;
-  int mpi; /* 1: comm is live */
+  int mpi;  /* 1: comm is live */
+  int self; /* NB_DIST_SELF */
   int failed_together;
 #ifdef NABLA_WITH_MPI
   MPI_Comm comm;
@@ -69,7 +70,10 @@ int nb_dist_launched(void) {
 
 int nb_dist_rank(const nb_dist *d) { return d ? d->rank : 0; }
 int nb_dist_size(const nb_dist *d) { return d ? d->size : 1; }
-const char *nb_dist_kind(const nb_dist *d) { return d && d->mpi ? "mpi" : "single"; }
+const char *nb_dist_kind(const nb_dist *d) {
+  return d && d->mpi ? "mpi" : d && d->self ? "self" : "single";
+}
+int nb_dist_averages_grads(const nb_dist *d) { return d && (d->size > 1 || d->self); }
 int nb_dist_failed_together(const nb_dist *d) { return d ? d->failed_together : 0; }
 void nb_dist_set_failed_together(nb_dist *d) {
   if (d) d->failed_together = 1;
@@ -149,7 +153,7 @@ static nb_status mpi_allreduce(nb_dist *d, void *buf, int64_t count, MPI_Datatyp
 nb_status nb_dist_init(nb_dist_mode mode, nb_dist **out) {
   if (!out) return nb_error(NB_ERR_INVALID_ARG, "nb_dist_init: out is NULL");
   *out = NULL;
-  if (mode < NB_DIST_AUTO || mode > NB_DIST_SINGLE)
+  if (mode < NB_DIST_AUTO || mode > NB_DIST_SELF)
     return nb_error(NB_ERR_INVALID_ARG, "nb_dist_init: unknown mode %d", (int)mode);
   const char *var = NULL;
   int launched_size = launcher_size(&var);
@@ -168,6 +172,11 @@ nb_status nb_dist_init(nb_dist_mode mode, nb_dist **out) {
       mode = NB_DIST_SINGLE;
     }
   }
+  if (mode == NB_DIST_SELF && launched_size > 1)
+    return nb_error(NB_ERR_STATE,
+                    "a one-process distributed run (NB_DIST_SELF) was asked for, but an MPI "
+                    "launcher started %d processes (%s): each would train alone",
+                    launched_size, var);
   if (mode == NB_DIST_MPI && !nb_dist_mpi_built())
     return nb_error(NB_ERR_UNSUPPORTED, "distributed training needs MPI, and this nabla was built "
                                         "without it: install Open MPI (libopenmpi-dev) and "
@@ -179,6 +188,7 @@ nb_status nb_dist_init(nb_dist_mode mode, nb_dist **out) {
   nb_dist *d = calloc(1, sizeof *d);
   if (!d) return nb_error(NB_ERR_OOM, "nb_dist_init: out of memory");
   d->size = 1;
+  d->self = mode == NB_DIST_SELF;
 #ifdef NABLA_WITH_MPI
   if (mode == NB_DIST_MPI) {
     nb_status st = open_mpi(d);

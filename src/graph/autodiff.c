@@ -40,6 +40,10 @@ nb_status nb_graph_backward(nb_graph *g, nb_tensor *loss) {
   nb_place_forward(g, n, dev);
   const int scope = g->scope_device;
   g->scope_device = dev[loss->id];
+  /* gradient ops take the dtypes of their forward ops (autocast.c), not
+   * whatever autocast scope is open now */
+  const nb_dtype autocast = g->autocast;
+  g->autocast = NB_F32;
   grads[loss->id] = nb_broadcast_to(g, nb_scalar(g, 1.0f), loss->ndim, loss->shape);
   nb_status st = NB_OK;
   for (int i = n - 1; i >= 0 && st == NB_OK; i--) {
@@ -71,6 +75,7 @@ nb_status nb_graph_backward(nb_graph *g, nb_tensor *loss) {
     }
   }
   g->scope_device = scope;
+  g->autocast = autocast;
   if (st == NB_OK)
     for (int i = 0; i < n; i++) {
       nb_tensor *t = g->nodes[i];

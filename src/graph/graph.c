@@ -334,6 +334,10 @@ nb_dtype nb_tensor_dtype(const nb_tensor *t) { return t ? t->dtype : NB_F32; }
 const char *nb_tensor_name(const nb_tensor *t) { return t && t->name ? t->name : ""; }
 const char *nb_tensor_op_name(const nb_tensor *t) { return t ? nb_op_def_get(t->op)->name : ""; }
 int nb_tensor_id(const nb_tensor *t) { return t ? t->id : -1; }
+int nb_tensor_input_count(const nb_tensor *t) { return t ? t->n_in : 0; }
+nb_tensor *nb_tensor_input(const nb_tensor *t, int i) {
+  return t && i >= 0 && i < t->n_in ? t->in[i] : NULL;
+}
 
 void nb_tensor_set_name(nb_tensor *t, const char *name) {
   if (!t || !name) return;
@@ -391,6 +395,18 @@ nb_status nb_infer_assign(nb_tensor *t) {
 
 nb_tensor *nb_assign(nb_graph *g, nb_tensor *var, nb_tensor *value) {
   nb_tensor *in[2] = {var, value};
+  /* under a loss scaler's guard (autocast.c) a skipped step keeps the old
+   * value, selected inside the step: no host round trip decides it */
+  if (g && g->assign_guard && var && value) {
+    if (var->dtype != NB_F32) {
+      nb_graph_fail(g, nb_error(NB_ERR_DTYPE,
+                                "assign: variable '%s' is %s; a loss scaler can skip updates of "
+                                "f32 variables only",
+                                var->name ? var->name : "", nb_dtype_name(var->dtype)));
+      return NULL;
+    }
+    in[1] = nb_where(g, g->assign_guard, var, value);
+  }
   return nb_node_new(g, NB_OP_ASSIGN, 2, in, NULL, 0, NULL, 0);
 }
 

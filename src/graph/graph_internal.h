@@ -165,6 +165,11 @@ struct nb_graph {
   char devices[NB_GRAPH_MAX_DEVICES][NB_DEVICE_NAME_MAX];
   int n_devices;
   int scope_device;
+  /* mixed precision (autocast.c): the dtype matmul and conv2d operands are
+   * cast to (NB_F32 = off), and, while a loss scaler guards the update, the
+   * f32 flag (1 = skip) that every new assign keeps its old value under */
+  nb_dtype autocast;
+  nb_tensor *assign_guard;
 };
 
 /* Table entry per opcode. `infer` fills dtype, ndim, shape (and, for views,
@@ -212,6 +217,21 @@ int nb_graph_device_index(nb_graph *g, const char *name);
 /* The placement of each of the first n nodes as autodiff sees it: a node's
  * own device, else that of its first placed input (0: none). */
 void nb_place_forward(const nb_graph *g, int n, int *dev);
+
+/* Mixed precision (autocast.c). x cast to the graph's autocast dtype when
+ * autocast is on and x is f32, else x itself: what nb_matmul and nb_conv2d
+ * do to their operands. */
+nb_tensor *nb_autocast_operand(nb_graph *g, nb_tensor *x);
+/* 1 for the half-precision dtypes matmul and conv2d take (f16, bf16). */
+static inline int nb_dtype_is_half(nb_dtype dt) { return dt == NB_F16 || dt == NB_BF16; }
+/* The gradient gout (f32) cast to a half-precision operand's dtype, so a
+ * gradient matmul or convolution runs in the precision of its forward op;
+ * gout itself for f32 operands. */
+nb_tensor *nb_autocast_grad(nb_graph *g, nb_tensor *gout, const nb_tensor *operand);
+/* While `skip` (a rank-0 f32 node, 1 = skip) is set, nb_assign(var, v)
+ * writes where(skip, var, v): the loss scaler's guard over an update
+ * (src/optim/grad_scaler.c). NULL ends it. */
+void nb_graph_set_assign_guard(nb_graph *g, nb_tensor *skip);
 
 /* Broadcasts shapes a and b numpy-style into out; returns 0 if they clash. */
 int nb_broadcast_shapes(int na, const int64_t *a, int nb, const int64_t *b, int *nout,

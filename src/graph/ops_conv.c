@@ -77,9 +77,23 @@ static void set4(nb_tensor *t, const int64_t *s) {
   for (int i = 0; i < 4; i++) t->shape[i] = s[i];
 }
 
+/* Convolutions take two operands of one dtype: f32, or bf16 / f16
+ * (autocast.c), accumulated in f32; the result is f32 either way. */
+static nb_status check_conv_pair(const nb_tensor *t, const char *what0, const char *what1) {
+  const nb_tensor *a = t->in[0], *b = t->in[1];
+  char s[128];
+  if (a->dtype != b->dtype || (a->dtype != NB_F32 && !nb_dtype_is_half(a->dtype)))
+    return nb_error(NB_ERR_DTYPE, "%s and %s have dtypes %s and %s, expected both f32, bf16 or f16",
+                    what0, what1, nb_dtype_name(a->dtype), nb_dtype_name(b->dtype));
+  for (int i = 0; i < 2; i++)
+    if (t->in[i]->ndim != 4)
+      return nb_error(NB_ERR_SHAPE, "%s must be 4-d [N, C, H, W], got %s", i ? what1 : what0,
+                      nb_shape_str(t->in[i]->ndim, t->in[i]->shape, s, sizeof s));
+  return NB_OK;
+}
+
 static nb_status infer_conv(nb_tensor *t) {
-  nb_status st = check_f32_rank4(t->in[0], "input");
-  if (!st) st = check_f32_rank4(t->in[1], "weight");
+  nb_status st = check_conv_pair(t, "input", "weight");
   if (st) return st;
   for (int i = 0; i < 4; i++) {
     t->ip[CV_X + i] = t->in[0]->shape[i];
@@ -121,8 +135,7 @@ static nb_status check_dy(const nb_tensor *dy, const int64_t *ip) {
 
 /* in[0] = dy, in[1] = w; ip holds x and w shapes */
 static nb_status infer_conv_bwd_input(nb_tensor *t) {
-  nb_status st = check_f32_rank4(t->in[0], "dy");
-  if (!st) st = check_f32_rank4(t->in[1], "weight");
+  nb_status st = check_conv_pair(t, "dy", "weight");
   if (!st) st = same4(t->in[1], t->ip + CV_W, "weight");
   if (!st) st = check_dy(t->in[0], t->ip);
   if (!st) set4(t, t->ip + CV_X);
@@ -131,8 +144,7 @@ static nb_status infer_conv_bwd_input(nb_tensor *t) {
 
 /* in[0] = x, in[1] = dy */
 static nb_status infer_conv_bwd_weight(nb_tensor *t) {
-  nb_status st = check_f32_rank4(t->in[0], "input");
-  if (!st) st = check_f32_rank4(t->in[1], "dy");
+  nb_status st = check_conv_pair(t, "input", "dy");
   if (!st) st = same4(t->in[0], t->ip + CV_X, "input");
   if (!st) st = check_dy(t->in[1], t->ip);
   if (!st) set4(t, t->ip + CV_W);
@@ -149,6 +161,8 @@ static nb_tensor *conv_node(nb_graph *g, nb_opcode op, nb_tensor *a, nb_tensor *
 
 static nb_status bwd_conv(nb_graph *g, nb_tensor *node, nb_tensor *gout, nb_tensor **gin) {
   nb_tensor *a = node->in[0], *b = node->in[1];
+  /* half-precision operands: the gradient convolutions run in their dtype */
+  gout = nb_autocast_grad(g, gout, a);
   switch (node->op) {
   case NB_OP_CONV2D: /* a = x, b = w */
     if (nb_needs_grad(a)) gin[0] = conv_node(g, NB_OP_CONV2D_BWD_INPUT, gout, b, node->ip);
@@ -275,7 +289,10 @@ static void conv_params(const nb_conv2d_params *p, int64_t *ip) {
 nb_tensor *nb_conv2d(nb_graph *g, nb_tensor *x, nb_tensor *w, const nb_conv2d_params *p) {
   int64_t ip[CV_N] = {0};
   conv_params(p, ip);
-  return conv_node(g, NB_OP_CONV2D, x, w, ip);
+  nb_tensor *raw[2] = {x, w};
+  if (!nb_check_inputs(g, NB_OP_CONV2D, 2, raw)) return NULL;
+  /* an autocast scope: half-precision operands */
+  return conv_node(g, NB_OP_CONV2D, nb_autocast_operand(g, x), nb_autocast_operand(g, w), ip);
 }
 
 static int copy_shape4(nb_graph *g, const char *op, const int64_t *src, int64_t *dst) {
@@ -294,7 +311,10 @@ nb_tensor *nb_conv2d_backward_input(nb_graph *g, nb_tensor *dy, nb_tensor *w,
   if (g && w && w->ndim == 4)
     for (int i = 0; i < 4; i++) ip[CV_W + i] = w->shape[i];
   if (g && !copy_shape4(g, "conv2d_backward_input", x_shape, ip + CV_X)) return NULL;
-  return conv_node(g, NB_OP_CONV2D_BWD_INPUT, dy, w, ip);
+  nb_tensor *raw[2] = {dy, w};
+  if (!nb_check_inputs(g, NB_OP_CONV2D_BWD_INPUT, 2, raw)) return NULL;
+  return conv_node(g, NB_OP_CONV2D_BWD_INPUT, nb_autocast_operand(g, dy), nb_autocast_operand(g, w),
+                   ip);
 }
 
 nb_tensor *nb_conv2d_backward_weight(nb_graph *g, nb_tensor *x, nb_tensor *dy,
@@ -306,7 +326,10 @@ nb_tensor *nb_conv2d_backward_weight(nb_graph *g, nb_tensor *x, nb_tensor *dy,
   if (g && x && x->ndim == 4)
     for (int i = 0; i < 4; i++) ip[CV_X + i] = x->shape[i];
   if (g && !copy_shape4(g, "conv2d_backward_weight", w_shape, ip + CV_W)) return NULL;
-  return conv_node(g, NB_OP_CONV2D_BWD_WEIGHT, x, dy, ip);
+  nb_tensor *raw[2] = {x, dy};
+  if (!nb_check_inputs(g, NB_OP_CONV2D_BWD_WEIGHT, 2, raw)) return NULL;
+  return conv_node(g, NB_OP_CONV2D_BWD_WEIGHT, nb_autocast_operand(g, x),
+                   nb_autocast_operand(g, dy), ip);
 }
 
 static nb_tensor *pool(nb_graph *g, nb_opcode op, nb_tensor *x, const nb_pool2d_params *p) {

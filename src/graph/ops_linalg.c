@@ -4,8 +4,10 @@
 static nb_status infer_matmul(nb_tensor *t) {
   const nb_tensor *a = t->in[0], *b = t->in[1];
   char s0[128], s1[128];
-  if (a->dtype != NB_F32 || b->dtype != NB_F32)
-    return nb_error(NB_ERR_DTYPE, "operands have dtypes %s and %s, expected f32",
+  /* half-precision operands (autocast.c) accumulate and return f32 */
+  if (a->dtype != b->dtype || (a->dtype != NB_F32 && !nb_dtype_is_half(a->dtype)))
+    return nb_error(NB_ERR_DTYPE,
+                    "operands have dtypes %s and %s, expected both f32, both bf16 or both f16",
                     nb_dtype_name(a->dtype), nb_dtype_name(b->dtype));
   if (a->ndim < 2 || b->ndim < 2 || a->shape[a->ndim - 1] != b->shape[b->ndim - 2])
     return nb_error(NB_ERR_SHAPE, "shapes %s and %s do not fit [..., m, k] x [..., k, n]",
@@ -27,6 +29,8 @@ static nb_status infer_matmul(nb_tensor *t) {
 
 static nb_status bwd_matmul(nb_graph *g, nb_tensor *node, nb_tensor *gout, nb_tensor **gin) {
   nb_tensor *a = node->in[0], *b = node->in[1];
+  /* half-precision operands: the gradient products run in their dtype too */
+  gout = nb_autocast_grad(g, gout, a);
   if (nb_needs_grad(a))
     gin[0] = nb_sum_to(g, nb_matmul(g, gout, nb_transpose(g, b, -1, -2)), a->ndim, a->shape);
   if (nb_needs_grad(b))
@@ -56,6 +60,10 @@ static nb_tensor *blas_ready(nb_graph *g, nb_tensor *x) {
 nb_tensor *nb_matmul(nb_graph *g, nb_tensor *a, nb_tensor *b) {
   nb_tensor *in[2] = {a, b};
   if (!g || !a || !b) return nb_node_new(g, NB_OP_MATMUL, 2, in, NULL, 0, NULL, 0);
+  if (!nb_check_inputs(g, NB_OP_MATMUL, 2, in)) return NULL;
+  a = nb_autocast_operand(g, a); /* an autocast scope: half-precision operands */
+  b = nb_autocast_operand(g, b);
+  if (!a || !b) return NULL;
   char s0[128], s1[128];
   nb_shape_str(a->ndim, a->shape, s0, sizeof s0);
   nb_shape_str(b->ndim, b->shape, s1, sizeof s1);

@@ -162,10 +162,13 @@ nb_status nb_lora_load(const char *path, nb_state *st) {
   return rc;
 }
 
-/* One adapter pair and the weight it adapts. */
+/* One adapter pair and the weight it adapts; merge_compute fills the
+ * buffers: the weight and B as they are now (to restore them if a later
+ * write fails) and the merged weight. */
 typedef struct {
   char layer[256];
   int64_t out, in;
+  float *w, *b, *merged;
 } merge_pair;
 
 static nb_status var_shape(const nb_state *st, const char *name, int64_t *rows, int64_t *cols) {
@@ -242,40 +245,70 @@ static nb_status collect_pairs(const nb_state *st, int rank, merge_pair **out, i
   return NB_OK;
 }
 
-static nb_status merge_one(nb_state *st, const merge_pair *m, int rank, double scale) {
+static void pair_names(const merge_pair *m, char *an, char *bn, char *wn, size_t cap) {
+  snprintf(an, cap, "%s.lora_A", m->layer);
+  snprintf(bn, cap, "%s.lora_B", m->layer);
+  snprintf(wn, cap, "%s.weight", m->layer);
+}
+
+/* Reads one pair and computes its merged weight into m->merged, writing
+ * nothing. An update that turns a finite weight into inf or NaN (adapters
+ * that overflow f32) is an error rather than a silently broken layer. */
+static nb_status merge_compute(const nb_state *st, merge_pair *m, int rank, double scale) {
   int64_t out = m->out, in = m->in, r = rank;
   size_t wb = (size_t)(out * in) * sizeof(float);
-  float *w = malloc(wb), *a = malloc((size_t)(r * in) * sizeof *a);
-  float *b = malloc((size_t)(out * r) * sizeof *b);
-  double *row = malloc((size_t)in * sizeof *row);
   char an[300], bn[300], wn[300];
-  snprintf(an, sizeof an, "%s.lora_A", m->layer);
-  snprintf(bn, sizeof bn, "%s.lora_B", m->layer);
-  snprintf(wn, sizeof wn, "%s.weight", m->layer);
-  nb_status rc = w && a && b && row ? NB_OK : nb_error(NB_ERR_OOM, "lora merge: out of memory");
-  if (!rc) rc = nb_state_read(st, wn, w, wb);
+  pair_names(m, an, bn, wn, sizeof an);
+  m->w = malloc(wb);
+  m->merged = malloc(wb);
+  m->b = malloc((size_t)(out * r) * sizeof *m->b);
+  float *a = malloc((size_t)(r * in) * sizeof *a);
+  double *row = malloc((size_t)in * sizeof *row);
+  nb_status rc = m->w && m->merged && m->b && a && row
+                     ? NB_OK
+                     : nb_error(NB_ERR_OOM, "lora merge: %s: out of memory", m->layer);
+  if (!rc) rc = nb_state_read(st, wn, m->w, wb);
   if (!rc) rc = nb_state_read(st, an, a, (size_t)(r * in) * sizeof *a);
-  if (!rc) rc = nb_state_read(st, bn, b, (size_t)(out * r) * sizeof *b);
+  if (!rc) rc = nb_state_read(st, bn, m->b, (size_t)(out * r) * sizeof *m->b);
   for (int64_t o = 0; !rc && o < out; o++) {
     for (int64_t i = 0; i < in; i++) row[i] = 0.0;
     for (int64_t k = 0; k < r; k++) {
-      double bk = b[o * r + k];
+      double bk = m->b[o * r + k];
       for (int64_t i = 0; i < in; i++) row[i] += bk * a[k * in + i];
     }
-    for (int64_t i = 0; i < in; i++) w[o * in + i] = (float)(w[o * in + i] + scale * row[i]);
+    for (int64_t i = 0; i < in && !rc; i++) {
+      float w = m->w[o * in + i], v = (float)(w + scale * row[i]);
+      if (!isfinite(v) && isfinite(w))
+        rc = nb_error(NB_ERR_INVALID_ARG,
+                      "lora merge: %s: weight [%lld, %lld] becomes %g (%g + %g x B A): the "
+                      "adapters overflow f32; nothing was merged",
+                      m->layer, (long long)o, (long long)i, (double)v, (double)w, scale);
+      m->merged[o * in + i] = v;
+    }
   }
-  if (!rc) rc = nb_state_write(st, wn, w, wb);
-  if (!rc) {
-    memset(b, 0, (size_t)(out * r) * sizeof *b);
-    rc = nb_state_write(st, bn, b, (size_t)(out * r) * sizeof *b);
-  }
-  free(w);
   free(a);
-  free(b);
   free(row);
   return rc;
 }
 
+/* Writes one pair's weight and B: the merged weight and zeros when
+ * `merged`, else the copies merge_compute saved (to restore them). */
+static nb_status merge_write(nb_state *st, const merge_pair *m, int rank, int merged,
+                             const float *zeros) {
+  char an[300], bn[300], wn[300];
+  pair_names(m, an, bn, wn, sizeof an);
+  size_t wb = (size_t)(m->out * m->in) * sizeof(float),
+         bb = (size_t)(m->out * rank) * sizeof(float);
+  nb_status rc = nb_state_write(st, wn, merged ? m->merged : m->w, wb);
+  if (!rc) rc = nb_state_write(st, bn, merged ? zeros : m->b, bb);
+  return rc;
+}
+
+/* All or nothing: every merged weight is computed from the state as it is
+ * before the first write, so a failure while computing (out of memory, an
+ * update that overflows) leaves the state untouched; a write that fails
+ * (a device error) is followed by writing back the saved weights and Bs of
+ * every pair written so far. */
 nb_status nb_lora_merge(nb_state *st, const nb_lora *cfg) {
   if (!st) return nb_error(NB_ERR_INVALID_ARG, "nb_lora_merge: state needed");
   nb_status rc = nb_lora_check(cfg);
@@ -284,7 +317,32 @@ nb_status nb_lora_merge(nb_state *st, const nb_lora *cfg) {
   int n = 0;
   rc = collect_pairs(st, cfg->rank, &p, &n);
   double scale = (double)cfg->alpha / (double)cfg->rank;
-  for (int i = 0; !rc && i < n; i++) rc = merge_one(st, &p[i], cfg->rank, scale);
+  int64_t most = 1;
+  for (int i = 0; !rc && i < n; i++) {
+    rc = merge_compute(st, &p[i], cfg->rank, scale);
+    if (p[i].out * cfg->rank > most) most = p[i].out * cfg->rank;
+  }
+  float *zeros = rc ? NULL : calloc((size_t)most, sizeof *zeros);
+  if (!rc && !zeros) rc = nb_error(NB_ERR_OOM, "lora merge: out of memory");
+  int written = 0;
+  for (; !rc && written < n; written++) rc = merge_write(st, &p[written], cfg->rank, 1, zeros);
+  if (rc && written) {
+    /* p[written - 1] failed part way or whole: restore it too */
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", nb_last_error());
+    nb_status back = NB_OK;
+    for (int i = 0; i < written && !back; i++) back = merge_write(st, &p[i], cfg->rank, 0, NULL);
+    rc = nb_error(rc, "%s (%s)", msg,
+                  back ? "restoring the layers written before it failed too: the state is "
+                         "partly merged"
+                       : "the layers written before it were restored");
+  }
+  for (int i = 0; i < n; i++) {
+    free(p[i].w);
+    free(p[i].b);
+    free(p[i].merged);
+  }
+  free(zeros);
   free(p);
   return rc;
 }

@@ -2705,7 +2705,10 @@ nb_status nb_onnx_build(const nb_onnx_model *m, nb_graph *g, int n_inputs,
       if (in_nodes) in_nodes[k] = NULL;
     } else {
       nb_tensor *t = nb_input(g, vi->name, NB_F32, ip->ndim, ip->shape);
-      st = add_val(&b, vi->name, t, NULL, kind, et);
+      /* a shape nb_input refuses (too many elements) would leave a value
+       * with neither a node nor a constant behind */
+      st = t ? add_val(&b, vi->name, t, NULL, kind, et)
+             : bfail(&b, nb_graph_status(g), "input '%s': %s", vi->name, nb_graph_error(g));
       if (in_nodes) in_nodes[k] = t;
     }
   }

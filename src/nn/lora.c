@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../graph/graph_internal.h"
 #include "model_internal.h"
 #include "nn_internal.h"
 
@@ -121,17 +120,21 @@ nb_tensor *nb_nn_lora_linear(const nb_nn *nn, const char *name, nb_tensor *x, nb
   return nb_add(g, y, nb_mul(g, h, nb_scalar(g, l->alpha / (float)l->rank)));
 }
 
+/* Only the public graph API below (node walking, op names, inputs): nn
+ * builds on graphs, it does not reach into their nodes. */
+static int is_op(const nb_tensor *t, const char *op) { return !strcmp(nb_tensor_op_name(t), op); }
+
 /* 1 if variable v is a 2-D "<layer>.weight" that a transpose feeds to a
  * matmul and no embedding looks up: the weight of a Linear layer. */
 static int is_linear_weight(const nb_graph *g, const nb_tensor *v, int first) {
-  if (v->op != NB_OP_VARIABLE || v->ndim != 2 || !v->name || !ends_with(v->name, ".weight"))
+  if (!is_op(v, "variable") || nb_tensor_ndim(v) != 2 || !ends_with(nb_tensor_name(v), ".weight"))
     return 0;
   int transposed = 0;
-  for (int i = first; i < g->n_nodes; i++) {
-    const nb_tensor *t = g->nodes[i];
-    if (t->n_in < 1 || t->in[0] != v) continue;
-    if (t->op == NB_OP_INDEX_SELECT) return 0;
-    if (t->op == NB_OP_PERMUTE) transposed = 1;
+  for (int i = first; i < nb_graph_node_count(g); i++) {
+    const nb_tensor *t = nb_graph_node(g, i);
+    if (nb_tensor_input(t, 0) != v) continue;
+    if (is_op(t, "index_select")) return 0;
+    if (is_op(t, "permute")) transposed = 1;
   }
   return transposed;
 }
@@ -139,37 +142,39 @@ static int is_linear_weight(const nb_graph *g, const nb_tensor *v, int first) {
 nb_status nb_nn_finish(const nb_nn *nn, int first_node) {
   if (!nn || !nn->g) return nb_error(NB_ERR_INVALID_ARG, "nb_nn_finish: nn and its graph needed");
   nb_graph *g = nn->g;
-  if (g->status) return nb_error(g->status, "%s", g->error);
-  if (first_node < 0 || first_node > g->n_nodes)
+  if (nb_graph_status(g)) return nb_error(nb_graph_status(g), "%s", nb_graph_error(g));
+  int n_nodes = nb_graph_node_count(g);
+  if (first_node < 0 || first_node > n_nodes)
     return nb_error(NB_ERR_INVALID_ARG, "nb_nn_finish: first node %d outside the graph's %d",
-                    first_node, g->n_nodes);
+                    first_node, n_nodes);
   if (nn->freeze_base)
-    for (int i = first_node; i < g->n_nodes; i++) {
-      nb_tensor *t = g->nodes[i];
-      if (t->op == NB_OP_VARIABLE && !nb_lora_is_adapter(t->name))
-        t->flags &= ~(unsigned)NB_FLAG_REQUIRES_GRAD;
+    for (int i = first_node; i < n_nodes; i++) {
+      nb_tensor *t = nb_graph_node(g, i);
+      if (is_op(t, "variable") && !nb_lora_is_adapter(nb_tensor_name(t)))
+        nb_tensor_set_requires_grad(t, 0);
     }
   if (!nn->lora) return NB_OK;
   nb_status st = nb_lora_check(nn->lora);
   if (st) return st;
-  for (int i = first_node; i < g->n_nodes; i++) {
-    const nb_tensor *t = g->nodes[i];
-    if (t->op == NB_OP_VARIABLE && t->name && ends_with(t->name, ".lora_A")) return NB_OK;
+  for (int i = first_node; i < n_nodes; i++) {
+    const nb_tensor *t = nb_graph_node(g, i);
+    if (is_op(t, "variable") && ends_with(nb_tensor_name(t), ".lora_A")) return NB_OK;
   }
   /* nothing matched: name the layers that could have */
   char list[512] = "";
   size_t used = 0;
   int n = 0;
-  for (int i = first_node; i < g->n_nodes; i++) {
-    const nb_tensor *t = g->nodes[i];
+  for (int i = first_node; i < n_nodes; i++) {
+    const nb_tensor *t = nb_graph_node(g, i);
     if (!is_linear_weight(g, t, first_node)) continue;
-    size_t len = strlen(t->name) - strlen(".weight");
+    const char *name = nb_tensor_name(t);
+    size_t len = strlen(name) - strlen(".weight");
     if (used + len + 8 >= sizeof list) {
       snprintf(list + used, sizeof list - used, ", ...");
       break;
     }
     used += (size_t)snprintf(list + used, sizeof list - used, "%s%.*s", n++ ? ", " : "", (int)len,
-                             t->name);
+                             name);
   }
   return nb_error(NB_ERR_INVALID_ARG,
                   "lora: targets '%s' match no Linear layer (Linear layers: %s)", nn->lora->targets,

@@ -295,7 +295,11 @@ static nb_status scratch_build(const nb_model *m, int64_t batch, int training, n
   if (!*g) return nb_error(NB_ERR_OOM, "out of memory");
   nb_nn nn = {.g = *g, .training = training, .seed = m->recipe.seed, .init = NB_NN_INIT_TORCH};
   *x = nb_model_new_input(m, *g, "input", batch);
-  nb_status st = build(m, &nn, *x, y, rec);
+  /* a training step as nb_fit builds it: in the recipe's precision */
+  nb_status st =
+      nb_graph_set_autocast(*g, training ? nb_precision_dtype(m->recipe.precision) : NB_F32);
+  if (!st) st = build(m, &nn, *x, y, rec);
+  if (!st) st = nb_graph_set_autocast(*g, NB_F32);
   if (st) {
     nb_graph_free(*g);
     *g = NULL;
@@ -397,6 +401,8 @@ static void print_recipe(const nb_recipe *r, FILE *f) {
     fprintf(f, ", %d epoch%s, batch %d", r->epochs, r->epochs == 1 ? "" : "s", r->batch);
   if (r->label_smoothing > 0) fprintf(f, ", label_smoothing %g", (double)r->label_smoothing);
   if (r->clip_grad_norm > 0) fprintf(f, ", clip_grad_norm %g", (double)r->clip_grad_norm);
+  if (r->precision != NB_PRECISION_FP32)
+    fprintf(f, ", precision %s", nb_precision_name(r->precision));
   fprintf(f, "\n");
   if (r->norm_channels) {
     fprintf(f, "input: normalize mean");
@@ -424,23 +430,36 @@ nb_status nb_recipe_update_dist(const nb_recipe *r, nb_graph *g, nb_tensor *loss
     return nb_error(NB_ERR_INVALID_ARG, "nb_recipe_update: NULL argument");
   *opt = NULL;
   if (grad_norm) *grad_norm = NULL;
-  nb_status st = nb_graph_backward(g, loss);
+  /* fp16: dynamic loss scaling around backward; the scaler's guard skips
+   * the update (clipping to optimizer) of a step that overflowed */
+  nb_grad_scaler *gs = NULL;
+  nb_status st = r->precision == NB_PRECISION_FP16 ? nb_grad_scaler_new(g, loss, NULL, &gs) : NB_OK;
+  if (!st) st = nb_graph_backward(g, gs ? nb_grad_scaler_loss(gs) : loss);
   /* before clipping: every rank then clips and updates with the same global
    * gradient, as one process with the whole batch would */
-  if (!st && nb_dist_size(dist) > 1) st = nb_dist_average_grads(g, dist, 0, NULL);
+  if (!st && nb_dist_averages_grads(dist)) st = nb_dist_average_grads(g, dist, 0, NULL);
+  if (!st && gs) st = nb_grad_scaler_unscale(gs);
   if (!st && r->clip_grad_norm > 0) {
     nb_tensor *norm = NULL;
     st = nb_clip_grad_norm(g, r->clip_grad_norm, &norm);
     if (!st) nb_tensor_set_output(norm);
     if (!st && grad_norm) *grad_norm = norm;
   }
-  if (st) return st;
-  if (r->optimizer == NB_RECIPE_SGD)
-    return nb_optimizer_sgd(g, r->momentum, r->weight_decay, r->nesterov, opt);
-  nb_adam_options ao = {
-      r->beta1,         r->beta2, r->eps, r->weight_decay, r->optimizer == NB_RECIPE_ADAMW,
-      r->decay_min_dims};
-  return nb_optimizer_adam_ex(g, &ao, opt);
+  if (!st && r->optimizer == NB_RECIPE_SGD) {
+    st = nb_optimizer_sgd(g, r->momentum, r->weight_decay, r->nesterov, opt);
+  } else if (!st) {
+    nb_adam_options ao = {
+        r->beta1,         r->beta2, r->eps, r->weight_decay, r->optimizer == NB_RECIPE_ADAMW,
+        r->decay_min_dims};
+    st = nb_optimizer_adam_ex(g, &ao, opt);
+  }
+  if (!st && gs) st = nb_grad_scaler_update(gs);
+  nb_grad_scaler_free(gs);
+  if (st && *opt) {
+    nb_optimizer_free(*opt);
+    *opt = NULL;
+  }
+  return st;
 }
 
 /* Appends loss, backward and the recipe's optimizer to g and compiles it for

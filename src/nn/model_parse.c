@@ -44,6 +44,7 @@ typedef enum vtype {
   V_AUGMENT, /* [train] augment: crop<N>, flip */
   V_VOCAB,   /* int64_t >= 1, or `vocab`: the data's vocabulary size */
   V_INIT,    /* [net] init */
+  V_PREC,    /* [train] precision */
 } vtype;
 
 typedef enum range {
@@ -109,6 +110,7 @@ static const keydef train_keys[] = {
     TRN("eval_every", V_I64, eval_every, R_GE1, "steps between validations"),
     TRN("eval_batches", V_INT, eval_batches, R_GE1, "validation batches"),
     TRN("decay_min_dims", V_INT, decay_min_dims, R_NONNEG, "fewest axes of a decayed parameter"),
+    TRN("precision", V_PREC, precision, R_ANY, "fp32, bf16 or fp16"),
 };
 
 static const keydef conv_keys[] = {
@@ -514,6 +516,10 @@ static nb_status set_value(parser *p, const keydef *k, char *value, char *base) 
     }
     return st;
   }
+  case V_PREC:
+    if (nb_precision_parse(value, (nb_precision *)dst))
+      return bad_value(p, k, "fp32, bf16 or fp16", value);
+    return NB_OK;
   case V_OPT: return set_enum(p, k, value, opt_names, 3, (int *)dst);
   case V_SCHED: return set_enum(p, k, value, sched_names, 5, (int *)dst);
   case V_PROJ: return set_enum(p, k, value, proj_names, 4, (int *)dst);

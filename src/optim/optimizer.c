@@ -16,6 +16,11 @@ struct nb_optimizer {
   nb_tensor *corr2;  /* input: 1 / sqrt(1 - beta2^t) (Adam only) */
   nb_tensor *lr_raw; /* input: the plain learning rate (AdamW decay only) */
   int n_params;
+  /* Adam under a grad scaler's guard: the step count t is the state
+   * variable "optim.step", counted in the graph (a skipped step leaves it,
+   * as torch's Adam never sees that step), and the bias corrections are
+   * graph ops; lr is then the plain learning rate */
+  int step_in_graph;
 };
 
 static nb_tensor *state_like(nb_graph *g, const nb_tensor *p, const char *suffix) {
@@ -37,9 +42,20 @@ static nb_status build(nb_graph *g, opt_kind kind, float b1, float b2, float eps
   o->beta1 = b1;
   o->beta2 = b2;
   o->lr = nb_input(g, "optim.lr", NB_F32, 0, NULL);
-  if (kind == OPT_ADAM) o->corr2 = nb_input(g, "optim.corr2", NB_F32, 0, NULL);
-  if (kind == OPT_ADAM && flag && wd_all != 0.0f)
-    o->lr_raw = nb_input(g, "optim.lr_raw", NB_F32, 0, NULL);
+  nb_tensor *lr = o->lr, *corr2 = NULL, *lr_raw = NULL;
+  o->step_in_graph = kind == OPT_ADAM && g->assign_guard;
+  if (o->step_in_graph) {
+    nb_init zeros = {NB_INIT_ZEROS, 0, 0, 0};
+    nb_tensor *t = nb_variable(g, "optim.step", NB_F32, 0, NULL, zeros);
+    nb_tensor *t1 = nb_add(g, t, nb_scalar(g, 1.0f)), *one = nb_scalar(g, 1.0f);
+    nb_assign(g, t, t1); /* guarded: unchanged by a skipped step */
+    lr_raw = o->lr;
+    lr = nb_div(g, o->lr, nb_sub(g, one, nb_pow(g, nb_scalar(g, b1), t1)));
+    corr2 = nb_rsqrt(g, nb_sub(g, one, nb_pow(g, nb_scalar(g, b2), t1)));
+  } else if (kind == OPT_ADAM) {
+    corr2 = o->corr2 = nb_input(g, "optim.corr2", NB_F32, 0, NULL);
+    if (flag && wd_all != 0.0f) lr_raw = o->lr_raw = nb_input(g, "optim.lr_raw", NB_F32, 0, NULL);
+  }
   int n = g->n_nodes; /* params only among the nodes that exist now */
   for (int i = 0; i < n; i++) {
     nb_tensor *p = g->nodes[i];
@@ -56,11 +72,11 @@ static nb_status build(nb_graph *g, opt_kind kind, float b1, float b2, float eps
       nb_assign(g, m, m2);
       nb_assign(g, v, v2);
       /* torch: p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps) */
-      nb_tensor *denom = nb_add(g, nb_mul(g, nb_sqrt(g, v2), o->corr2), nb_scalar(g, eps));
-      upd = nb_mul(g, nb_div(g, m2, denom), o->lr);
+      nb_tensor *denom = nb_add(g, nb_mul(g, nb_sqrt(g, v2), corr2), nb_scalar(g, eps));
+      upd = nb_mul(g, nb_div(g, m2, denom), lr);
       nb_tensor *base = p;
       if (wd != 0.0f && flag) /* AdamW: p *= 1 - lr * wd, with the raw lr */
-        base = nb_mul(g, p, nb_sub(g, nb_scalar(g, 1.0f), nb_mul(g, o->lr_raw, nb_scalar(g, wd))));
+        base = nb_mul(g, p, nb_sub(g, nb_scalar(g, 1.0f), nb_mul(g, lr_raw, nb_scalar(g, wd))));
       nb_assign(g, p, nb_sub(g, base, upd));
     } else {
       if (wd != 0.0f) grad = nb_add(g, grad, nb_mul(g, p, nb_scalar(g, wd)));
@@ -71,7 +87,7 @@ static nb_status build(nb_graph *g, opt_kind kind, float b1, float b2, float eps
         nb_assign(g, buf, buf2);
         step = flag ? nb_add(g, grad, nb_mul(g, buf2, nb_scalar(g, b1))) : buf2;
       }
-      nb_assign(g, p, nb_sub(g, p, nb_mul(g, step, o->lr)));
+      nb_assign(g, p, nb_sub(g, p, nb_mul(g, step, lr)));
     }
     o->n_params++;
   }
@@ -122,7 +138,7 @@ nb_status nb_optimizer_feed(const nb_optimizer *o, nb_plan *p, int64_t step, flo
   if (!o || !p || step < 1)
     return nb_error(NB_ERR_INVALID_ARG, "nb_optimizer_feed: need an optimizer, a plan, step >= 1");
   float v = lr;
-  if (o->kind == OPT_ADAM) {
+  if (o->kind == OPT_ADAM && !o->step_in_graph) {
     double c1 = 1.0 - pow(o->beta1, (double)step), c2 = 1.0 - pow(o->beta2, (double)step);
     v = (float)(lr / c1);
     float corr2 = (float)(1.0 / sqrt(c2));
@@ -140,7 +156,8 @@ static int ends_with(const char *s, const char *suffix) {
 
 int nb_optimizer_owns(const char *name) {
   return name &&
-         (ends_with(name, ".adam_m") || ends_with(name, ".adam_v") || ends_with(name, ".momentum"));
+         (ends_with(name, ".adam_m") || ends_with(name, ".adam_v") ||
+          ends_with(name, ".momentum") || !strcmp(name, "optim.step") || !strncmp(name, "amp.", 4));
 }
 
 int nb_optimizer_param_count(const nb_optimizer *o) { return o ? o->n_params : 0; }

@@ -20,6 +20,22 @@ nb_fit_options nb_fit_defaults(void) {
   return o;
 }
 
+/* f16 training: the grad scaler's scale and skipped steps (optim.h), read
+ * from the state once an epoch (no sync per step), into the result and a
+ * log line. */
+static nb_status loss_scale_report(const nb_state *st, FILE *log, int print, nb_fit_result *res) {
+  float scale = 0, skipped = 0;
+  nb_status rc = nb_state_read(st, NB_GRAD_SCALER_SCALE, &scale, sizeof scale);
+  if (!rc) rc = nb_state_read(st, NB_GRAD_SCALER_SKIPPED, &skipped, sizeof skipped);
+  if (rc) return rc;
+  res->loss_scale = scale;
+  res->skipped_steps = (int64_t)skipped;
+  if (print)
+    fprintf(log, "fp16 loss scale %g, %lld of %lld steps skipped (gradient overflow)\n",
+            (double)scale, (long long)res->skipped_steps, (long long)res->steps);
+  return NB_OK;
+}
+
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -76,7 +92,10 @@ static nb_status build_step(const nb_model *m, const nb_recipe *r, int training,
   nb_nn nn = {.g = g, .training = training, .seed = seed, .init = NB_NN_INIT_TORCH};
   nb_tensor *logits = NULL;
   nb_status rc = nb_graph_status(g);
+  /* mixed precision: the network's matmuls and convolutions (autocast) */
+  if (!rc) rc = nb_graph_set_autocast(g, nb_precision_dtype(r->precision));
   if (!rc) rc = nb_model_build(m, &nn, s->x, &logits);
+  if (!rc) rc = nb_graph_set_autocast(g, NB_F32);
   if (rc) return rc;
   s->loss = nb_cross_entropy(g, logits, s->y, training ? r->label_smoothing : 0.0f);
   s->pred = nb_argmax(g, logits, 1, 0);
@@ -357,6 +376,8 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
     }
     res->epochs = (int)epoch + 1;
     res->steps = step;
+    if (r.precision == NB_PRECISION_FP16) rc = loss_scale_report(st, log, lead, res);
+    if (rc) break;
     if (lead)
       fprintf(
           log,
@@ -370,6 +391,8 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
       if (!rc && test) rc = nb_tb_scalar(logs.tb, "test/loss", step, (float)res->test_loss);
       if (!rc && test) rc = nb_tb_scalar(logs.tb, "test/accuracy", step, (float)res->test_accuracy);
       if (!rc) rc = nb_tb_scalar(logs.tb, "lr", step, (float)lr);
+      if (!rc && r.precision == NB_PRECISION_FP16)
+        rc = nb_tb_scalar(logs.tb, "train/loss_scale", step, (float)res->loss_scale);
       if (!rc) rc = nb_tb_flush(logs.tb);
     }
     if (!rc && logs.csv) {

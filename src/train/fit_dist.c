@@ -55,8 +55,8 @@ static int64_t recipe_checksum(const nb_recipe *r) {
                      r->final_div_factor,
                      r->label_smoothing,
                      r->clip_grad_norm};
-  const int64_t i[] = {r->nesterov,     r->warmup, r->step_size,
-                       r->crop_padding, r->hflip,  r->norm_channels};
+  const int64_t i[] = {r->nesterov, r->warmup,        r->step_size, r->crop_padding,
+                       r->hflip,    r->norm_channels, r->precision};
   h = fnv(h, f, sizeof f);
   h = fnv(h, i, sizeof i);
   h = fnv(h, r->mean, sizeof r->mean);

@@ -63,7 +63,10 @@ static nb_status lm_build(const nb_model *m, const nb_recipe *r, int training, i
   nb_nn nn = {.g = g, .training = training, .seed = r->seed, .init = NB_NN_INIT_TORCH};
   nb_tensor *logits = NULL;
   nb_status rc = nb_graph_status(g);
+  /* mixed precision: the network's matmuls and convolutions (autocast) */
+  if (!rc) rc = nb_graph_set_autocast(g, nb_precision_dtype(r->precision));
   if (!rc) rc = nb_model_build(m, &nn, s->x, &logits);
+  if (!rc) rc = nb_graph_set_autocast(g, NB_F32);
   if (rc) return rc;
   int nd = nb_tensor_ndim(logits);
   const int64_t *ls = nb_tensor_shape(logits);
@@ -376,6 +379,17 @@ nb_status nb_fit_text(const nb_model *m, nb_backend *be, nb_state *st, const int
     if (rc) break;
     fprintf(log, "step %lld/%lld  train loss %.4f  val loss %.4f  lr %.2e  %.0f tok/s\n",
             (long long)step, (long long)r.steps, res->train_loss, res->val_loss, lr, tps);
+    if (r.precision == NB_PRECISION_FP16) {
+      /* the grad scaler's state (optim.h), read once per validation */
+      float scale = 0, skipped = 0;
+      rc = nb_state_read(st, NB_GRAD_SCALER_SCALE, &scale, sizeof scale);
+      if (!rc) rc = nb_state_read(st, NB_GRAD_SCALER_SKIPPED, &skipped, sizeof skipped);
+      if (rc) break;
+      res->loss_scale = scale;
+      res->skipped_steps = (int64_t)skipped;
+      fprintf(log, "fp16 loss scale %g, %lld of %lld steps skipped (gradient overflow)\n",
+              (double)scale, (long long)res->skipped_steps, (long long)step);
+    }
     fflush(log);
     rc = log_point(&logs, step, lr, res->train_loss, res->val_loss, tps);
     if (!rc && o.out_dir) {

@@ -15,6 +15,10 @@ cli_onnx_run.sh read. Deterministic: rerunning gives the same bytes.
   onnx/tiny_classifier/  an image classifier on 8x8 grey images that
                outputs logits, two PNG images and the expected softmax
                probabilities (expected_probs.npy) for `nabla predict`.
+  onnx/huge_input/  image models whose input sizes `nabla predict` must
+               refuse with an error instead of overflowing: H x W past
+               int64 (wrap.onnx), H past a C int (tall.onnx), a fixed
+               batch N with N x C x H x W past int64 (batch.onnx).
 
 Run: /usr/bin/python3 tests/data/make_fixtures.py
 """
@@ -138,7 +142,28 @@ def tiny_classifier():
     np.save(os.path.join(d, "expected_probs.npy"), np.array(probs, dtype=np.float32))
 
 
+def huge_input():
+    d = os.path.join(HERE, "onnx", "huge_input")
+    os.makedirs(d, exist_ok=True)
+    for name, n, c, h, w in (("wrap", "batch", 3, 1 << 32, 1 << 32),
+                             ("tall", "batch", 1, 3000000000, 1), ("batch", 1 << 62, 3, 8, 8)):
+        nodes = [
+            helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["logits"], axis=1),
+        ]
+        graph = helper.make_graph(
+            nodes, name,
+            [helper.make_tensor_value_info("image", TensorProto.FLOAT, [n, c, h, w])],
+            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [n, c])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                                  producer_name="nabla tests/data/make_fixtures.py")
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        onnx.save_model(model, os.path.join(d, name + ".onnx"))
+
+
 if __name__ == "__main__":
     npy_fixtures()
     mlp_external()
     tiny_classifier()
+    huge_input()

@@ -3,8 +3,16 @@
 #   1. test_gpu_backend  device memory, transfers, allocator, faults, OOM
 #   2. test_gpu_ops      every op of the op table on cuda:0 against the CPU
 #   3. test_gpu_train    the MNIST CNN trained on cpu and cuda:0 side by side
-#   4. nabla train models/mnist_cnn.cfg --device cuda:0 --epochs 2 (needs MNIST)
-#   5. nabla bench on cuda:0 (and on the CPU for comparison)
+#      test_gpu_nccl     a one-rank NCCL gradient reduction on cuda:0 (known
+#                        buffers; MNIST CNN steps equal to plain training)
+#      test_gpu_graphs   the same trained with CUDA graphs on and off
+#      test_gpu_amp      bf16/f16 matmul and conv kernels against the CPU, and
+#                        the MNIST CNN in fp32, bf16 and fp16 side by side
+#   4. nabla train models/mnist_cnn.cfg --device cuda:0 --epochs 2 (needs MNIST),
+#      and one epoch on 6400 images with and without NABLA_DIST=self --distributed
+#      (gradients through NCCL), which must end with the same losses
+#   5. nabla bench on cuda:0 (and on the CPU for comparison), and
+#      bench/gpu.sh: nabla vs PyTorch eager on this GPU (if python3 has torch)
 #   6. the whole ctest suite on the CUDA build
 # Usage (from anywhere, on a machine with an NVIDIA GPU):
 #   tests/gpu/run.sh            BUILD_DIR=... to build elsewhere (default build-gpu)
@@ -77,6 +85,17 @@ if [ "${PREBUILT:-0}" = 1 ]; then
 fi
 [ -x "$nabla" ] || { echo "build failed: no $nabla"; exit 1; }
 "$nabla" --version
+# NCCL is loaded at run time (docs/cuda.md): point at one when the dynamic
+# loader would not find it (PyTorch's nvidia-nccl wheel, a CUDA folder)
+if [ -z "${NABLA_NCCL_LIBRARY:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libnccl\.so\.2 '; then
+  nccl=$(find /usr/local /opt /usr/lib -name libnccl.so.2 2>/dev/null | head -1)
+  if [ -n "$nccl" ]; then
+    export NABLA_NCCL_LIBRARY=$nccl
+    echo "NABLA_NCCL_LIBRARY=$nccl"
+  else
+    echo "no libnccl.so.2 found: the NCCL checks will report SKIP"
+  fi
+fi
 
 run_test() { # name: runs $build/tests/name, records PASS/FAIL/SKIP with its last line
   local name=$1 rc
@@ -101,6 +120,11 @@ have_gpu=1
 run_test test_gpu_backend
 run_test test_gpu_ops
 run_test test_gpu_train
+gpu_before=$have_gpu
+run_test test_gpu_nccl
+have_gpu=$gpu_before # its skip means no NCCL, not no GPU
+run_test test_gpu_graphs
+run_test test_gpu_amp
 
 if [ "${QUICK:-0}" != 1 ] && [ "$have_gpu" = 0 ]; then
   record "train, bench on cuda:0" SKIP "no GPU"
@@ -125,6 +149,38 @@ elif [ "${QUICK:-0}" != 1 ]; then
       record "train mnist_cnn cuda:0" FAIL "see $build/train_cuda.log"
     fi
     rm -rf "$out"
+
+    # the same training as a one-rank distributed job: gradients through NCCL
+    section "nabla train models/mnist_cnn.cfg --device cuda:0, plain and NABLA_DIST=self --distributed"
+    out=$(mktemp -d)
+    common=(train models/mnist_cnn.cfg --device cuda:0 --epochs 1 --limit 6400 --data "$data" --json)
+    if "$nabla" "${common[@]}" --out "$out/plain" >"$build/nccl_plain.json" 2>"$build/nccl_plain.log" &&
+      NABLA_DIST=self "$nabla" "${common[@]}" --out "$out/dist" --distributed \
+        >"$build/nccl_dist.json" 2>"$build/nccl_dist.log"; then
+      cat "$build/nccl_plain.json" "$build/nccl_dist.json"
+      # train_loss and test_loss of both runs, and their largest relative difference
+      val() { grep -o "\"$2\": [-0-9.eE+]*" "$1" | tail -1 | awk '{print $2}'; }
+      cmp=$(awk -v a="$(val "$build/nccl_plain.json" train_loss)" \
+        -v b="$(val "$build/nccl_dist.json" train_loss)" \
+        -v c="$(val "$build/nccl_plain.json" test_loss)" \
+        -v d="$(val "$build/nccl_dist.json" test_loss)" 'function rel(x, y) {
+          r = x - y; if (r < 0) r = -r; m = x < 0 ? -x : x; return r / (m > 0 ? m : 1) }
+        BEGIN { e = rel(a, b); f = rel(c, d); if (f > e) e = f
+          printf "train_loss %s / %s, test_loss %s / %s, max rel diff %.2e %s\n", a, b, c, d, e,
+            (a != "" && c != "" && e <= 1e-5) ? "OK" : "DIFFER" }')
+      echo "$cmp"
+      case $cmp in
+      *OK) record "train one-rank NCCL cuda:0" PASS "$cmp" ;;
+      *) record "train one-rank NCCL cuda:0" FAIL "${cmp:-see $build/nccl_*.log}" ;;
+      esac
+    elif grep -q "NCCL not found\|not a usable NCCL" "$build/nccl_dist.log" 2>/dev/null; then
+      cat "$build/nccl_dist.log"
+      record "train one-rank NCCL cuda:0" SKIP "NCCL cannot be loaded"
+    else
+      cat "$build/nccl_plain.log" "$build/nccl_dist.log" 2>/dev/null | tail -20
+      record "train one-rank NCCL cuda:0" FAIL "see $build/nccl_plain.log, nccl_dist.log"
+    fi
+    rm -rf "$out"
   fi
 
   for model in mnist_cnn lenet5 cifar_cnn; do
@@ -136,9 +192,32 @@ elif [ "${QUICK:-0}" != 1 ]; then
       record "bench $model cuda:0" FAIL "see $build/bench_$model.log"
     fi
   done
+  for prec in bf16 fp16; do # mixed precision (docs/cuda.md)
+    section "nabla bench models/cifar_cnn.cfg --device cuda:0 --precision $prec"
+    if "$nabla" bench models/cifar_cnn.cfg --device cuda:0 --precision "$prec" 2>&1 |
+      tee "$build/bench_cifar_$prec.log"; then
+      record "bench cifar_cnn cuda:0 $prec" PASS "$(grep -m1 '^training' \
+        "$build/bench_cifar_$prec.log" | tr -s ' ')"
+    else
+      record "bench cifar_cnn cuda:0 $prec" FAIL "see $build/bench_cifar_$prec.log"
+    fi
+  done
   section "nabla bench models/mnist_cnn.cfg --device cpu (for comparison)"
   "$nabla" bench models/mnist_cnn.cfg --device cpu --windows 3 2>&1 | tee "$build/bench_cpu.log"
   record "bench mnist_cnn cpu" INFO "$(grep -m1 '^training' "$build/bench_cpu.log" | tr -s ' ')"
+
+  # nabla against PyTorch eager on this GPU (bench/README.md, "GPU");
+  # GPU_BENCH=0 leaves it out, GPU_BENCH_ARGS passes options to bench/gpu.sh
+  section "bench/gpu.sh: nabla vs PyTorch on cuda:0"
+  if [ "${GPU_BENCH:-1}" = 0 ]; then
+    record "bench/gpu.sh vs PyTorch" SKIP "GPU_BENCH=0"
+  elif ! ${NABLA_BENCH_PYTHON:-python3} -c 'import torch' 2>/dev/null; then
+    record "bench/gpu.sh vs PyTorch" SKIP "no python3 with torch"
+  elif NABLA_BUILD="$build" bash bench/gpu.sh ${GPU_BENCH_ARGS:-} 2>&1 | tee "$build/gpu_bench.log"; then
+    record "bench/gpu.sh vs PyTorch" PASS "$(grep -m1 'Target' "$build/gpu_bench.log")"
+  else
+    record "bench/gpu.sh vs PyTorch" FAIL "see $build/gpu_bench.log"
+  fi
 fi
 
 if [ "${QUICK:-0}" != 1 ] && [ "${PREBUILT:-0}" != 1 ]; then

@@ -53,7 +53,11 @@ static nb_status build(const nb_model *m, int train, int64_t batch, nb_backend *
   b->y = nb_input(b->g, "labels", NB_I64, 1, &rows);
   nb_nn nn = {.g = b->g, .training = train, .seed = r->seed, .init = NB_NN_INIT_TORCH};
   nb_tensor *logits = NULL;
-  nb_status rc = nb_model_build(m, &nn, b->x, &logits);
+  /* the recipe's precision (--precision): autocast, and for fp16 the loss
+   * scaling nb_recipe_update adds, as `nabla train` runs it */
+  nb_status rc = nb_graph_set_autocast(b->g, nb_precision_dtype(r->precision));
+  if (!rc) rc = nb_model_build(m, &nn, b->x, &logits);
+  if (!rc) rc = nb_graph_set_autocast(b->g, NB_F32);
   if (rc) return rc;
   if (!train) {
     b->out = logits;
@@ -120,16 +124,18 @@ int nabla_cmd_bench(int argc, char **argv) {
   const char *model = NULL;
   int64_t batch = 0;
   int threads = 0, windows = 7, steps = 10;
-  const char *device = "cpu";
+  const char *device = "cpu", *precision = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       printf("usage: nabla bench MODEL [--batch B] [--device cpu|cuda:N] [--threads T]\n"
-             "                         [--windows W] [--steps S]\n"
+             "                         [--windows W] [--steps S] [--precision fp32|bf16|fp16]\n"
              "Times the compiled training step (the model's recipe: forward, backward,\n"
              "optimizer) and inference of MODEL on synthetic data: the median over W\n"
              "windows of S steps after warm-up. Prints images/s, ms/step and planned\n"
-             "memory. bench/run.sh compares nabla with PyTorch side by side.\n");
+             "memory. --precision (default: the recipe's) runs matmuls and convolutions\n"
+             "in bf16 or fp16 (f32 master weights; fp16 with loss scaling).\n"
+             "bench/run.sh compares nabla with PyTorch side by side.\n");
       return 0;
     }
     if (a[0] != '-') {
@@ -143,6 +149,8 @@ int nabla_cmd_bench(int argc, char **argv) {
     long long n = strtoll(v, NULL, 10);
     if (!strcmp(a, "--device"))
       device = v;
+    else if (!strcmp(a, "--precision"))
+      precision = v;
     else if (!strcmp(a, "--batch"))
       batch = n;
     else if (!strcmp(a, "--threads"))
@@ -166,12 +174,18 @@ int nabla_cmd_bench(int argc, char **argv) {
   nb_backend *be = NULL;
   nb_state *st = NULL;
   nb_status rc = nb_model_load(model, &m);
+  if (!rc && precision) {
+    nb_precision p;
+    rc = nb_precision_parse(precision, &p);
+    if (!rc) rc = nb_model_set_precision(m, p);
+  }
   if (!rc && !batch) batch = nb_model_recipe(m)->batch;
   if (!rc) rc = nb_backend_new(device, &be);
   if (!rc) rc = nb_state_new(be, &st);
   if (!rc)
-    printf("%s: batch %lld on %s, %d threads, median of %d windows x %d steps\n", model,
-           (long long)batch, nb_backend_name(be), nb_get_num_threads(), windows, steps);
+    printf("%s: batch %lld on %s, precision %s, %d threads, median of %d windows x %d steps\n",
+           model, (long long)batch, nb_backend_name(be),
+           nb_precision_name(nb_model_recipe(m)->precision), nb_get_num_threads(), windows, steps);
   for (int train = 1; !rc && train >= 0; train--) {
     bench_plan b;
     double sec = 0;
@@ -180,9 +194,10 @@ int nabla_cmd_bench(int argc, char **argv) {
     if (!rc) rc = time_steps(&b, 3, windows, steps, &sec);
     if (!rc) {
       nb_plan_stats s = nb_plan_get_stats(b.plan);
-      printf("%-9s %10.1f images/s  %8.3f ms/step  arena %.1f MiB (naive %.1f MiB), %d kernels\n",
+      printf("%-9s %10.1f images/s  %8.3f ms/step  arena %.1f MiB (naive %.1f MiB), %d kernels%s\n",
              train ? "training" : "inference", (double)batch / sec, 1e3 * sec,
-             (double)s.arena_bytes / 1048576.0, (double)s.naive_bytes / 1048576.0, s.kernels);
+             (double)s.arena_bytes / 1048576.0, (double)s.naive_bytes / 1048576.0, s.kernels,
+             s.graph > 0 ? " in one CUDA graph" : "");
     }
     bench_free(&b);
   }

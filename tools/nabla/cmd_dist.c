@@ -1,6 +1,7 @@
 /* `nabla train` across processes (cmd_dist.h, docs/distributed.md). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cmd_dist.h"
 
@@ -15,9 +16,31 @@ static int local_ranks(void) {
   return 0;
 }
 
+/* This process's rank among those of its machine, as the launcher tells
+ * (-1 when unknown). */
+static int local_rank(void) {
+  static const char *const names[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+                                      "PMI_LOCAL_RANK", "SLURM_LOCALID"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    const char *v = getenv(names[i]);
+    if (v && *v >= '0' && *v <= '9') return atoi(v);
+  }
+  return -1;
+}
+
 nb_status nabla_dist_open(int forced, int threads, nb_dist **out) {
-  nb_status rc = nb_dist_init(forced ? NB_DIST_MPI : NB_DIST_AUTO, out);
+  /* NABLA_DIST=self: --distributed without a launcher is one process that
+   * still averages its gradients in the step (NCCL on CUDA), to run and
+   * test that path where there is no MPI */
+  const char *want = getenv("NABLA_DIST");
+  int self = forced && want && !strcmp(want, "self") && !nb_dist_launched();
+  nb_status rc = nb_dist_init(self ? NB_DIST_SELF : forced ? NB_DIST_MPI : NB_DIST_AUTO, out);
   if (rc) {
+    if (forced && !nb_dist_launched())
+      return nb_error(rc,
+                      "--distributed: %s (NABLA_DIST=self runs one process through the "
+                      "distributed code path instead)",
+                      nb_last_error());
     if (forced) return nb_error(rc, "--distributed: %s", nb_last_error());
     return rc;
   }
@@ -30,6 +53,15 @@ nb_status nabla_dist_open(int forced, int threads, nb_dist **out) {
     nb_set_num_threads(t > 0 ? t : 1);
   }
   return NB_OK;
+}
+
+const char *nabla_dist_device(const char *device, const nb_dist *d, char *buf, size_t cap) {
+  if (!device || strcmp(device, "cuda") || nb_dist_size(d) <= 1) return device;
+  int local = local_rank();
+  int per_node = local_ranks();
+  if (local < 0) local = per_node > 0 ? nb_dist_rank(d) % per_node : nb_dist_rank(d);
+  snprintf(buf, cap, "cuda:%d", local);
+  return buf;
 }
 
 int nabla_dist_fail(nb_dist *d, const char *cmd) {

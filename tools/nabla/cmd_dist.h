@@ -6,11 +6,19 @@
 #include "nabla/nabla.h"
 
 /* Opens the job's communicator: MPI when an MPI launcher started us (or
- * `forced`, for --distributed, which is an error otherwise), else one
- * process. With several ranks and no --threads (threads == 0), each rank
- * runs cores / (ranks on this machine) threads, so the ranks of one machine
- * share its cores instead of each taking them all. */
+ * `forced`, for --distributed, which is an error otherwise, unless
+ * NABLA_DIST=self asks for one process that averages its gradients like a
+ * job of one rank: NB_DIST_SELF), else one process. With several ranks
+ * and no --threads (threads == 0), each rank runs cores / (ranks on this
+ * machine) threads, so the ranks of one machine share its cores instead of
+ * each taking them all. */
 nb_status nabla_dist_open(int forced, int threads, nb_dist **out);
+
+/* The device this rank trains on: with several ranks, "cuda" (no index)
+ * becomes cuda:<this rank's index on its machine> (the launcher's local
+ * rank), so the ranks of a machine take one GPU each, as NCCL needs; any
+ * other name is returned as it is. buf holds the result when one is made. */
+const char *nabla_dist_device(const char *device, const nb_dist *d, char *buf, size_t cap);
 
 /* Prints the failure of command `cmd` ("nabla train: rank R/N: ...") and
  * returns the exit code 1. When the other ranks did not fail at the same

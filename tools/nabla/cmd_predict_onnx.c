@@ -7,7 +7,9 @@
  * output is read as probabilities when every row already is a
  * distribution (non-negative, summing to 1), else softmax is applied. */
 #define _POSIX_C_SOURCE 200809L
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +138,20 @@ int nabla_cmd_predict_onnx(int argc, char **argv) {
                   model, iname);
   if (!rc && dims[0] > 0 && dims[0] != batch) batch = dims[0]; /* a fixed batch size: pad to it */
   int64_t shape[4] = {batch, dims ? dims[1] : 0, dims ? dims[2] : 0, dims ? dims[3] : 0};
+  /* The model file sets H and W and may fix N: sizes its batch buffer
+   * (N x C x H x W floats) and the image loader's ints must hold without
+   * wrapping, or the buffers would be sized by an overflowed product. */
+  if (!rc) {
+    int64_t numel = nb_shape_numel(4, shape);
+    if (batch > INT_MAX || shape[2] > INT_MAX || shape[3] > INT_MAX || numel < 0 ||
+        (uint64_t)numel >= SIZE_MAX / sizeof(float)) {
+      char s[128];
+      rc = nb_error(NB_ERR_UNSUPPORTED,
+                    "%s: input '%s' of %s is too large for predict (N x C x H x W floats must "
+                    "fit in memory, and N, H and W below 2^31)",
+                    model, iname, nb_shape_str(4, shape, s, sizeof s));
+    }
+  }
   nb_onnx_input spec = {iname, 4, shape, NULL};
   if (!rc) rc = nb_backend_new("cpu", &be);
   if (!rc && !(g = nb_graph_new())) rc = nb_error(NB_ERR_OOM, "out of memory");
@@ -152,10 +168,12 @@ int nabla_cmd_predict_onnx(int argc, char **argv) {
   }
   if (!rc) rc = nb_state_new(be, &st);
   if (!rc) rc = nb_compile(g, be, st, NULL, &plan);
-  per = shape[1] * shape[2] * shape[3];
-  xb = malloc((size_t)(batch * per + 1) * sizeof *xb);
-  yb = malloc((size_t)(batch * classes + 1) * sizeof *yb);
-  if (!rc && (!xb || !yb)) rc = nb_error(NB_ERR_OOM, "out of memory");
+  if (!rc) { /* the products were checked above; classes * batch is the output's size */
+    per = shape[1] * shape[2] * shape[3];
+    xb = malloc((size_t)(batch * per + 1) * sizeof *xb);
+    yb = malloc((size_t)(batch * classes + 1) * sizeof *yb);
+    if (!xb || !yb) rc = nb_error(NB_ERR_OOM, "out of memory");
+  }
   nb_image_options io = {(int)shape[1], (int)shape[2], (int)shape[3], NB_RESIZE_BILINEAR};
   for (int f0 = 0; !rc && f0 < nfiles; f0 += (int)batch) {
     int n = nfiles - f0 < batch ? nfiles - f0 : (int)batch;

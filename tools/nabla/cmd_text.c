@@ -8,6 +8,7 @@
 
 #include "cmd_lora.h"
 #include "cmd_text.h"
+#include "json_str.h"
 #include "nabla/fit.h"
 
 static int is_file(const char *p) {
@@ -86,8 +87,9 @@ int nabla_text_train(nb_model *m, const nabla_text_args *a) {
   if (!rc) rc = nb_backend_new(a->device, &be);
   if (!rc) rc = a->init_from ? nabla_init_state(m, be, a->init_from, &st) : nb_state_new(be, &st);
   if (!rc) {
-    fprintf(log, "%s: %zu characters, vocabulary %d, %d threads, %s\n", path, n, v.size,
-            nb_get_num_threads(), nb_backend_name(be));
+    fprintf(log, "%s: %zu characters, vocabulary %d, %d threads, %s, precision %s\n", path, n,
+            v.size, nb_get_num_threads(), nb_backend_name(be),
+            nb_precision_name(nb_model_recipe(m)->precision));
     nb_fit_options o = nb_fit_defaults();
     o.device = a->device;
     o.steps = a->steps;
@@ -113,12 +115,22 @@ int nabla_text_train(nb_model *m, const nabla_text_args *a) {
             "val loss %.4f, train loss %.4f (nats per token), %.0f tokens/s; weights: %s, "
             "vocabulary: %s\n",
             res.val_loss, res.train_loss, res.tokens_per_sec, res.weights, vocab_file);
-    if (a->json)
+    if (a->json) {
       printf("{\"val_loss\": %.6f, \"train_loss\": %.6f, \"steps\": %lld, \"tokens_per_sec\": "
-             "%.1f, \"seconds\": %.2f, \"vocab_size\": %d, \"checkpoint\": \"%s\", "
-             "\"weights\": \"%s\", \"vocab\": \"%s\"}\n",
+             "%.1f, \"seconds\": %.2f, \"vocab_size\": %d, \"precision\": \"%s\", ",
              res.val_loss, res.train_loss, (long long)res.steps, res.tokens_per_sec, res.seconds,
-             v.size, res.checkpoint, res.weights, vocab_file);
+             v.size, nb_precision_name(nb_model_recipe(m)->precision));
+      if (nb_model_recipe(m)->precision == NB_PRECISION_FP16)
+        printf("\"loss_scale\": %g, \"skipped_steps\": %lld, ", res.loss_scale,
+               (long long)res.skipped_steps);
+      printf("\"checkpoint\": ");
+      nabla_json_string(stdout, res.checkpoint);
+      printf(", \"weights\": ");
+      nabla_json_string(stdout, res.weights);
+      printf(", \"vocab\": ");
+      nabla_json_string(stdout, vocab_file);
+      printf("}\n");
+    }
   }
   free(ids);
   nb_state_free(st);
@@ -165,9 +177,11 @@ int nabla_text_eval(nb_model *m, const nabla_text_args *a) {
             "%s on the validation part of %s (last 10%%, vocabulary %d): loss %.4f nats per "
             "token\n",
             a->weights, path, v.size, loss);
-    if (a->json)
-      printf("{\"val_loss\": %.6f, \"vocab_size\": %d, \"weights\": \"%s\"}\n", loss, v.size,
-             a->weights);
+    if (a->json) {
+      printf("{\"val_loss\": %.6f, \"vocab_size\": %d, \"weights\": ", loss, v.size);
+      nabla_json_string(stdout, a->weights);
+      printf("}\n");
+    }
   }
   free(ids);
   nb_plan_free(plan);

@@ -8,6 +8,7 @@
 #include "cmd_dist.h"
 #include "cmd_lora.h"
 #include "cmd_text.h"
+#include "json_str.h"
 #include "nabla/fit.h"
 #include "nabla/nabla.h"
 
@@ -25,6 +26,7 @@ typedef struct {
   const char *place;     /* train: LAYER=DEVICE,... (model parallelism) */
   int micro_batches;     /* train: GPipe micro-batches per batch */
   int device_threads;    /* train: threads of each CPU device */
+  const char *precision; /* train: fp32, bf16 or fp16 (mixed precision) */
 } cli;
 
 static int fail(const char *cmd) {
@@ -39,10 +41,13 @@ static void usage(const char *cmd, FILE *f) {
                "                   [--device cpu|cuda:N] [--threads T] [--seed S] [--out DIR]\n"
                "                   [--resume CKPT] [--limit N] [--json] [--distributed]\n"
                "                   [--place LAYER=DEVICE,...] [--micro-batches M]\n"
-               "                   [--device-threads T]\n"
+               "                   [--device-threads T] [--precision fp32|bf16|fp16]\n"
                "Trains MODEL with the recipe in its [train] section (flags override it),\n"
                "evaluates on the test split after every epoch, and writes checkpoints,\n"
                "weights.safetensors, TensorBoard events and log.csv to --out (default runs/NAME).\n"
+               "--precision (default: the recipe's, fp32): bf16 or fp16 run matmuls and\n"
+               "convolutions in half precision with f32 master weights; fp16 adds dynamic\n"
+               "loss scaling (docs/cuda.md, \"Mixed precision\").\n"
                "Data: --data DIR, else $NABLA_DATA, ../shared/data/<name>, data/<name>.\n"
                "Model parallelism: --place LAYER=DEVICE,... puts layers on devices (a\n"
                "layer without one runs where its input comes from; logical CPU devices\n"
@@ -51,7 +56,9 @@ static void usage(const char *cmd, FILE *f) {
                "(default: the cores split between devices; docs/distributed.md).\n"
                "Data-parallel over processes: mpirun -np N nabla train MODEL ... (detected;\n"
                "--distributed insists on it); --batch is the global batch, split over the\n"
-               "ranks; rank 0 prints and writes the files (docs/distributed.md).\n"
+               "ranks; rank 0 prints and writes the files (docs/distributed.md). On GPUs,\n"
+               "--device cuda gives each rank cuda:<local rank> and gradients go through\n"
+               "NCCL; NABLA_DIST=self --distributed runs one process through that path.\n"
                "Text models (token-sequence input, docs/training.md): --data FILE or DIR\n"
                "(default dataset tinyshakespeare), --steps N, --eval-every N; vocab.txt\n"
                "is written beside the weights.\n");
@@ -120,6 +127,8 @@ static int parse(const char *cmd, int argc, char **argv, int positional, cli *c)
       c->micro_batches = (int)strtol(v, &end, 10);
     else if (!strcmp(cmd, "train") && !strcmp(a, "--device-threads"))
       c->device_threads = (int)strtol(v, &end, 10);
+    else if (!strcmp(cmd, "train") && !strcmp(a, "--precision"))
+      c->precision = v;
     else if (!strcmp(cmd, "train") && nabla_lora_parse_flag(a, v, &c->lora, &bad)) {
       if (bad) {
         fprintf(stderr, "nabla %s: bad value '%s' for %s (see --help)\n", cmd, v, a);
@@ -254,9 +263,16 @@ int nabla_cmd_train(int argc, char **argv) {
   nb_dist *dist = NULL;
   nb_status rc = nabla_dist_open(c.distributed, c.threads, &dist);
   const int lead = nb_dist_rank(dist) == 0; /* rank 0 alone prints and writes */
+  char rank_device[32];
+  c.device = nabla_dist_device(c.device, dist, rank_device, sizeof rank_device);
   if (!rc) rc = nb_model_load(c.model, &m);
   if (!rc) rc = nabla_lora_setup(m, &c.lora, c.json || !lead ? stderr : stdout);
   if (!rc && c.place) rc = nb_model_set_placement(m, c.place);
+  if (!rc && c.precision) {
+    nb_precision prec;
+    rc = nb_precision_parse(c.precision, &prec);
+    if (!rc) rc = nb_model_set_precision(m, prec);
+  }
   if (!rc && nb_model_is_text(m) && (c.micro_batches > 1 || c.device_threads))
     rc = nb_error(NB_ERR_UNSUPPORTED, "--micro-batches and --device-threads: text models take "
                                       "--place but do not train in micro-batches yet");
@@ -301,7 +317,15 @@ int nabla_cmd_train(int argc, char **argv) {
     if (lead)
       fprintf(o.log, "%s: %lld train / %lld test examples, %d threads, %s, %d process%s\n", c.model,
               (long long)train.n, (long long)test.n, nb_get_num_threads(), nb_backend_name(be),
-              nb_dist_size(dist), nb_dist_size(dist) > 1 ? "es (MPI)" : "");
+              nb_dist_size(dist),
+              nb_dist_size(dist) > 1         ? "es (MPI)"
+              : nb_dist_averages_grads(dist) ? " (NABLA_DIST=self: gradients averaged in the step)"
+                                             : "");
+    nb_precision prec = nb_model_recipe(m)->precision;
+    if (lead && prec != NB_PRECISION_FP32)
+      fprintf(o.log, "precision %s: %s matmuls and convolutions, f32 master weights%s\n",
+              nb_precision_name(prec), nb_dtype_name(nb_precision_dtype(prec)),
+              prec == NB_PRECISION_FP16 ? ", dynamic loss scaling" : "");
     if (lead && (nb_model_device_count(m) || c.micro_batches > 1)) {
       fprintf(o.log, "model parallel: default %s", nb_backend_name(be));
       for (int i = 0; i < nb_model_device_count(m); i++)
@@ -322,12 +346,20 @@ int nabla_cmd_train(int argc, char **argv) {
     fprintf(c.json ? stderr : stdout,
             "test accuracy %.2f%%, test loss %.4f, %.0f images/s; weights: %s\n",
             100 * res.test_accuracy, res.test_loss, res.images_per_sec, res.weights);
-    if (c.json)
+    if (c.json) {
       printf("{\"test_accuracy\": %.6f, \"test_loss\": %.6f, \"train_loss\": %.6f, "
-             "\"epochs\": %d, \"steps\": %lld, \"images_per_sec\": %.1f, "
-             "\"checkpoint\": \"%s\", \"weights\": \"%s\"}\n",
+             "\"epochs\": %d, \"steps\": %lld, \"images_per_sec\": %.1f, \"precision\": \"%s\", ",
              res.test_accuracy, res.test_loss, res.train_loss, res.epochs, (long long)res.steps,
-             res.images_per_sec, res.checkpoint, res.weights);
+             res.images_per_sec, nb_precision_name(nb_model_recipe(m)->precision));
+      if (nb_model_recipe(m)->precision == NB_PRECISION_FP16)
+        printf("\"loss_scale\": %g, \"skipped_steps\": %lld, ", res.loss_scale,
+               (long long)res.skipped_steps);
+      printf("\"checkpoint\": ");
+      nabla_json_string(stdout, res.checkpoint);
+      printf(", \"weights\": ");
+      nabla_json_string(stdout, res.weights);
+      printf("}\n");
+    }
   }
   nb_dataset_free(&train);
   nb_dataset_free(&test);
@@ -413,10 +445,13 @@ int nabla_cmd_eval(int argc, char **argv) {
     nb_confusion_report(cm, f, (const char *const *)test.class_names, 4);
     fprintf(f, "\nconfusion matrix (rows: true class, columns: predicted)\n");
     nb_confusion_print(cm, f, (const char *const *)test.class_names);
-    if (c.json)
+    if (c.json) {
       printf("{\"test_accuracy\": %.6f, \"test_loss\": %.6f, \"examples\": %lld, "
-             "\"weights\": \"%s\"}\n",
-             nb_confusion_accuracy(cm), loss, (long long)test.n, c.weights);
+             "\"weights\": ",
+             nb_confusion_accuracy(cm), loss, (long long)test.n);
+      nabla_json_string(stdout, c.weights);
+      printf("}\n");
+    }
   }
   nb_confusion_free(cm);
   infer_free(&ip);

@@ -43,6 +43,12 @@ static int version(void) {
          NABLA_BUILD_TYPE, NABLA_BLAS, NABLA_CUDA_BUILT ? "yes" : "no",
          NABLA_CUDNN_BUILT ? "yes" : "no", nb_dist_mpi_built() ? "yes" : "no",
          NABLA_SANITIZED ? "yes" : "no");
+  if (NABLA_CUDA_BUILT) { /* NCCL is loaded at run time, not linked */
+    char nccl[600];
+    printf("nccl: %s\n", nb_dist_nccl_version(nccl, sizeof nccl)
+                             ? "not found (only GPU data-parallel training needs it: docs/cuda.md)"
+                             : nccl);
+  }
   printf("threads: %d\n", nb_get_num_threads());
   return 0;
 }

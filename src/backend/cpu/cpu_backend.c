@@ -27,6 +27,7 @@ static void build_kernels(void) {
   nb_cpu_register_attention(kernels);
   nb_cpu_register_dist(kernels);
   nb_cpu_register_decode(kernels);
+  nb_cpu_register_half(kernels); /* wraps matmul and conv: last */
 }
 
 static int default_threads(void) {
@@ -98,7 +99,7 @@ static size_t cpu_workspace(nb_backend *be, const nb_tensor *node) {
 static int cpu_fuses_epilogue(nb_backend *be, const nb_tensor *node) {
   (void)be;
   pthread_once(&kernels_once, build_kernels);
-  return kernels[node->op].epilogue;
+  return kernels[node->op].epilogue && !nb_cpu_has_half_input(node);
 }
 
 static nb_status cpu_run(nb_backend *be, const nb_kernel_call *c) {

@@ -6,7 +6,7 @@
 #include "cpu_internal.h"
 
 /* Copies strided `x` (data at src) densely into dst, converting dtype. */
-static nb_status strided_copy(const nb_tensor *x, const void *src, void *dst, nb_dtype dst_dt) {
+nb_status nb_cpu_strided_copy(const nb_tensor *x, const void *src, void *dst, nb_dtype dst_dt) {
   int64_t n = nb_tensor_numel(x);
   size_t es = nb_dtype_size(x->dtype);
   if (n == 0) return NB_OK;
@@ -28,22 +28,29 @@ static nb_status strided_copy(const nb_tensor *x, const void *src, void *dst, nb
     } else if (is == 1) {
       if (nb_convert(s, x->dtype, d, dst_dt, (size_t)inner)) failed = 1;
     } else {
-      for (int64_t k = 0; k < inner; k++)
-        if (nb_convert(s + (size_t)(k * is) * es, x->dtype, d + (size_t)k * ds, dst_dt, 1))
-          failed = 1;
+      /* strided and converted (a cast of a transposed view): gather a
+       * chunk of raw elements, then convert it in one call */
+      unsigned char raw[256 * 8];
+      const int64_t chunk = (int64_t)(sizeof raw / es);
+      for (int64_t k0 = 0; k0 < inner; k0 += chunk) {
+        int64_t m = inner - k0 < chunk ? inner - k0 : chunk;
+        for (int64_t k = 0; k < m; k++)
+          memcpy(raw + (size_t)k * es, s + (size_t)((k0 + k) * is) * es, es);
+        if (nb_convert(raw, x->dtype, d + (size_t)k0 * ds, dst_dt, (size_t)m)) failed = 1;
+      }
     }
   }
   return failed ? nb_error(NB_ERR_INTERNAL, "copy: conversion failed") : NB_OK;
 }
 
 static nb_status run_copy(const nb_kernel_call *c) {
-  return strided_copy(c->node->in[0], c->in[0], c->out, c->node->dtype);
+  return nb_cpu_strided_copy(c->node->in[0], c->in[0], c->out, c->node->dtype);
 }
 
 static nb_status run_assign(const nb_kernel_call *c) {
   const nb_tensor *value = c->node->in[1];
   if (c->out == c->in[1]) return NB_OK;
-  return strided_copy(value, c->in[1], c->out, c->node->dtype);
+  return nb_cpu_strided_copy(value, c->in[1], c->out, c->node->dtype);
 }
 
 void nb_cpu_register_copy(nb_cpu_kernel_entry *t) {

@@ -35,6 +35,17 @@ void nb_cpu_register_attention(nb_cpu_kernel_entry *t);
 void nb_cpu_register_dist(nb_cpu_kernel_entry *t);
 void nb_cpu_register_decode(nb_cpu_kernel_entry *t);
 
+/* Copies strided x (its data at src) densely into dst, converting to dst_dt
+ * like nb_convert (cpu_copy.c). */
+nb_status nb_cpu_strided_copy(const nb_tensor *x, const void *src, void *dst, nb_dtype dst_dt);
+
+/* Half-precision operands (cpu_half.c): wraps the f32 kernels of matmul and
+ * the convolutions, registered above, so that bf16/f16 operands are widened
+ * to f32 in the workspace first. Registered last. */
+void nb_cpu_register_half(nb_cpu_kernel_entry *t);
+/* 1 if a node has a bf16/f16 input (its kernel then takes no epilogue). */
+int nb_cpu_has_half_input(const nb_tensor *node);
+
 /* The run-time position of a write_at / slice_at / attention_cached node:
  * `pos` (one i32 or i64 element) read from its data `p` (cpu_decode.c). */
 nb_status nb_cpu_read_pos(const nb_tensor *node, const nb_tensor *pos, const void *p, int64_t *out);

@@ -30,6 +30,7 @@ void build_table() {
   nb_cuda_register_softmax(kernel_table);
   nb_cuda_register_attention(kernel_table);
   nb_cuda_register_decode(kernel_table);
+  nb_cuda_register_nccl(kernel_table);
 }
 
 nb_cuda *cu_of(nb_backend *be) { return static_cast<nb_cuda *>(be->impl); }
@@ -151,6 +152,7 @@ void cuda_destroy(nb_backend *be) {
   if (cu) {
     cudaSetDevice(cu->device);
     cudaStreamSynchronize(cu->stream);
+    nb_cuda_nccl_free(cu);
     nb_cuda_dnn_free(cu);
     nb_cuda_blas_free(cu);
     nb_cuda_allocator_free(cu);
@@ -184,6 +186,11 @@ const nb_backend_vtable cuda_vtable = {
     cuda_destroy,        /* destroy */
     cuda_memory_stats,   /* memory_stats */
     cuda_bind_thread,    /* bind_thread */
+    /* graph_begin, graph_end, graph_launch, graph_drop (cuda_graph.cu) */
+    nb_cuda_graph_begin,
+    nb_cuda_graph_end,
+    nb_cuda_graph_launch,
+    nb_cuda_graph_drop,
 };
 
 } // namespace

@@ -15,7 +15,15 @@
  * cannot run) nabla's own kernels run: direct loops, a thread per output
  * element (a block per weight element for the weight gradient). They are
  * correct for every geometry the graph accepts but much slower;
- * NABLA_CONV=direct forces them, to compare or to bisect. */
+ * NABLA_CONV=direct forces them, to compare or to bisect.
+ *
+ * Mixed precision (graph.h, nb_graph_set_autocast): bf16 or f16 operands
+ * run in cuDNN's PSEUDO_BFLOAT16 / PSEUDO_HALF configurations (x, w, y all
+ * of the half dtype, f32 compute, tensor cores allowed). cuDNN writes no
+ * f32 output from half inputs, so the result lands in the workspace in the
+ * half dtype and is widened into the f32 output, as torch.autocast's
+ * bf16 convolution output would be when cast back to f32. The direct
+ * kernels take half operands by widening them to f32 in the workspace. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,12 +143,38 @@ __global__ void direct_bwd_weight(const float *x, const float *dy, conv_geom g, 
   }
 }
 
+bool is_half(nb_dtype dt) { return dt == NB_BF16 || dt == NB_F16; }
+
+size_t round256(size_t n) { return (n + 255u) & ~(size_t)255u; }
+
+/* Workspace the direct kernels need for half operands: both widened to f32. */
+size_t half_direct_bytes(const nb_tensor *node) {
+  if (!is_half(node->in[0]->dtype)) return 0;
+  return round256((size_t)nb_tensor_numel(node->in[0]) * sizeof(float)) +
+         round256((size_t)nb_tensor_numel(node->in[1]) * sizeof(float));
+}
+
 nb_status run_direct(nb_cuda *cu, const nb_kernel_call *c, const conv_geom &g) {
   const nb_tensor *node = c->node;
   const float *a = static_cast<const float *>(c->in[0]), *b = static_cast<const float *>(c->in[1]);
   float *out = static_cast<float *>(c->out);
   int64_t total = nb_tensor_numel(node);
   if (total == 0) return NB_OK;
+  if (is_half(node->in[0]->dtype)) {
+    /* half operands: f32 copies in the workspace, then the f32 kernels */
+    size_t need = half_direct_bytes(node);
+    if (c->workspace_bytes < need)
+      return nb_error(NB_ERR_INTERNAL, "%s: %s: workspace of %zu bytes, half operands need %zu",
+                      cu->name, nb_cuda_op_name(node), c->workspace_bytes, need);
+    float *wa = static_cast<float *>(c->workspace);
+    float *wb = reinterpret_cast<float *>(static_cast<char *>(c->workspace) +
+                                          round256((size_t)nb_tensor_numel(node->in[0]) * 4));
+    nb_status st = nb_cuda_strided_copy(cu, node->in[0], c->in[0], wa, NB_F32, "conv: widen");
+    if (!st) st = nb_cuda_strided_copy(cu, node->in[1], c->in[1], wb, NB_F32, "conv: widen");
+    if (st) return st;
+    a = wa;
+    b = wb;
+  }
   switch (node->op) {
   case NB_OP_CONV2D:
     direct_fwd<<<nb_cuda_blocks(cu, total, NB_CUDA_THREADS), NB_CUDA_THREADS, 0, cu->stream>>>(
@@ -198,6 +232,7 @@ struct conv_entry {
 void key_of(const nb_tensor *node, const conv_geom &g, int64_t *key) {
   int64_t v[KEY_LEN] = {node->op, g.n,  g.c,  g.h,  g.w,  g.k,  g.cg, g.r,      g.s, g.p,
                         g.q,      g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups, 0};
+  v[KEY_LEN - 1] = node->in[0]->dtype; /* f32 or a half type: other descriptors */
   memcpy(key, v, sizeof v);
 }
 
@@ -262,10 +297,12 @@ bool measure() {
  * arithmetic FP32 (an algorithm that cannot run so reports NOT_SUPPORTED,
  * and the direct kernels take over). */
 template <typename Perf>
-int pick(nb_cuda *cu, cudnnConvolutionDescriptor_t cd, const Perf *perf, int n, size_t limit) {
+int pick(nb_cuda *cu, cudnnConvolutionDescriptor_t cd, const Perf *perf, int n, size_t limit,
+         bool half) {
   for (int i = 0; i < n; i++) {
     if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > limit) continue;
-    if (cu->tf32) cudnnSetConvolutionMathType(cd, perf[i].mathType);
+    /* half operands: whatever math the algorithm wants (tensor cores) */
+    if (cu->tf32 || half) cudnnSetConvolutionMathType(cd, perf[i].mathType);
     return i;
   }
   return -1;
@@ -284,25 +321,32 @@ void destroy_entry(conv_entry *e) {
 nb_status setup(nb_cuda *cu, cudnnHandle_t h, const nb_tensor *node, const conv_geom &g,
                 conv_entry *e) {
   const char *op = nb_cuda_op_name(node);
+  /* x, w and y share the operands' dtype; the compute type stays f32 */
+  nb_dtype odt = node->in[0]->dtype;
+  bool half = is_half(odt);
+  cudnnDataType_t dt = odt == NB_BF16  ? CUDNN_DATA_BFLOAT16
+                       : odt == NB_F16 ? CUDNN_DATA_HALF
+                                       : CUDNN_DATA_FLOAT;
   cudnnStatus_t s = cudnnCreateTensorDescriptor(&e->xd);
   if (!s) s = cudnnCreateTensorDescriptor(&e->yd);
   if (!s) s = cudnnCreateFilterDescriptor(&e->wd);
   if (!s) s = cudnnCreateConvolutionDescriptor(&e->cd);
   if (s) return dnn_fail(cu, s, op, "creating descriptors");
-  s = cudnnSetTensor4dDescriptor(e->xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)g.n, (int)g.c,
-                                 (int)g.h, (int)g.w);
+  s = cudnnSetTensor4dDescriptor(e->xd, CUDNN_TENSOR_NCHW, dt, (int)g.n, (int)g.c, (int)g.h,
+                                 (int)g.w);
   if (!s)
-    s = cudnnSetTensor4dDescriptor(e->yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)g.n, (int)g.k,
-                                   (int)g.p, (int)g.q);
+    s = cudnnSetTensor4dDescriptor(e->yd, CUDNN_TENSOR_NCHW, dt, (int)g.n, (int)g.k, (int)g.p,
+                                   (int)g.q);
   if (!s)
-    s = cudnnSetFilter4dDescriptor(e->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, (int)g.k, (int)g.cg,
-                                   (int)g.r, (int)g.s);
+    s = cudnnSetFilter4dDescriptor(e->wd, dt, CUDNN_TENSOR_NCHW, (int)g.k, (int)g.cg, (int)g.r,
+                                   (int)g.s);
   if (!s)
     s = cudnnSetConvolution2dDescriptor(e->cd, (int)g.ph, (int)g.pw, (int)g.sh, (int)g.sw,
                                         (int)g.dh, (int)g.dw, CUDNN_CROSS_CORRELATION,
                                         CUDNN_DATA_FLOAT);
   if (!s) s = cudnnSetConvolutionGroupCount(e->cd, (int)g.groups);
-  if (!s) s = cudnnSetConvolutionMathType(e->cd, cu->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
+  if (!s)
+    s = cudnnSetConvolutionMathType(e->cd, cu->tf32 || half ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
   if (s == CUDNN_STATUS_NOT_SUPPORTED || s == CUDNN_STATUS_BAD_PARAM) {
     e->direct = true; /* e.g. a dimension cuDNN's int descriptors cannot hold */
     return NB_OK;
@@ -324,7 +368,7 @@ nb_status setup(nb_cuda *cu, cudnnHandle_t h, const nb_tensor *node, const conv_
     s = find ? cudnnFindConvolutionForwardAlgorithm(h, e->xd, e->wd, e->cd, e->yd, MAXA, &got, perf)
              : cudnnGetConvolutionForwardAlgorithm_v7(h, e->xd, e->wd, e->cd, e->yd, MAXA, &got,
                                                       perf);
-    if (!s && (i = pick(cu, e->cd, perf, got, limit)) >= 0) {
+    if (!s && (i = pick(cu, e->cd, perf, got, limit, half)) >= 0) {
       e->algo = perf[i].algo;
       s = cudnnGetConvolutionForwardWorkspaceSize(h, e->xd, e->wd, e->cd, e->yd, perf[i].algo,
                                                   &e->ws);
@@ -335,7 +379,7 @@ nb_status setup(nb_cuda *cu, cudnnHandle_t h, const nb_tensor *node, const conv_
                                                          perf)
              : cudnnGetConvolutionBackwardDataAlgorithm_v7(h, e->wd, e->yd, e->cd, e->xd, MAXA,
                                                            &got, perf);
-    if (!s && (i = pick(cu, e->cd, perf, got, limit)) >= 0) {
+    if (!s && (i = pick(cu, e->cd, perf, got, limit, half)) >= 0) {
       e->algo = perf[i].algo;
       s = cudnnGetConvolutionBackwardDataWorkspaceSize(h, e->wd, e->yd, e->cd, e->xd, perf[i].algo,
                                                        &e->ws);
@@ -346,7 +390,7 @@ nb_status setup(nb_cuda *cu, cudnnHandle_t h, const nb_tensor *node, const conv_
                                                            &got, perf)
              : cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, e->xd, e->yd, e->cd, e->wd, MAXA,
                                                              &got, perf);
-    if (!s && (i = pick(cu, e->cd, perf, got, limit)) >= 0) {
+    if (!s && (i = pick(cu, e->cd, perf, got, limit, half)) >= 0) {
       e->algo = perf[i].algo;
       s = cudnnGetConvolutionBackwardFilterWorkspaceSize(h, e->xd, e->yd, e->cd, e->wd,
                                                          perf[i].algo, &e->ws);
@@ -360,10 +404,10 @@ nb_status setup(nb_cuda *cu, cudnnHandle_t h, const nb_tensor *node, const conv_
   }
   if (verbose())
     fprintf(stderr,
-            "nabla: %s: %s x [%lld, %lld, %lld, %lld] w [%lld, %lld, %lld, %lld]: %s algo %d, "
+            "nabla: %s: %s %s x [%lld, %lld, %lld, %lld] w [%lld, %lld, %lld, %lld]: %s algo %d, "
             "workspace %zu bytes\n",
-            cu->name, op, (long long)g.n, (long long)g.c, (long long)g.h, (long long)g.w,
-            (long long)g.k, (long long)g.cg, (long long)g.r, (long long)g.s,
+            cu->name, op, nb_dtype_name(odt), (long long)g.n, (long long)g.c, (long long)g.h,
+            (long long)g.w, (long long)g.k, (long long)g.cg, (long long)g.r, (long long)g.s,
             e->direct ? "nabla direct kernel (no cuDNN algorithm)" : "cuDNN", e->algo, e->ws);
   return NB_OK;
 }
@@ -411,19 +455,35 @@ nb_status run_cudnn(nb_cuda *cu, const nb_kernel_call *c, conv_entry *e) {
   cudnnHandle_t h = cu->dnn->h;
   const float one = 1.0f, zero = 0.0f;
   const void *a = c->in[0], *b = c->in[1];
+  /* half operands: cuDNN writes a half result after its own workspace,
+   * widened into the f32 output below */
+  bool half = is_half(node->in[0]->dtype);
+  void *out = c->out;
+  if (half) {
+    size_t need = round256(e->ws) + (size_t)nb_tensor_numel(node) * 2;
+    if (c->workspace_bytes < need)
+      return nb_error(NB_ERR_INTERNAL, "%s: %s: workspace of %zu bytes, a half result needs %zu",
+                      cu->name, op, c->workspace_bytes, need);
+    out = static_cast<char *>(c->workspace) + round256(e->ws);
+  }
   cudnnStatus_t s;
   if (node->op == NB_OP_CONV2D)
     s = cudnnConvolutionForward(h, &one, e->xd, a, e->wd, b, e->cd,
                                 (cudnnConvolutionFwdAlgo_t)e->algo, c->workspace, e->ws, &zero,
-                                e->yd, c->out);
+                                e->yd, out);
   else if (node->op == NB_OP_CONV2D_BWD_INPUT) /* a = dy, b = w */
     s = cudnnConvolutionBackwardData(h, &one, e->wd, b, e->yd, a, e->cd,
                                      (cudnnConvolutionBwdDataAlgo_t)e->algo, c->workspace, e->ws,
-                                     &zero, e->xd, c->out);
+                                     &zero, e->xd, out);
   else /* a = x, b = dy */
     s = cudnnConvolutionBackwardFilter(h, &one, e->xd, a, e->yd, b, e->cd,
                                        (cudnnConvolutionBwdFilterAlgo_t)e->algo, c->workspace,
-                                       e->ws, &zero, e->wd, c->out);
+                                       e->ws, &zero, e->wd, out);
+  if (s == CUDNN_STATUS_SUCCESS && half) {
+    nb_tensor low = *node; /* the result's layout (dense) in the half dtype */
+    low.dtype = node->in[0]->dtype;
+    return nb_cuda_strided_copy(cu, &low, out, c->out, NB_F32, op);
+  }
   if (s == CUDNN_STATUS_NOT_SUPPORTED) {
     /* the chosen algorithm cannot run with FP32 math after all: from now on
      * this geometry runs on the direct kernels */
@@ -455,17 +515,23 @@ void nb_cuda_dnn_free(nb_cuda *) {}
 namespace {
 
 size_t conv_workspace(nb_cuda *cu, const nb_tensor *node) {
+  /* half operands on the direct kernels (also cuDNN's fallback at run
+   * time): both widened to f32 */
+  size_t direct = half_direct_bytes(node);
 #ifdef NABLA_WITH_CUDNN
   conv_entry *e;
   /* an error here shows again, with its message, when the kernel runs */
   if (entry_of(cu, node, &e) || !e || e->direct) {
     nb_clear_error();
-    return 0;
+    return direct;
   }
-  return e->ws;
+  if (!is_half(node->in[0]->dtype)) return e->ws;
+  /* cuDNN's workspace, then its half result */
+  size_t dnn = round256(e->ws) + (size_t)nb_tensor_numel(node) * 2;
+  return dnn > direct ? dnn : direct;
 #else
-  (void)cu, (void)node;
-  return 0;
+  (void)cu;
+  return direct;
 #endif
 }
 
@@ -485,10 +551,14 @@ nb_status run_conv(nb_cuda *cu, const nb_kernel_call *c) {
 }
 
 nb_status check_conv(nb_cuda *cu, const nb_tensor *node) {
+  nb_dtype dt = node->in[0]->dtype;
   for (int i = 0; i < node->n_in; i++)
-    if (node->in[i]->dtype != NB_F32 || !nb_tensor_is_contiguous(node->in[i]))
-      return nb_error(NB_ERR_UNSUPPORTED, "%s: %s: input %d is not contiguous f32", cu->name,
-                      nb_cuda_op_name(node), i);
+    if (node->in[i]->dtype != dt || !(dt == NB_F32 || is_half(dt)) ||
+        !nb_tensor_is_contiguous(node->in[i]))
+      return nb_error(NB_ERR_UNSUPPORTED,
+                      "%s: %s: input %d is not contiguous or not of one dtype f32, bf16 or f16 "
+                      "(%s)",
+                      cu->name, nb_cuda_op_name(node), i, nb_dtype_name(node->in[i]->dtype));
 #ifdef NABLA_WITH_CUDNN
   /* descriptors and algorithm now, at compile time: a cuDNN failure stops
    * nb_compile, with cuDNN's message, instead of a training step */

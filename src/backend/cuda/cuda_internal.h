@@ -5,7 +5,9 @@
  * through backend_internal.h.
  *
  * Every kernel runs on the backend's one stream, so launches, cuBLAS and
- * cuDNN calls, transfers and allocator reuse are ordered without events. */
+ * cuDNN calls, transfers and allocator reuse are ordered without events.
+ * The one exception is NCCL's gradient reductions, which run on a stream of
+ * their own joined to this one by events (cuda_nccl.cu). */
 #ifndef NB_CUDA_INTERNAL_H
 #define NB_CUDA_INTERNAL_H
 
@@ -19,6 +21,7 @@ extern "C" {
 
 struct nb_cuda_allocator; /* cuda_alloc.cu */
 struct nb_cuda_dnn;       /* cuda_conv.cu */
+struct nb_cuda_nccl;      /* cuda_nccl.cu */
 
 /* A run-time error found by a kernel (an index out of range). Kernels cannot
  * return a status, so the first one is recorded in device memory; every
@@ -44,6 +47,7 @@ struct nb_cuda {
   int tf32;                 /* NABLA_TF32=1: TF32 tensor cores in cuBLAS/cuDNN */
   int sync_each;            /* NABLA_PROFILE set: wait for every launch, so that
                                plan.c's per-launch times are the kernels' */
+  nb_cuda_nccl *nccl;       /* NCCL communicator and stream, made on first use */
 };
 
 /* ---- the kernel table ------------------------------------------------------------ */
@@ -71,6 +75,7 @@ void nb_cuda_register_pool(nb_cuda_kernel_entry *t);
 void nb_cuda_register_softmax(nb_cuda_kernel_entry *t);
 void nb_cuda_register_attention(nb_cuda_kernel_entry *t);
 void nb_cuda_register_decode(nb_cuda_kernel_entry *t);
+void nb_cuda_register_nccl(nb_cuda_kernel_entry *t);
 
 /* The table, built once (cuda_backend.cu). */
 const nb_cuda_kernel_entry *nb_cuda_kernels(void);
@@ -78,6 +83,12 @@ const nb_cuda_kernel_entry *nb_cuda_kernels(void);
 /* Runs call->group over call->out in place after an opaque kernel wrote its
  * result there (cuda_elementwise.cu). */
 nb_status nb_cuda_epilogue(nb_cuda *cu, const nb_kernel_call *c);
+
+/* The vtable's graph hooks: record a plan run, replay it (cuda_graph.cu). */
+nb_status nb_cuda_graph_begin(nb_backend *be);
+nb_status nb_cuda_graph_end(nb_backend *be, void **out);
+nb_status nb_cuda_graph_launch(nb_backend *be, void *graph);
+void nb_cuda_graph_drop(nb_backend *be, void *graph);
 
 /* Copies strided x (its data at src) densely into dst, converting to
  * dst_dt like nb_convert (cuda_copy.cu). */
@@ -100,6 +111,8 @@ nb_status nb_cuda_memory_stats(nb_cuda *cu, nb_memory_stats *out);
  * with the backend. */
 void nb_cuda_dnn_free(nb_cuda *cu);
 void nb_cuda_blas_free(nb_cuda *cu);
+/* The NCCL communicator, its stream and events (cuda_nccl.cu). */
+void nb_cuda_nccl_free(nb_cuda *cu);
 
 /* ---- errors ----------------------------------------------------------------------- */
 

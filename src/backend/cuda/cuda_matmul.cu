@@ -11,7 +11,13 @@
  * broadcasts run one GEMM per batch.
  *
  * FP32 math by default (results within rounding of the CPU); NABLA_TF32=1
- * allows TF32 tensor cores (about 10 bits of mantissa in the products). */
+ * allows TF32 tensor cores (about 10 bits of mantissa in the products).
+ *
+ * Mixed precision (graph.h, nb_graph_set_autocast): bf16 or f16 operands
+ * run through cublasGemmEx / cublasGemmStridedBatchedEx with an f32 output
+ * and CUBLAS_COMPUTE_32F, i.e. tensor cores with f32 accumulation, the
+ * same arithmetic as torch.autocast's matmuls (whose output is then
+ * rounded to bf16/f16; ours stays f32). */
 #include <cublas_v2.h>
 #include <limits.h>
 #include <string.h>
@@ -88,6 +94,39 @@ bool uniform_batches(const nb_tensor *x, const nb_tensor *out, int64_t batches, 
   return true;
 }
 
+/* cuBLAS's name of a half-precision operand dtype. */
+cudaDataType_t half_type(nb_dtype dt) { return dt == NB_BF16 ? CUDA_R_16BF : CUDA_R_16F; }
+
+/* Y (f32) = A B with bf16 or f16 A and B: the f32 path below with the Ex
+ * entry points, batch offsets counted in 2-byte elements. */
+nb_status run_matmul_half(nb_cuda *cu, const nb_kernel_call *c, cublasHandle_t h, int64_t m,
+                          int64_t n, int64_t k, int64_t batches) {
+  const nb_tensor *y = c->node, *a = y->in[0], *b = y->in[1];
+  const uint16_t *A = static_cast<const uint16_t *>(c->in[0]);
+  const uint16_t *B = static_cast<const uint16_t *>(c->in[1]);
+  float *Y = static_cast<float *>(c->out);
+  cudaDataType_t t = half_type(a->dtype);
+  blas_view va = view_of(a), vb = view_of(b);
+  cublasOperation_t opb = vb.row_major ? CUBLAS_OP_N : CUBLAS_OP_T;
+  cublasOperation_t opa = va.row_major ? CUBLAS_OP_N : CUBLAS_OP_T;
+  const float one = 1.0f, zero = 0.0f;
+  int64_t sa, sb;
+  if (uniform_batches(a, y, batches, &sa) && uniform_batches(b, y, batches, &sb)) {
+    cublasStatus_t s = cublasGemmStridedBatchedEx(
+        h, opb, opa, (int)n, (int)m, (int)k, &one, B, t, (int)vb.ld, sb, A, t, (int)va.ld, sa,
+        &zero, Y, CUDA_R_32F, (int)n, m * n, (int)batches, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    return s == CUBLAS_STATUS_SUCCESS ? NB_OK : blas_fail(cu, s, "cublasGemmStridedBatchedEx");
+  }
+  for (int64_t i = 0; i < batches; i++) {
+    cublasStatus_t s =
+        cublasGemmEx(h, opb, opa, (int)n, (int)m, (int)k, &one, B + batch_offset(b, y, i), t,
+                     (int)vb.ld, A + batch_offset(a, y, i), t, (int)va.ld, &zero, Y + i * m * n,
+                     CUDA_R_32F, (int)n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS) return blas_fail(cu, s, "cublasGemmEx");
+  }
+  return NB_OK;
+}
+
 nb_status run_matmul(nb_cuda *cu, const nb_kernel_call *c) {
   const nb_tensor *y = c->node, *a = y->in[0], *b = y->in[1];
   int64_t m = y->shape[y->ndim - 2], n = y->shape[y->ndim - 1], k = a->shape[a->ndim - 1];
@@ -102,6 +141,7 @@ nb_status run_matmul(nb_cuda *cu, const nb_kernel_call *c) {
   cublasHandle_t h;
   nb_status st = handle(cu, &h);
   if (st) return st;
+  if (a->dtype != NB_F32) return run_matmul_half(cu, c, h, m, n, k, batches);
   blas_view va = view_of(a), vb = view_of(b);
   cublasOperation_t opb = vb.row_major ? CUBLAS_OP_N : CUBLAS_OP_T;
   cublasOperation_t opa = va.row_major ? CUBLAS_OP_N : CUBLAS_OP_T;
@@ -125,9 +165,14 @@ nb_status run_matmul(nb_cuda *cu, const nb_kernel_call *c) {
 /* cuBLAS takes int sizes and leading dimensions: refuse rather than truncate. */
 nb_status check_matmul(nb_cuda *cu, const nb_tensor *y) {
   const nb_tensor *a = y->in[0], *b = y->in[1];
-  if (a->dtype != NB_F32 || b->dtype != NB_F32)
-    return nb_error(NB_ERR_DTYPE, "%s: matmul of %s and %s: the CUDA matmul takes f32", cu->name,
-                    nb_dtype_name(a->dtype), nb_dtype_name(b->dtype));
+  bool half = (a->dtype == NB_BF16 || a->dtype == NB_F16) && b->dtype == a->dtype;
+  if (!(a->dtype == NB_F32 && b->dtype == NB_F32) && !half)
+    return nb_error(NB_ERR_DTYPE,
+                    "%s: matmul of %s and %s: the CUDA matmul takes two f32, bf16 or f16 operands",
+                    cu->name, nb_dtype_name(a->dtype), nb_dtype_name(b->dtype));
+  if (y->dtype != NB_F32)
+    return nb_error(NB_ERR_DTYPE, "%s: matmul: result is %s, the CUDA matmul writes f32", cu->name,
+                    nb_dtype_name(y->dtype));
   int64_t dims[] = {y->shape[y->ndim - 2], y->shape[y->ndim - 1],
                     a->shape[a->ndim - 1], nb_shape_numel(y->ndim - 2, y->shape),
                     view_of(a).ld,         view_of(b).ld};
