@@ -179,6 +179,14 @@ int64_t nb_model_vocab(const nb_model *m);
 /* Sets the vocabulary size (>= 1) of a model that takes one from the data;
  * NB_ERR_INVALID_ARG for a model without a `vocab` key. */
 nb_status nb_model_set_vocab(nb_model *m, int64_t vocab);
+/* 1 for [net] tokenizer = bpe: the text is byte-level BPE tokens (data.h's
+ * nb_bpe), 0 for the default, one token per distinct byte. */
+int nb_model_tokenizer_bpe(const nb_model *m);
+/* [net] tokenizer_vocab: the BPE vocabulary size to learn from the
+ * training text (0 when the file names a vocabulary instead). */
+int64_t nb_model_tokenizer_vocab(const nb_model *m);
+/* [net] tokenizer_file: the BPE vocabulary file to read, or NULL. */
+const char *nb_model_tokenizer_file(const nb_model *m);
 /* What `vocab` means before the data says: Tiny Shakespeare's 65 bytes. */
 #define NB_MODEL_DEFAULT_VOCAB 65
 /* Number of trainable parameters (elements), as torch's

@@ -3,7 +3,7 @@
 #define NB_COMPILE_INTERNAL_H
 
 #include "../backend/backend_internal.h"
-#include "nabla/dist.h"
+#include "../core/collective.h"
 
 /* Where a node's storage lives. */
 typedef enum nb_storage_kind {
@@ -76,9 +76,10 @@ struct nb_plan {
   double *prof;
   uint64_t prof_runs;
   int prof_cpu; /* NABLA_PROFILE=cpu: thread CPU time instead of wall time */
-  /* the communicator of the plan's gradient reductions (dist.h), NULL if none:
-   * nb_plan_run lets MPI progress them between launches */
-  nb_dist *dist;
+  /* the communicator of the plan's gradient reductions (collective.h, filled
+   * by src/dist), NULL if none: nb_plan_run lets MPI progress them between
+   * launches */
+  const nb_collective *dist;
   /* variables flagged NB_FLAG_SCRATCH bind here instead of in st */
   nb_state *scratch;
   /* a plan over several devices or micro-batches (multiplan.c): the public

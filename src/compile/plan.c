@@ -72,7 +72,7 @@ static nb_status run_launch(nb_plan *p, int s) {
   nb_status st = p->be->vt->run(p->be, &call);
   /* Open MPI advances a non-blocking reduction only inside MPI calls:
    * give it a turn between kernels while one is under way */
-  if (p->dist && nb_dist_pending(p->dist)) nb_dist_progress(p->dist);
+  if (p->dist && p->dist->pending(p->dist->ctx)) p->dist->progress(p->dist->ctx);
   if (p->prof) p->prof[s] += seconds(p) - t0;
   if (st) {
     char msg[1024];

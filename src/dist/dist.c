@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist_internal.h"
 #include "nabla/dist.h"
 
 #ifdef NABLA_WITH_MPI
@@ -31,6 +32,7 @@ struct nb_dist {
 #endif
   pending_op *pending;
   int n_pending, cap_pending;
+  nb_collective coll; /* how the graph ops and backends reach this (collective.h) */
 };
 
 #ifdef NABLA_WITH_MPI
@@ -150,6 +152,8 @@ static nb_status mpi_allreduce(nb_dist *d, void *buf, int64_t count, MPI_Datatyp
 }
 #endif
 
+static void fill_collective(nb_dist *d);
+
 nb_status nb_dist_init(nb_dist_mode mode, nb_dist **out) {
   if (!out) return nb_error(NB_ERR_INVALID_ARG, "nb_dist_init: out is NULL");
   *out = NULL;
@@ -198,6 +202,7 @@ nb_status nb_dist_init(nb_dist_mode mode, nb_dist **out) {
     }
   }
 #endif
+  fill_collective(d);
   *out = d;
   return NB_OK;
 }
@@ -387,3 +392,31 @@ void nb_dist_progress(nb_dist *d) {
   (void)d;
 #endif
 }
+
+/* ---- the table the layers below see (src/core/collective.h) ------------------- */
+
+static nb_status coll_start(void *ctx, float *buf, int64_t count) {
+  return nb_dist_iallreduce_start(ctx, buf, count);
+}
+static nb_status coll_wait(void *ctx, float *buf) { return nb_dist_iallreduce_wait(ctx, buf); }
+static int coll_pending(const void *ctx) { return nb_dist_pending(ctx); }
+static void coll_progress(void *ctx) { nb_dist_progress(ctx); }
+static nb_status coll_agree(void *ctx, nb_status st) { return nb_dist_agree(ctx, st); }
+static nb_status coll_broadcast(void *ctx, void *buf, size_t bytes, int root) {
+  return nb_dist_broadcast(ctx, buf, bytes, root);
+}
+
+/* after open_mpi: rank and size are final */
+static void fill_collective(nb_dist *d) {
+  d->coll = (nb_collective){.ctx = d,
+                            .rank = d->rank,
+                            .size = d->size,
+                            .iallreduce_start = coll_start,
+                            .iallreduce_wait = coll_wait,
+                            .pending = coll_pending,
+                            .progress = coll_progress,
+                            .agree = coll_agree,
+                            .broadcast = coll_broadcast};
+}
+
+const nb_collective *nb_dist_collective(nb_dist *d) { return d ? &d->coll : NULL; }

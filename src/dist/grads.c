@@ -5,7 +5,16 @@
 #include <stdlib.h>
 
 #include "../graph/graph_internal.h"
+#include "dist_internal.h"
 #include "nabla/dist.h"
+
+/* The graph builds the ops; they reach d only through its table
+ * (src/core/collective.h), so the graph layer does not call src/dist. A
+ * NULL d gives a NULL table, which the graph side reports. */
+nb_status nb_allreduce_mean(nb_graph *g, nb_dist *d, int n, nb_tensor *const *xs,
+                            nb_tensor **outs) {
+  return nb_graph_allreduce_mean(g, nb_dist_collective(d), n, xs, outs);
+}
 
 size_t nb_dist_default_bucket_bytes(void) {
   const char *v = getenv("NABLA_DIST_BUCKET_KB");

@@ -89,7 +89,8 @@ typedef enum nb_opcode {
   NB_OP_WRITE_AT,         /* in: variable, value, pos; ip[0] = axis; stored in the variable */
   NB_OP_SLICE_AT,         /* in: x, pos; ip[0] = axis, ip[1] = length */
   NB_OP_ATTENTION_CACHED, /* in: q, k_cache, v_cache, pos; fp[0] = scale; out like ATTENTION */
-  /* data-parallel gradient averaging (ops_dist.c); data = the nb_dist */
+  /* data-parallel gradient averaging (ops_dist.c); data = the communicator's
+   * table (src/core/collective.h) */
   NB_OP_ALLREDUCE_START, /* in: f32 tensors; out flat [sum of numels], reduction started */
   NB_OP_ALLREDUCE_WAIT,  /* in: its start; out = the waited sum * fp[0] (1 / ranks) */
   NB_OP_COUNT
@@ -143,7 +144,8 @@ struct nb_tensor {
   char *name;
   unsigned flags;
   void *data;   /* constants: numel * dtype size bytes owned by the graph;
-                   allreduce ops: their nb_dist (not owned) */
+                   allreduce ops: their communicator's nb_collective
+                   (not owned) */
   nb_init init; /* variables */
   nb_tensor *grad;
   int device; /* placement: 0 = none, else 1 + index into graph->devices */
@@ -253,5 +255,13 @@ void nb_register_ops_nn(nb_op_def *table);
 void nb_register_ops_attention(nb_op_def *table);
 void nb_register_ops_dist(nb_op_def *table);
 void nb_register_ops_decode(nb_op_def *table);
+
+/* The mean over the ranks of c (src/core/collective.h) of the n f32 tensors
+ * xs, as an allreduce_start / allreduce_wait pair (ops_dist.c): the graph
+ * side of nb_allreduce_mean (dist.h), which src/dist calls with its
+ * communicator's table. c must outlive the plans compiled from g. */
+struct nb_collective;
+nb_status nb_graph_allreduce_mean(nb_graph *g, const struct nb_collective *c, int n,
+                                  nb_tensor *const *xs, nb_tensor **outs);
 
 #endif

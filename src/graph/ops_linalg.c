@@ -27,14 +27,37 @@ static nb_status infer_matmul(nb_tensor *t) {
   return NB_OK;
 }
 
+/* Gradient of b when b is one matrix shared by every batch of a (a Linear
+ * layer's weight applied to [B, T, C]): sum_i a[i]^T gout[i] is one GEMM
+ * a2^T gout2 over the batches' rows laid end to end, with a2 = a as
+ * [B*T, C] and gout2 = gout as [B*T, D]. The batched form instead writes a
+ * [B, C, D] product and sums it, B small GEMMs plus a reduction. Needs a
+ * and gout contiguous, so both reshapes are views; NULL (use the batched
+ * form) otherwise. */
+static nb_tensor *shared_b_grad(nb_graph *g, nb_tensor *node, nb_tensor *a, nb_tensor *b,
+                                nb_tensor *gout) {
+  int64_t batches = nb_shape_numel(node->ndim - 2, node->shape);
+  if (batches < 2 || nb_shape_numel(b->ndim - 2, b->shape) != 1 ||
+      nb_shape_numel(a->ndim - 2, a->shape) != batches || !nb_tensor_is_contiguous(a) ||
+      !nb_tensor_is_contiguous(gout))
+    return NULL;
+  int64_t k = a->shape[a->ndim - 1], n = gout->shape[gout->ndim - 1];
+  int64_t sa[2] = {batches * a->shape[a->ndim - 2], k}, sg[2] = {sa[0], n};
+  nb_tensor *a2 = nb_reshape(g, a, 2, sa), *g2 = nb_reshape(g, gout, 2, sg);
+  return nb_reshape(g, nb_matmul(g, nb_transpose(g, a2, -1, -2), g2), b->ndim, b->shape);
+}
+
 static nb_status bwd_matmul(nb_graph *g, nb_tensor *node, nb_tensor *gout, nb_tensor **gin) {
   nb_tensor *a = node->in[0], *b = node->in[1];
   /* half-precision operands: the gradient products run in their dtype too */
   gout = nb_autocast_grad(g, gout, a);
   if (nb_needs_grad(a))
     gin[0] = nb_sum_to(g, nb_matmul(g, gout, nb_transpose(g, b, -1, -2)), a->ndim, a->shape);
-  if (nb_needs_grad(b))
-    gin[1] = nb_sum_to(g, nb_matmul(g, nb_transpose(g, a, -1, -2), gout), b->ndim, b->shape);
+  if (nb_needs_grad(b)) {
+    gin[1] = shared_b_grad(g, node, a, b, gout);
+    if (!gin[1])
+      gin[1] = nb_sum_to(g, nb_matmul(g, nb_transpose(g, a, -1, -2), gout), b->ndim, b->shape);
+  }
   return NB_OK;
 }
 

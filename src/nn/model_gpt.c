@@ -18,6 +18,14 @@ int nb_model_takes_vocab(const nb_model *m) { return m && m->vocab > 0; }
 
 int64_t nb_model_vocab(const nb_model *m) { return m ? m->vocab : 0; }
 
+int nb_model_tokenizer_bpe(const nb_model *m) { return m && m->tokenizer; }
+
+int64_t nb_model_tokenizer_vocab(const nb_model *m) { return m ? m->tokenizer_vocab : 0; }
+
+const char *nb_model_tokenizer_file(const nb_model *m) {
+  return m && m->tokenizer_file[0] ? m->tokenizer_file : NULL;
+}
+
 nb_status nb_model_set_vocab(nb_model *m, int64_t vocab) {
   if (!m || vocab < 1)
     return nb_error(NB_ERR_INVALID_ARG, "nb_model_set_vocab: a model and vocab >= 1 are needed");

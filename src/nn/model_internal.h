@@ -70,6 +70,11 @@ struct nb_model {
   int64_t vocab;     /* what `vocab` stands for (0: no key says vocab) */
   nb_nn_init init;   /* [net] init */
   int init_set;      /* ... when the file sets it: overrides nb_nn.init */
+
+  int tokenizer;            /* [net] tokenizer: 0 char (bytes of the text), 1 bpe */
+  int64_t tokenizer_vocab;  /* [net] tokenizer_vocab: BPE size to learn (0: none) */
+  char tokenizer_file[256]; /* [net] tokenizer_file: a vocabulary to load ("" none) */
+
   nb_recipe recipe;
   nb_model_layer *layers;
   int n_layers;

@@ -45,6 +45,8 @@ typedef enum vtype {
   V_VOCAB,   /* int64_t >= 1, or `vocab`: the data's vocabulary size */
   V_INIT,    /* [net] init */
   V_PREC,    /* [train] precision */
+  V_TOKEN,   /* [net] tokenizer: char or bpe */
+  V_PATH,    /* char[256]: a file path */
 } vtype;
 
 typedef enum range {
@@ -80,6 +82,9 @@ static const keydef net_keys[] = {
     NET("input_dtype", V_DTYPE, in_dtype, 0, R_ANY, "f32, i32 or i64"),
     NET("classes", V_VOCAB, classes, 0, R_GE1, "the number of classes, or vocab"),
     NET("init", V_INIT, init, 0, R_ANY, "torch, kaiming, xavier or normal_002"),
+    NET("tokenizer", V_TOKEN, tokenizer, 0, R_ANY, "char or bpe"),
+    NET("tokenizer_vocab", V_I64, tokenizer_vocab, 0, R_GE1, "the BPE vocabulary size to learn"),
+    NET("tokenizer_file", V_PATH, tokenizer_file, 0, R_ANY, "a BPE vocabulary file"),
 };
 
 static const keydef train_keys[] = {
@@ -473,6 +478,14 @@ static nb_status set_value(parser *p, const keydef *k, char *value, char *base) 
     *(nb_nn_act *)dst = a;
     return NB_OK;
   }
+  case V_TOKEN:
+    if (strcmp(value, "char") && strcmp(value, "bpe")) return bad_value(p, k, "char or bpe", value);
+    *(int *)dst = !strcmp(value, "bpe");
+    return NB_OK;
+  case V_PATH:
+    if (strlen(value) >= 256) return bad_value(p, k, "a path shorter than 256 bytes", value);
+    snprintf((char *)dst, 256, "%s", value);
+    return NB_OK;
   case V_NAME:
     if (!valid_name(value))
       return bad_value(p, k, "a name of letters, digits, '_', '-' and '.'", value);
@@ -1005,13 +1018,31 @@ static nb_status parse_all(parser *p, const char *text) {
   }
   if (p->m->n_layers == 0)
     return fail(p, last, "expected at least one layer section after [net], found none");
+  /* a BPE vocabulary is learned (tokenizer_vocab) or read (tokenizer_file),
+   * and only a text model has one */
+  const nb_model *mm = p->m;
+  if ((mm->tokenizer_vocab || mm->tokenizer_file[0]) && !mm->tokenizer)
+    return fail(p, last, "expected [net] tokenizer = bpe with tokenizer_vocab or tokenizer_file");
+  if (mm->tokenizer && !mm->tokenizer_vocab == !mm->tokenizer_file[0])
+    return fail(p, last,
+                "expected exactly one of [net] tokenizer_vocab = N (learn a vocabulary of N "
+                "tokens from the training text) or tokenizer_file = PATH with tokenizer = bpe");
+  if (mm->tokenizer && mm->tokenizer_vocab && mm->tokenizer_vocab < 256)
+    return fail(p, last, "expected [net] tokenizer_vocab >= 256 (the 256 bytes), found %lld",
+                (long long)mm->tokenizer_vocab);
+  if (mm->tokenizer && !nb_model_is_text(mm))
+    return fail(p, last,
+                "expected a text model ([net] input = T, input_dtype = i32) with "
+                "tokenizer = bpe");
   /* `vocab` stands for the data's vocabulary; until the data is read, for
    * NB_MODEL_DEFAULT_VOCAB (so summaries and param counts work) */
   int takes = p->m->classes_vocab;
   for (int i = 0; i < p->m->n_layers; i++) takes |= p->m->layers[i].vocab_from_data;
   if (takes) {
-    p->m->vocab = NB_MODEL_DEFAULT_VOCAB;
-    return nb_model_set_vocab(p->m, NB_MODEL_DEFAULT_VOCAB);
+    /* a BPE vocabulary learned on the fly has the size the file asks for */
+    int64_t v = mm->tokenizer_vocab ? mm->tokenizer_vocab : NB_MODEL_DEFAULT_VOCAB;
+    p->m->vocab = v;
+    return nb_model_set_vocab(p->m, v);
   }
   return NB_OK;
 }

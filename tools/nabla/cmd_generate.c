@@ -1,14 +1,16 @@
 /* `nabla generate MODEL WEIGHTS`: text from a trained token-sequence model.
  * The model file's decode graph runs over a KV cache (generate.h): the
- * prompt in one prefill run, then one run of the same plan per character.
- * The characters stream to stdout as they are drawn; the timing goes to
+ * prompt in one prefill run, then one run of the same plan per token.
+ * The tokens' bytes (a character, or a BPE token's bytes, which may end
+ * inside a UTF-8 character: a terminal joins them) stream to stdout as they
+ * are drawn; the timing goes to
  * stderr, so stdout carries only the text. */
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nabla/nabla.h"
+#include "text_vocab.h"
 
 typedef struct {
   const char *model, *weights, *prompt, *vocab, *device;
@@ -21,13 +23,14 @@ static void usage(FILE *f) {
   fprintf(f, "usage: nabla generate MODEL WEIGHTS [--prompt TEXT] [--tokens N] [--temperature T]\n"
              "                      [--top-k K] [--seed S] [--vocab FILE] [--no-slide]\n"
              "                      [--threads T] [--device cpu]\n"
-             "Writes the prompt and N new characters (default 200) drawn from a text model\n"
+             "Writes the prompt and N new tokens (default 200) drawn from a text model\n"
              "trained with `nabla train` to stdout, one at a time, and the speed to stderr.\n"
              "Sampling: temperature T (default 0.8; 0 = greedy), among the K most likely\n"
-             "characters (default 0 = all), seeded by S (default 1). The vocabulary is\n"
-             "vocab.txt beside WEIGHTS unless --vocab says otherwise; the prompt (default\n"
-             "a newline) may use only its characters. When the context is full, the last\n"
-             "half of it is run again and generation goes on (--no-slide stops instead).\n");
+             "tokens (default 0 = all), seeded by S (default 1). The vocabulary is\n"
+             "vocab.txt (characters) or vocab.bpe ([net] tokenizer = bpe) beside WEIGHTS\n"
+             "unless --vocab says otherwise; with characters the prompt (default a newline)\n"
+             "may use only its characters. When the context is full, the last half of it\n"
+             "is run again and generation goes on (--no-slide stops instead).\n");
 }
 
 /* Whole-string numbers only: "12x" is an error, not 12. */
@@ -138,35 +141,18 @@ static nb_status load_weights(const nb_model *m, nb_backend *be, nb_state *st, c
   return rc;
 }
 
-/* Encodes the prompt, naming the first character the vocabulary lacks. */
-static nb_status encode_prompt(const nb_char_vocab *v, const char *vocab_file, const char *text,
-                               int32_t *ids) {
-  for (size_t i = 0; text[i]; i++) {
-    unsigned char b = (unsigned char)text[i];
-    if (v->id[b] >= 0) {
-      ids[i] = v->id[b];
-      continue;
-    }
-    char shown[16];
-    if (isprint(b))
-      snprintf(shown, sizeof shown, "'%c'", b);
-    else
-      snprintf(shown, sizeof shown, "byte 0x%02x", b);
-    return nb_error(NB_ERR_INVALID_ARG,
-                    "the prompt's character %s at position %zu is not in the vocabulary of %d "
-                    "characters (%s)",
-                    shown, i, v->size, vocab_file);
-  }
-  return NB_OK;
-}
-
 typedef struct {
-  const nb_char_vocab *v;
+  const nabla_text_vocab *v;
 } printer;
 
+/* A BPE token may hold part of a UTF-8 character: its bytes go out as they
+ * come, and the terminal joins them with the next token's. */
 static int print_token(int32_t tok, void *user) {
   const printer *p = user;
-  fputc(p->v->bytes[tok], stdout);
+  const char *b = NULL;
+  size_t len = 0;
+  if (nabla_vocab_token(p->v, tok, &b, &len)) return 1;
+  fwrite(b, 1, len, stdout);
   fflush(stdout);
   return 0;
 }
@@ -177,48 +163,43 @@ int nabla_cmd_generate(int argc, char **argv) {
   if (code) return code < 0 ? 0 : code;
   nb_set_num_threads(c.threads);
   char vocab_file[1100];
-  if (c.vocab) {
-    snprintf(vocab_file, sizeof vocab_file, "%s", c.vocab);
-  } else {
-    const char *slash = strrchr(c.weights, '/');
-    snprintf(vocab_file, sizeof vocab_file, "%.*s%svocab.txt", slash ? (int)(slash - c.weights) : 0,
-             c.weights, slash ? "/" : "");
-  }
-  size_t np = strlen(c.prompt);
+  size_t np = strlen(c.prompt), n_ids = 0;
   nb_model *m = NULL;
   nb_backend *be = NULL;
   nb_state *st = NULL;
   nb_decoder *dec = NULL;
-  nb_char_vocab v;
+  nabla_text_vocab v = {0};
   int32_t *ids = malloc((np ? np : 1) * sizeof *ids);
   nb_status rc = ids ? NB_OK : nb_error(NB_ERR_OOM, "out of memory");
   if (!rc) rc = nb_model_load(c.model, &m);
   if (!rc && !nb_model_context(m))
     rc = nb_error(NB_ERR_INVALID_ARG,
                   "%s is not a text model ([net] input = T with input_dtype = i32)", c.model);
-  if (!rc && (rc = nb_char_vocab_load(vocab_file, &v)))
-    rc = nb_error(rc,
-                  "%s (nabla train writes vocab.txt beside the weights; --vocab FILE names "
-                  "another)",
-                  nb_last_error());
-  if (!rc && v.size < 1) rc = nb_error(NB_ERR_FORMAT, "%s: the vocabulary is empty", vocab_file);
-  if (!rc && nb_model_takes_vocab(m)) rc = nb_model_set_vocab(m, v.size);
+  if (!rc && c.vocab) snprintf(vocab_file, sizeof vocab_file, "%s", c.vocab);
+  if (!rc && !c.vocab) nabla_vocab_beside(m, c.weights, vocab_file, sizeof vocab_file);
+  if (!rc && (rc = nabla_vocab_load(m, vocab_file, &v)))
+    rc = nb_error(rc, "%s (nabla train writes %s beside the weights; --vocab FILE names another)",
+                  nb_last_error(), nabla_vocab_name(m));
+  if (!rc && nabla_vocab_size(&v) < 1)
+    rc = nb_error(NB_ERR_FORMAT, "%s: the vocabulary is empty", vocab_file);
+  if (!rc && nb_model_takes_vocab(m)) rc = nb_model_set_vocab(m, nabla_vocab_size(&v));
   if (!rc && !np) rc = nb_error(NB_ERR_INVALID_ARG, "the prompt is empty");
-  if (!rc) rc = encode_prompt(&v, vocab_file, c.prompt, ids);
+  if (!rc && (rc = nabla_vocab_encode(&v, c.prompt, np, ids, &n_ids)))
+    rc = nb_error(rc, "the prompt: %s (%s)", nb_last_error(), vocab_file);
   if (!rc) rc = nb_backend_new(c.device, &be);
   if (!rc) rc = nb_state_new(be, &st);
   if (!rc) rc = load_weights(m, be, st, c.weights);
   if (!rc) rc = nb_decoder_new(be, st, nb_model_context(m), build, m, &dec);
-  if (!rc && nb_decoder_vocab(dec) != v.size)
+  if (!rc && nb_decoder_vocab(dec) != nabla_vocab_size(&v))
     rc = nb_error(NB_ERR_INVALID_ARG, "the model outputs %lld logits, the vocabulary has %d",
-                  (long long)nb_decoder_vocab(dec), v.size);
+                  (long long)nb_decoder_vocab(dec), nabla_vocab_size(&v));
   nb_generate_stats s = {0};
   if (!rc) {
     fwrite(c.prompt, 1, np, stdout);
     fflush(stdout);
     nb_generate_options o = {.max_tokens = c.tokens, .sample = c.sample, .slide = c.slide};
     printer p = {&v};
-    rc = nb_generate(dec, ids, (int64_t)np, &o, print_token, &p, &s);
+    rc = nb_generate(dec, ids, (int64_t)n_ids, &o, print_token, &p, &s);
     printf("\n");
   }
   if (rc) {
@@ -240,6 +221,7 @@ int nabla_cmd_generate(int argc, char **argv) {
   nb_state_free(st);
   nb_backend_free(be);
   nb_model_free(m);
+  nabla_vocab_free(&v);
   free(ids);
   return code;
 }

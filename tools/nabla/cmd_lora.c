@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cmd_lora.h"
+#include "text_vocab.h"
 
 const char nabla_lora_train_usage[] =
     "Fine-tuning: --init-from WEIGHTS starts from a weights file instead of fresh\n"
@@ -144,19 +145,19 @@ static void usage(FILE *f) {
 }
 
 /* A text model that takes its vocabulary from the data: from the
- * vocab.txt that `nabla train` wrote beside its weights. */
+ * vocab.txt (or vocab.bpe) that `nabla train` wrote beside its weights. */
 static nb_status vocab_beside(nb_model *m, const char *weights) {
   if (!nb_model_takes_vocab(m)) return NB_OK;
   char path[1100];
-  const char *slash = strrchr(weights, '/');
-  snprintf(path, sizeof path, "%.*s%svocab.txt", slash ? (int)(slash - weights) : 0, weights,
-           slash ? "/" : "");
-  nb_char_vocab v;
-  nb_status rc = nb_char_vocab_load(path, &v);
+  nabla_vocab_beside(m, weights, path, sizeof path);
+  nabla_text_vocab v;
+  nb_status rc = nabla_vocab_load(m, path, &v);
   if (rc)
-    return nb_error(rc, "%s takes its vocabulary from the data, and %s: %s", nb_model_source(m),
-                    path, nb_last_error());
-  return nb_model_set_vocab(m, v.size);
+    rc = nb_error(rc, "%s takes its vocabulary from the data, and %s: %s", nb_model_source(m), path,
+                  nb_last_error());
+  if (!rc) rc = nb_model_set_vocab(m, nabla_vocab_size(&v));
+  nabla_vocab_free(&v);
+  return rc;
 }
 
 int nabla_cmd_lora(int argc, char **argv) {

@@ -1,6 +1,6 @@
 /* `nabla train` / `nabla eval` on a token-sequence model file: read the
- * text, build (or reload) its character vocabulary, size the model's
- * `vocab` from it, then nb_fit_text / nb_evaluate_text. */
+ * text, build (or reload) its vocabulary (characters or BPE: text_vocab.h),
+ * size the model's `vocab` from it, then nb_fit_text / nb_evaluate_text. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +9,7 @@
 #include "cmd_lora.h"
 #include "cmd_text.h"
 #include "json_str.h"
+#include "text_vocab.h"
 #include "nabla/fit.h"
 
 static int is_file(const char *p) {
@@ -35,31 +36,37 @@ static nb_status find_text(const nabla_text_args *a, char *path, size_t cap) {
 }
 
 /* The vocabulary: from `vocab_file` when it exists (a trained model's),
- * else the text's own bytes. Then the text as ids, and the model's `vocab`
- * sized to match. */
+ * else built for the text (text_vocab.h). Then the text as ids (*n of
+ * them), and the model's `vocab` sized to match. *bytes: the text's length. */
 static nb_status load_tokens(nb_model *m, const nabla_text_args *a, const char *vocab_file,
-                             char *path, size_t cap, nb_char_vocab *v, int32_t **ids, size_t *n) {
+                             char *path, size_t cap, nabla_text_vocab *v, int32_t **ids, size_t *n,
+                             size_t *bytes) {
   char *text = NULL;
   *ids = NULL;
+  memset(v, 0, sizeof *v);
   nb_status rc = find_text(a, path, cap);
   if (!rc) rc = nb_text_read_file(path, &text, n);
   if (!rc && !*n) rc = nb_error(NB_ERR_INVALID_ARG, "%s: the text is empty", path);
+  *bytes = *n;
   if (!rc)
-    rc = is_file(vocab_file) ? nb_char_vocab_load(vocab_file, v) : nb_char_vocab_build(text, *n, v);
+    rc = is_file(vocab_file) ? nabla_vocab_load(m, vocab_file, v)
+                             : nabla_vocab_build(m, text, *n, v);
   if (!rc && !(*ids = malloc((*n ? *n : 1) * sizeof **ids)))
     rc = nb_error(NB_ERR_OOM, "%s: out of memory for %zu tokens", path, *n);
-  if (!rc) rc = nb_char_encode(v, text, *n, *ids);
+  if (!rc && (rc = nabla_vocab_encode(v, text, *n, *ids, n)))
+    rc = nb_error(rc, "%s: %s", path, nb_last_error());
   if (rc && *ids) {
     free(*ids);
     *ids = NULL;
   }
   free(text);
-  if (!rc && nb_model_takes_vocab(m)) rc = nb_model_set_vocab(m, v->size);
-  if (!rc && !nb_model_takes_vocab(m) && nb_model_classes(m) && v->size > nb_model_classes(m))
+  int size = rc ? 0 : nabla_vocab_size(v);
+  if (!rc && nb_model_takes_vocab(m)) rc = nb_model_set_vocab(m, size);
+  if (!rc && !nb_model_takes_vocab(m) && nb_model_classes(m) && size > nb_model_classes(m))
     rc = nb_error(NB_ERR_INVALID_ARG,
-                  "%s: the text has %d distinct bytes, more than the model's %lld classes (say "
+                  "%s: the vocabulary has %d tokens, more than the model's %lld classes (say "
                   "'classes = vocab' to take the vocabulary from the data)",
-                  nb_model_source(m), v->size, (long long)nb_model_classes(m));
+                  nb_model_source(m), size, (long long)nb_model_classes(m));
   return rc;
 }
 
@@ -72,23 +79,28 @@ int nabla_text_train(nb_model *m, const nabla_text_args *a) {
   char path[1024], out[1024], vocab_file[1100];
   snprintf(out, sizeof out, "%s", a->out ? a->out : "");
   if (!a->out) snprintf(out, sizeof out, "runs/%s", model_name(m));
-  snprintf(vocab_file, sizeof vocab_file, "%s/vocab.txt", out);
+  snprintf(vocab_file, sizeof vocab_file, "%s/%s", out, nabla_vocab_name(m));
   FILE *log = a->json ? stderr : stdout; /* with --json stdout carries only the result */
-  nb_char_vocab v;
+  nabla_text_vocab v;
   int32_t *ids = NULL;
-  size_t n = 0;
+  size_t n = 0, bytes = 0;
   nb_backend *be = NULL;
   nb_state *st = NULL;
   nb_text_fit_result res;
   /* a resumed run keeps the vocabulary it started with */
-  nb_status rc = load_tokens(m, a, a->resume ? vocab_file : NULL, path, sizeof path, &v, &ids, &n);
+  nb_status rc =
+      load_tokens(m, a, a->resume ? vocab_file : NULL, path, sizeof path, &v, &ids, &n, &bytes);
   if (!rc) rc = nb_mkdirs(out);
-  if (!rc) rc = nb_char_vocab_save(&v, vocab_file);
+  if (!rc) rc = nabla_vocab_save(&v, vocab_file);
   if (!rc) rc = nb_backend_new(a->device, &be);
   if (!rc) rc = a->init_from ? nabla_init_state(m, be, a->init_from, &st) : nb_state_new(be, &st);
   if (!rc) {
-    fprintf(log, "%s: %zu characters, vocabulary %d, %d threads, %s, precision %s\n", path, n,
-            v.size, nb_get_num_threads(), nb_backend_name(be),
+    if (v.bpe)
+      fprintf(log, "%s: %zu bytes, %zu BPE tokens (%.2f bytes per token), vocabulary %d, ", path,
+              bytes, n, n ? (double)bytes / (double)n : 0.0, nabla_vocab_size(&v));
+    else
+      fprintf(log, "%s: %zu characters, vocabulary %d, ", path, n, nabla_vocab_size(&v));
+    fprintf(log, "%d threads, %s, precision %s\n", nb_get_num_threads(), nb_backend_name(be),
             nb_precision_name(nb_model_recipe(m)->precision));
     nb_fit_options o = nb_fit_defaults();
     o.device = a->device;
@@ -119,10 +131,11 @@ int nabla_text_train(nb_model *m, const nabla_text_args *a) {
       printf("{\"val_loss\": %.6f, \"train_loss\": %.6f, \"steps\": %lld, \"tokens_per_sec\": "
              "%.1f, \"seconds\": %.2f, \"vocab_size\": %d, \"precision\": \"%s\", ",
              res.val_loss, res.train_loss, (long long)res.steps, res.tokens_per_sec, res.seconds,
-             v.size, nb_precision_name(nb_model_recipe(m)->precision));
+             nabla_vocab_size(&v), nb_precision_name(nb_model_recipe(m)->precision));
       if (nb_model_recipe(m)->precision == NB_PRECISION_FP16)
         printf("\"loss_scale\": %g, \"skipped_steps\": %lld, ", res.loss_scale,
                (long long)res.skipped_steps);
+      if (v.bpe) printf("\"bytes_per_token\": %.4f, ", n ? (double)bytes / (double)n : 0.0);
       printf("\"checkpoint\": ");
       nabla_json_string(stdout, res.checkpoint);
       printf(", \"weights\": ");
@@ -133,6 +146,7 @@ int nabla_text_train(nb_model *m, const nabla_text_args *a) {
     }
   }
   free(ids);
+  nabla_vocab_free(&v);
   nb_state_free(st);
   nb_backend_free(be);
   return code;
@@ -141,19 +155,17 @@ int nabla_text_train(nb_model *m, const nabla_text_args *a) {
 int nabla_text_eval(nb_model *m, const nabla_text_args *a) {
   char path[1024], vocab_file[1100];
   /* the vocabulary saved beside the weights, when there is one */
-  const char *slash = strrchr(a->weights, '/');
-  snprintf(vocab_file, sizeof vocab_file, "%.*s%svocab.txt", slash ? (int)(slash - a->weights) : 0,
-           a->weights, slash ? "/" : "");
-  nb_char_vocab v;
+  nabla_vocab_beside(m, a->weights, vocab_file, sizeof vocab_file);
+  nabla_text_vocab v;
   int32_t *ids = NULL;
-  size_t n = 0;
+  size_t n = 0, bytes = 0;
   nb_backend *be = NULL;
   nb_state *st = NULL;
   nb_graph *g = NULL;
   nb_plan *plan = NULL;
   double loss = 0;
   int64_t batch = a->batch > 0 ? a->batch : nb_model_recipe(m)->batch;
-  nb_status rc = load_tokens(m, a, vocab_file, path, sizeof path, &v, &ids, &n);
+  nb_status rc = load_tokens(m, a, vocab_file, path, sizeof path, &v, &ids, &n, &bytes);
   if (!rc) rc = nb_backend_new(a->device, &be);
   if (!rc) rc = nb_state_new(be, &st);
   /* compiling a plan creates the variables, which the file then fills */
@@ -176,14 +188,15 @@ int nabla_text_eval(nb_model *m, const nabla_text_args *a) {
     fprintf(f,
             "%s on the validation part of %s (last 10%%, vocabulary %d): loss %.4f nats per "
             "token\n",
-            a->weights, path, v.size, loss);
+            a->weights, path, nabla_vocab_size(&v), loss);
     if (a->json) {
-      printf("{\"val_loss\": %.6f, \"vocab_size\": %d, \"weights\": ", loss, v.size);
+      printf("{\"val_loss\": %.6f, \"vocab_size\": %d, \"weights\": ", loss, nabla_vocab_size(&v));
       nabla_json_string(stdout, a->weights);
       printf("}\n");
     }
   }
   free(ids);
+  nabla_vocab_free(&v);
   nb_plan_free(plan);
   nb_graph_free(g);
   nb_state_free(st);

@@ -61,13 +61,14 @@ static void usage(const char *cmd, FILE *f) {
                "NCCL; NABLA_DIST=self --distributed runs one process through that path.\n"
                "Text models (token-sequence input, docs/training.md): --data FILE or DIR\n"
                "(default dataset tinyshakespeare), --steps N, --eval-every N; vocab.txt\n"
-               "is written beside the weights.\n");
+               "(vocab.bpe with [net] tokenizer = bpe) is written beside the weights.\n");
   else if (!strcmp(cmd, "eval"))
     fprintf(f, "usage: nabla eval MODEL WEIGHTS [--data DIR] [--dataset NAME] [--batch B]\n"
                "                  [--limit N] [--threads T] [--json]\n"
                "Accuracy, loss, per-class precision/recall/F1 and the confusion matrix\n"
                "on the test split. Text models: the loss (nats per token) over the\n"
-               "validation part of --data (the last 10%%), with WEIGHTS' vocab.txt.\n");
+               "validation part of --data (the last 10%%), with WEIGHTS' vocab.txt\n"
+               "(or vocab.bpe).\n");
   else
     fprintf(f, "usage: nabla predict MODEL WEIGHTS IMAGE... [--top-k K] [--threads T]\n"
                "Classifies PNG/JPEG images (converted to the model's input size) and\n"

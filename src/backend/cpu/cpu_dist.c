@@ -1,11 +1,12 @@
 /* Kernels of the gradient allreduce ops (src/graph/ops_dist.c): pack a
  * bucket and start its non-blocking reduction; wait for it and average.
- * They call MPI (through nb_dist) from the thread that runs the plan, which
- * is what MPI_THREAD_FUNNELED allows. */
+ * They call MPI (through the node's communicator table, collective.h, which
+ * src/dist fills: the backend does not call src/dist) from the thread that
+ * runs the plan, which is what MPI_THREAD_FUNNELED allows. */
 #include <string.h>
 
+#include "../../core/collective.h"
 #include "cpu_internal.h"
-#include "nabla/dist.h"
 
 static nb_status run_start(const nb_kernel_call *c) {
   const nb_tensor *t = c->node;
@@ -17,13 +18,15 @@ static nb_status run_start(const nb_kernel_call *c) {
     if (n) memcpy(out + at, c->in[i], (size_t)n * sizeof *out);
     at += n;
   }
-  return nb_dist_iallreduce_start((nb_dist *)t->data, out, at);
+  const nb_collective *coll = t->data;
+  return coll->iallreduce_start(coll->ctx, out, at);
 }
 
 static nb_status run_wait(const nb_kernel_call *c) {
   const nb_tensor *t = c->node;
   float *sum = c->in[0], *out = c->out;
-  nb_status st = nb_dist_iallreduce_wait((nb_dist *)t->data, sum);
+  const nb_collective *coll = t->data;
+  nb_status st = coll->iallreduce_wait(coll->ctx, sum);
   if (st) return st;
   const float scale = t->fp[0];
   const int64_t n = nb_tensor_numel(t);

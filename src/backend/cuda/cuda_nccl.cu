@@ -15,8 +15,9 @@
  *   own buffer anyway.
  *
  * The NCCL communicator is made on the first start a backend runs, from
- * the nb_dist of the node (its rank and size): rank 0 draws the unique id
- * (ncclGetUniqueId), nb_dist_broadcast sends it to the others over MPI,
+ * the node's communicator table (src/core/collective.h, filled by src/dist:
+ * its rank and size): rank 0 draws the unique id (ncclGetUniqueId), the
+ * table's broadcast sends it to the others over MPI,
  * and every rank joins with ncclCommInitRank on this backend's device.
  * With one rank (no MPI, NB_DIST_SELF) there is nothing to send. The
  * communicator lives with the backend (cuda_destroy frees it) and is reused
@@ -29,8 +30,8 @@
 #include <string.h>
 
 #include "../../dist/nccl_api.h"
+#include "../../core/collective.h"
 #include "cuda_internal.h"
-#include "nabla/dist.h"
 
 struct nb_cuda_nccl {
   const nb_nccl_api *api;
@@ -98,11 +99,11 @@ void comm_free(nb_cuda_nccl *s) {
   s->comm = nullptr;
 }
 
-/* The communicator of d's ranks on this device, made on first use. Every
+/* The communicator of c's ranks on this device, made on first use. Every
  * rank gets here at the same point of the same plan, which is what the
  * broadcast and ncclCommInitRank (both collective) need. */
-nb_status nccl_comm(nb_cuda *cu, nb_cuda_nccl *s, nb_dist *d) {
-  int rank = nb_dist_rank(d), size = nb_dist_size(d);
+nb_status nccl_comm(nb_cuda *cu, nb_cuda_nccl *s, const nb_collective *c) {
+  int rank = c->rank, size = c->size;
   if (s->comm && s->rank == rank && s->size == size) return NB_OK;
   if (s->comm) {
     cudaStreamSynchronize(s->stream);
@@ -124,8 +125,8 @@ nb_status nccl_comm(nb_cuda *cu, nb_cuda_nccl *s, nb_dist *d) {
       st = nb_nccl_error(api, rc, nullptr, "%s: ncclGetUniqueId", cu->name);
   }
   /* rank 0 failing alone must not leave the others waiting for its id */
-  st = nb_dist_agree(d, st);
-  if (!st) st = nb_dist_broadcast(d, &id, sizeof id, 0);
+  st = c->agree(c->ctx, st);
+  if (!st) st = c->broadcast(c->ctx, &id, sizeof id, 0);
   if (st) return nb_error(st, "%s: setting up NCCL: %s", cu->name, nb_last_error());
   nb_nccl_comm comm = nullptr;
   nb_nccl_result rc = api->comm_init_rank(&comm, size, id, rank);
@@ -190,11 +191,11 @@ nb_status check_start(nb_cuda *cu, const nb_tensor *node) {
 
 nb_status run_start(nb_cuda *cu, const nb_kernel_call *c) {
   const nb_tensor *t = c->node;
-  nb_dist *d = static_cast<nb_dist *>(t->data);
+  const nb_collective *coll = static_cast<const nb_collective *>(t->data);
   float *out = static_cast<float *>(c->out);
   nb_cuda_nccl *s = nullptr;
   nb_status st = nccl_state(cu, &s);
-  if (!st) st = nccl_comm(cu, s, d);
+  if (!st) st = nccl_comm(cu, s, coll);
   if (!st) st = reserve(cu, s);
   if (st) return st;
   /* A reduction left pending on this bucket by an earlier run that failed
