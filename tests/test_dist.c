@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../src/compile/compile_internal.h"
+#include "../src/dist/dist_internal.h"
 #include "test_util.h"
 
 static nb_dist *single(void) {
@@ -46,6 +47,19 @@ static void test_single_communicator(void **state) {
   assert_int_equal(nb_dist_pending(d), 0);
   assert_int_equal(nb_dist_iallreduce_wait(d, f), NB_ERR_STATE);
   assert_true(f[0] == 1.5f);
+  /* drain completes every pending reduction (a run that failed between a
+   * start and its wait), after which the buffers can be started again */
+  float g[2] = {4.0f, 5.0f};
+  const nb_collective *c = nb_dist_collective(d);
+  TU_OK(c->iallreduce_start(c->ctx, f, 3));
+  TU_OK(c->iallreduce_start(c->ctx, g, 2));
+  assert_int_equal(c->pending(c->ctx), 2);
+  TU_OK(c->drain(c->ctx));
+  assert_int_equal(nb_dist_pending(d), 0);
+  TU_OK(nb_dist_iallreduce_start(d, f, 3));
+  TU_OK(nb_dist_drain(d));
+  assert_int_equal(nb_dist_pending(d), 0);
+  assert_true(f[0] == 1.5f && g[1] == 5.0f);
   nb_dist_free(d);
   /* NULL stands for one process */
   assert_int_equal(nb_dist_size(NULL), 1);

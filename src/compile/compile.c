@@ -172,6 +172,7 @@ void nb_plan_free(nb_plan *p) {
   nb_mp_free(p->mp);
   nb_backend *be = p->be;
   nb_plan_graph_drop(p); /* before the memory it launches on */
+  if (p->dist && p->dist->pending(p->dist->ctx)) p->dist->drain(p->dist->ctx);
   nb_plan_print_profile(p);
   free(p->prof);
   if (p->info) {

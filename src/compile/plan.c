@@ -194,7 +194,17 @@ nb_status nb_plan_run(nb_plan *p) {
   if (!run_graph(p)) {
     for (int s = 0; s < p->n_launch; s++) {
       nb_status st = run_launch(p, s);
-      if (st) return st;
+      if (st) {
+        /* a reduction started by this run must not outlive it: the next
+         * run restarts it on the same buffer, and nb_plan_free frees it */
+        if (p->dist && p->dist->pending(p->dist->ctx)) {
+          char msg[1024];
+          snprintf(msg, sizeof msg, "%s", nb_last_error());
+          p->dist->drain(p->dist->ctx);
+          nb_error(st, "%s", msg);
+        }
+        return st;
+      }
     }
     p->graph_plain_runs++;
   }

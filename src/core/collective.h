@@ -25,6 +25,10 @@ typedef struct nb_collective {
    * advance (MPI moves a non-blocking collective only inside MPI calls). */
   int (*pending)(const void *ctx);
   void (*progress)(void *ctx);
+  /* Completes every reduction started and not waited for: after a run
+   * that failed between a start and its wait, so that no reduction still
+   * writes into a buffer the next run reuses or nb_plan_free frees. */
+  nb_status (*drain)(void *ctx);
   /* A failure of some ranks made a failure of all (a collective), and a
    * broadcast of bytes from root: what the CUDA backend needs to hand the
    * NCCL unique id from rank 0 to the others. */

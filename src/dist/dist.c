@@ -379,6 +379,15 @@ nb_status nb_dist_iallreduce_wait(nb_dist *d, float *buf) {
 
 int nb_dist_pending(const nb_dist *d) { return d ? d->n_pending : 0; }
 
+nb_status nb_dist_drain(nb_dist *d) {
+  nb_status st = NB_OK;
+  while (d && d->n_pending > 0) {
+    nb_status w = nb_dist_iallreduce_wait(d, d->pending[d->n_pending - 1].buf);
+    if (!st) st = w;
+  }
+  return st;
+}
+
 void nb_dist_progress(nb_dist *d) {
 #ifdef NABLA_WITH_MPI
   /* one test drives Open MPI's whole progress engine; the others are
@@ -401,6 +410,7 @@ static nb_status coll_start(void *ctx, float *buf, int64_t count) {
 static nb_status coll_wait(void *ctx, float *buf) { return nb_dist_iallreduce_wait(ctx, buf); }
 static int coll_pending(const void *ctx) { return nb_dist_pending(ctx); }
 static void coll_progress(void *ctx) { nb_dist_progress(ctx); }
+static nb_status coll_drain(void *ctx) { return nb_dist_drain(ctx); }
 static nb_status coll_agree(void *ctx, nb_status st) { return nb_dist_agree(ctx, st); }
 static nb_status coll_broadcast(void *ctx, void *buf, size_t bytes, int root) {
   return nb_dist_broadcast(ctx, buf, bytes, root);
@@ -415,6 +425,7 @@ static void fill_collective(nb_dist *d) {
                             .iallreduce_wait = coll_wait,
                             .pending = coll_pending,
                             .progress = coll_progress,
+                            .drain = coll_drain,
                             .agree = coll_agree,
                             .broadcast = coll_broadcast};
 }
