@@ -20,33 +20,15 @@
 #include <string.h>
 #include <time.h>
 
+#include "gpu_check.h"
 #include "nabla/nabla.h"
 
 #ifndef NB_MODELS_DIR
 #define NB_MODELS_DIR "models"
 #endif
 
-#define SKIP_CODE 77
-#define STEPS     10
-#define BATCH     32
-
-static int failures;
-
-#define EXPECT(cond, ...)                                                                          \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      failures++;                                                                                  \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                  \
-      printf(__VA_ARGS__);                                                                         \
-      printf("\n");                                                                                \
-    }                                                                                              \
-  } while (0)
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#define STEPS 10
+#define BATCH 32
 
 /* Relative L2 difference of got from want, and the largest absolute one. */
 static double rel_l2(const float *got, const float *want, int64_t n, double *max_abs) {
@@ -209,20 +191,6 @@ static void runner_free(runner *r) {
   nb_state_free(r->st);
 }
 
-/* Batch `step`: noise plus a bright 6x6 square whose place is the label. */
-static void make_batch(int step, float *x, int64_t *y) {
-  nb_rng r;
-  nb_rng_seed(&r, 1000u + (uint64_t)step);
-  nb_rng_fill_normal(&r, x, (size_t)BATCH * 28 * 28, 0.0f, 0.5f);
-  for (int i = 0; i < BATCH; i++) {
-    int label = (int)(nb_rng_next(&r) % 10);
-    y[i] = label;
-    int top = 2 + (label / 5) * 12, left = 2 + (label % 5) * 5;
-    for (int a = 0; a < 6; a++)
-      for (int b = 0; b < 6 && left + b < 28; b++) x[i * 784 + (top + a) * 28 + left + b] += 2.0f;
-  }
-}
-
 static float read_var(const nb_state *st, const char *name) {
   float v = NAN;
   if (nb_state_read(st, name, &v, sizeof v))
@@ -259,7 +227,7 @@ static void check_training(nb_backend *gpu, nb_backend *cpu, nb_model *m) {
   double secs[RUNS] = {0};
   printf("%5s %12s %12s %12s %12s\n", "step", label[0], label[1], label[2], label[3]);
   for (int step = 1; step <= STEPS && !failures; step++) {
-    make_batch(step, x, y);
+    gpu_make_batch(step, BATCH, x, y);
     for (int k = 0; k < RUNS; k++) {
       double t0 = now();
       rc = nb_plan_set_input(R[k].plan, R[k].x, x, (size_t)BATCH * 784 * sizeof *x);

@@ -3,21 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gpu_check.h"
 #include "nabla/nabla.h"
-
-#define SKIP_CODE 77
-
-static int failures;
-
-#define EXPECT(cond, ...)                                                                          \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      failures++;                                                                                  \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                  \
-      printf(__VA_ARGS__);                                                                         \
-      printf("\n");                                                                                \
-    }                                                                                              \
-  } while (0)
 
 /* Variables round-trip through device memory bit for bit. */
 static void check_state_roundtrip(nb_backend *gpu) {

@@ -24,13 +24,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "gpu_check.h"
 #include "nabla/nabla.h"
 
 #ifndef NB_MODELS_DIR
 #define NB_MODELS_DIR "models"
 #endif
 
-#define SKIP_CODE  77
 #define STEPS      12
 #define BATCH      64
 #define EVAL_EVERY 4
@@ -38,24 +38,6 @@
 #define TIMED      200
 #define DROP_N     4096
 #define MAX_VARS   64
-
-static int failures;
-
-#define EXPECT(cond, ...)                                                                          \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      failures++;                                                                                  \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                  \
-      printf(__VA_ARGS__);                                                                         \
-      printf("\n");                                                                                \
-    }                                                                                              \
-  } while (0)
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* What one training session produced. */
 typedef struct {
@@ -73,21 +55,6 @@ typedef struct {
   double ms_step, ms_run; /* per step with uploads; per run alone */
   int ok;                 /* the session ran to the end */
 } session;
-
-/* Batch `step`: noise plus a bright 6x6 square whose place is the label
- * (as test_gpu_train.c). */
-static void make_batch(int step, float *x, int64_t *y) {
-  nb_rng r;
-  nb_rng_seed(&r, 1000u + (uint64_t)step);
-  nb_rng_fill_normal(&r, x, (size_t)BATCH * 28 * 28, 0.0f, 0.5f);
-  for (int i = 0; i < BATCH; i++) {
-    int label = (int)(nb_rng_next(&r) % 10);
-    y[i] = label;
-    int top = 2 + (label / 5) * 12, left = 2 + (label % 5) * 5;
-    for (int a = 0; a < 6; a++)
-      for (int b = 0; b < 6 && left + b < 28; b++) x[i * 784 + (top + a) * 28 + left + b] += 2.0f;
-  }
-}
 
 /* A learning rate that changes every step: replays must read the new one. */
 static float lr_at(int step) { return 1e-3f * (1.0f + 0.25f * (float)(step % 4)); }
@@ -172,7 +139,7 @@ static void run_session(const nb_model *m, const char *graphs, session *s) {
   if (!rc) rc = build(m, 0, be, st, &ev);
   if (rc) printf("%s: building the plans: %s\n", s->label, nb_last_error());
   for (int step = 1; step <= STEPS && !rc; step++) {
-    make_batch(step, x, y);
+    gpu_make_batch(step, BATCH, x, y);
     const char *what = "feeding the batch";
     rc = nb_plan_set_input(tr.plan, tr.x, x, (size_t)BATCH * 784 * sizeof *x);
     if (!rc) rc = nb_plan_set_input(tr.plan, tr.y, y, sizeof y);
@@ -204,7 +171,7 @@ static void run_session(const nb_model *m, const char *graphs, session *s) {
     if (!rc && step % EVAL_EVERY == 0) {
       int k = step / EVAL_EVERY - 1;
       what = "the eval plan";
-      make_batch(100 + step, x, y);
+      gpu_make_batch(100 + step, BATCH, x, y);
       rc = nb_plan_set_input(ev.plan, ev.x, x, (size_t)BATCH * 784 * sizeof *x);
       if (!rc) rc = nb_plan_run(ev.plan);
       if (!rc) rc = nb_plan_get(ev.plan, ev.out, s->logits[k], sizeof s->logits[k]);
@@ -229,7 +196,7 @@ static void run_session(const nb_model *m, const char *graphs, session *s) {
   }
   /* time: the whole step as a training loop makes it, then runs alone */
   if (!rc) {
-    make_batch(1, x, y);
+    gpu_make_batch(1, BATCH, x, y);
     float loss;
     double t0 = now();
     for (int i = 0; i < TIMED && !rc; i++) {

@@ -19,28 +19,16 @@
 #include <string.h>
 
 #include "../../src/dist/nccl_api.h"
+#include "gpu_check.h"
 #include "nabla/nabla.h"
 
 #ifndef NB_MODELS_DIR
 #define NB_MODELS_DIR "models"
 #endif
 
-#define SKIP_CODE 77
-#define STEPS     6
-#define BATCH     32
-#define BIG       (3 * 1024 * 1024)
-
-static int failures;
-
-#define EXPECT(cond, ...)                                                                          \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      failures++;                                                                                  \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                  \
-      printf(__VA_ARGS__);                                                                         \
-      printf("\n");                                                                                \
-    }                                                                                              \
-  } while (0)
+#define STEPS 6
+#define BATCH 32
+#define BIG   (3 * 1024 * 1024)
 
 static int is_nccl_missing(const char *msg) {
   return strstr(msg, "NCCL not found") || strstr(msg, "not a usable NCCL");
@@ -127,21 +115,6 @@ typedef struct {
   float losses[STEPS];
 } run;
 
-/* Batch `step`: noise plus a bright square whose place is the label (as in
- * test_gpu_train), so the loss moves. */
-static void make_batch(int step, float *x, int64_t *y) {
-  nb_rng r;
-  nb_rng_seed(&r, 1000u + (uint64_t)step);
-  nb_rng_fill_normal(&r, x, (size_t)BATCH * 28 * 28, 0.0f, 0.5f);
-  for (int i = 0; i < BATCH; i++) {
-    int label = (int)(nb_rng_next(&r) % 10);
-    y[i] = label;
-    int top = 2 + (label / 5) * 12, left = 2 + (label % 5) * 5;
-    for (int a = 0; a < 6; a++)
-      for (int b = 0; b < 6 && left + b < 28; b++) x[i * 784 + (top + a) * 28 + left + b] += 2.0f;
-  }
-}
-
 /* Trains STEPS steps on gpu; with d, the gradients are averaged over d. */
 static nb_status train(const nb_model *m, nb_backend *gpu, nb_dist *d, run *R) {
   memset(R, 0, sizeof *R);
@@ -164,7 +137,7 @@ static nb_status train(const nb_model *m, nb_backend *gpu, nb_dist *d, run *R) {
   float *x = malloc((size_t)BATCH * 784 * sizeof *x);
   int64_t y[BATCH];
   for (int step = 1; step <= STEPS && !rc; step++) {
-    make_batch(step, x, y);
+    gpu_make_batch(step, BATCH, x, y);
     rc = nb_plan_set_input(R->plan, R->x, x, (size_t)BATCH * 784 * sizeof *x);
     if (!rc) rc = nb_plan_set_input(R->plan, R->y, y, sizeof y);
     if (!rc) rc = nb_optimizer_feed(R->opt, R->plan, step, 1e-3f);

@@ -15,33 +15,15 @@
 #include <string.h>
 #include <time.h>
 
+#include "gpu_check.h"
 #include "nabla/nabla.h"
 
 #ifndef NB_MODELS_DIR
 #define NB_MODELS_DIR "models"
 #endif
 
-#define SKIP_CODE 77
-#define STEPS     8
-#define BATCH     32
-
-static int failures;
-
-#define EXPECT(cond, ...)                                                                          \
-  do {                                                                                             \
-    if (!(cond)) {                                                                                 \
-      failures++;                                                                                  \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                  \
-      printf(__VA_ARGS__);                                                                         \
-      printf("\n");                                                                                \
-    }                                                                                              \
-  } while (0)
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#define STEPS 8
+#define BATCH 32
 
 typedef struct {
   nb_backend *be;
@@ -81,21 +63,6 @@ static void runner_free_plan(runner *r) {
   r->opt = NULL;
   r->plan = NULL;
   r->g = NULL;
-}
-
-/* Batch `step`: noise plus a bright 6x6 square whose place is the label,
- * so the network has something to learn and the loss moves. */
-static void make_batch(int step, float *x, int64_t *y) {
-  nb_rng r;
-  nb_rng_seed(&r, 1000u + (uint64_t)step);
-  nb_rng_fill_normal(&r, x, (size_t)BATCH * 28 * 28, 0.0f, 0.5f);
-  for (int i = 0; i < BATCH; i++) {
-    int label = (int)(nb_rng_next(&r) % 10);
-    y[i] = label;
-    int top = 2 + (label / 5) * 12, left = 2 + (label % 5) * 5;
-    for (int a = 0; a < 6; a++)
-      for (int b = 0; b < 6 && left + b < 28; b++) x[i * 784 + (top + a) * 28 + left + b] += 2.0f;
-  }
 }
 
 static double rel_l2(const float *a, const float *b, int64_t n) {
@@ -139,7 +106,7 @@ int main(void) {
   double secs[2] = {0, 0};
   printf("%5s %12s %12s %10s\n", "step", "cpu loss", "cuda loss", "|diff|");
   for (int step = 1; step <= STEPS && !failures; step++) {
-    make_batch(step, x, y);
+    gpu_make_batch(step, BATCH, x, y);
     float loss[2] = {0, 0};
     for (int k = 0; k < 2; k++) {
       double t0 = now();
@@ -191,7 +158,7 @@ int main(void) {
   for (int k = 0; k < 2 && !failures; k++) {
     runner_free_plan(&R[k]);
     rc = build(m, 0, &R[k]);
-    make_batch(STEPS + 1, x, y);
+    gpu_make_batch(STEPS + 1, BATCH, x, y);
     if (!rc) rc = nb_plan_set_input(R[k].plan, R[k].x, x, (size_t)BATCH * 784 * sizeof *x);
     if (!rc) rc = nb_plan_run(R[k].plan);
     logits[k] = malloc((size_t)BATCH * 10 * sizeof(float));
