@@ -8,8 +8,12 @@
  *     1st step plainly, records at the 2nd and replays afterwards;
  *   - a recording that fails at a launch or at its end is dropped, the run
  *     still happens (launched one by one) and the plan never records again;
- *   - switched off (graph_begin refuses), with dropout (a new mask every
- *     run), or with fewer than two launches, a plan never records;
+ *   - a plan with dropout records too: the mask hashes the run counter,
+ *     which lives in the backend's memory and which the recording's last
+ *     call (count) advances, so each replay draws the mask of its run, also
+ *     after nb_plan_set_step; on a backend without `count` it never records;
+ *   - switched off (graph_begin refuses) or with fewer than two launches, a
+ *     plan never records;
  *   - nb_plan_free drops the recording. */
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +31,8 @@
 
 typedef struct rec_call {
   nb_kernel_call call;
-  void **in; /* the call's input pointers, copied */
+  void **in;       /* the call's input pointers, copied */
+  uint64_t *count; /* a recorded `count` (call unused), else NULL */
 } rec_call;
 
 typedef struct recording {
@@ -53,6 +58,23 @@ static void recording_free(recording *r) {
   free(r);
 }
 
+static rec_call *record_new(recording *r) {
+  if (r->n == r->cap) {
+    r->cap = r->cap ? 2 * r->cap : 16;
+    r->calls = realloc(r->calls, (size_t)r->cap * sizeof *r->calls);
+    assert_non_null(r->calls);
+  }
+  rec_call *k = &r->calls[r->n++];
+  memset(k, 0, sizeof *k);
+  return k;
+}
+
+static nb_status mock_count(nb_backend *be, uint64_t *counter) {
+  if (!mock.open) return mock.cpu->count(be, counter);
+  record_new(mock.open)->count = counter;
+  return NB_OK;
+}
+
 static nb_status mock_run(nb_backend *be, const nb_kernel_call *c) {
   if (!mock.open) return mock.cpu->run(be, c);
   recording *r = mock.open;
@@ -60,12 +82,7 @@ static nb_status mock_run(nb_backend *be, const nb_kernel_call *c) {
     mock.failed = 1; /* like an invalidated stream capture */
     return nb_error(NB_ERR_UNSUPPORTED, "mock: launch %d cannot be recorded", r->n + 1);
   }
-  if (r->n == r->cap) {
-    r->cap = r->cap ? 2 * r->cap : 16;
-    r->calls = realloc(r->calls, (size_t)r->cap * sizeof *r->calls);
-    assert_non_null(r->calls);
-  }
-  rec_call *k = &r->calls[r->n++];
+  rec_call *k = record_new(r);
   k->call = *c;
   k->in = malloc((size_t)(c->n_in ? c->n_in : 1) * sizeof *k->in);
   assert_non_null(k->in);
@@ -104,7 +121,8 @@ static nb_status mock_launch(nb_backend *be, void *graph) {
   const recording *r = graph;
   mock.launches++;
   for (int i = 0; i < r->n; i++) {
-    nb_status st = mock.cpu->run(be, &r->calls[i].call);
+    const rec_call *k = &r->calls[i];
+    nb_status st = k->count ? mock.cpu->count(be, k->count) : mock.cpu->run(be, &k->call);
     if (st) return st;
   }
   return NB_OK;
@@ -129,6 +147,7 @@ static nb_backend *mock_backend(void) {
   mock_vt.graph_end = mock_end;
   mock_vt.graph_launch = mock_launch;
   mock_vt.graph_drop = mock_drop;
+  mock_vt.count = mock_count;
   be->vt = &mock_vt;
   return be;
 }
@@ -297,41 +316,64 @@ static void test_failed_recording_falls_back(void **state) {
   check_never_records(1, 0, 0, 0); /* switched off */
 }
 
-static void test_dropout_never_records(void **state) {
-  (void)state;
-  float out[2][3][256];
-  for (int k = 0; k < 2; k++) {
-    nb_backend *be = NULL;
-    if (k)
-      be = mock_backend();
-    else
-      TU_OK(nb_backend_new("cpu", &be));
-    nb_state *st = NULL;
-    TU_OK(nb_state_new(be, &st));
-    nb_graph *g = nb_graph_new();
-    int64_t n = 256;
-    nb_tensor *x = nb_input(g, "x", NB_F32, 1, &n);
-    nb_tensor *d = nb_dropout(g, x, 0.5f, 99, 1);
-    nb_tensor_set_output(d);
-    nb_tensor_set_output(nb_sum(g, d, 0, NULL, 0)); /* a second launch */
-    nb_plan *p = NULL;
-    TU_OK(nb_compile(g, be, st, NULL, &p));
-    float *in = tu_rand(256, 1.0f, 2.0f, 3);
-    TU_OK(nb_plan_set_input(p, x, in, 256 * sizeof(float)));
-    for (int r = 0; r < 3; r++) {
-      TU_OK(nb_plan_run(p));
-      TU_OK(nb_plan_get(p, d, out[k][r], sizeof out[k][r]));
-    }
-    assert_int_equal(nb_plan_get_stats(p).graph, -1);
-    if (k) assert_int_equal(mock.begins, 0);
-    free(in);
-    nb_plan_free(p);
-    nb_graph_free(g);
-    nb_state_free(st);
-    nb_backend_free(be);
+/* RUNS runs of dropout(x) + its sum on backend be: the masks of runs
+ * 0..RUNS-1, then of the run after nb_plan_set_step(p, AGAIN) (the mask of
+ * run AGAIN once more). *graph: nb_plan_stats.graph at the end. */
+#define RUNS  5
+#define AGAIN 2
+static void dropout_runs(nb_backend *be, float out[RUNS + 1][256], int *graph) {
+  nb_state *st = NULL;
+  TU_OK(nb_state_new(be, &st));
+  nb_graph *g = nb_graph_new();
+  int64_t n = 256;
+  nb_tensor *x = nb_input(g, "x", NB_F32, 1, &n);
+  nb_tensor *d = nb_dropout(g, x, 0.5f, 99, 1);
+  nb_tensor_set_output(d);
+  nb_tensor_set_output(nb_sum(g, d, 0, NULL, 0)); /* a second launch */
+  nb_plan *p = NULL;
+  TU_OK(nb_compile(g, be, st, NULL, &p));
+  float *in = tu_rand(256, 1.0f, 2.0f, 3);
+  TU_OK(nb_plan_set_input(p, x, in, 256 * sizeof(float)));
+  for (int r = 0; r <= RUNS; r++) {
+    if (r == RUNS) nb_plan_set_step(p, AGAIN);
+    TU_OK(nb_plan_run(p));
+    TU_OK(nb_plan_get(p, d, out[r], sizeof out[r]));
   }
-  assert_memory_equal(out[0], out[1], sizeof out[0]);
-  assert_memory_not_equal(out[1][0], out[1][1], sizeof out[1][0]); /* a new mask each run */
+  assert_int_equal(nb_plan_step(p), AGAIN + 1);
+  *graph = nb_plan_get_stats(p).graph;
+  free(in);
+  nb_plan_free(p);
+  nb_graph_free(g);
+  nb_state_free(st);
+  nb_backend_free(be);
+}
+
+static void test_dropout_records(void **state) {
+  (void)state;
+  static float plain[RUNS + 1][256], rec[RUNS + 1][256], bare[RUNS + 1][256];
+  int graph = 0;
+  nb_backend *be = NULL;
+  TU_OK(nb_backend_new("cpu", &be));
+  dropout_runs(be, plain, &graph);
+  assert_int_equal(graph, -1);
+  for (int r = 1; r < RUNS; r++) /* a new mask each run */
+    assert_memory_not_equal(plain[r - 1], plain[r], sizeof plain[r]);
+  assert_memory_equal(plain[RUNS], plain[AGAIN], sizeof plain[RUNS]);
+
+  /* recorded at run 1, replayed from run 2 on, recording again after nothing */
+  dropout_runs(mock_backend(), rec, &graph);
+  assert_int_equal(graph, 1);
+  assert_int_equal(mock.begins, 1);
+  assert_int_equal(mock.launches, RUNS); /* runs 1 .. RUNS-1 and the one after set_step */
+  assert_memory_equal(plain, rec, sizeof plain);
+
+  /* a backend without `count` gives kernels the counter by value: never recorded */
+  be = mock_backend();
+  mock_vt.count = NULL;
+  dropout_runs(be, bare, &graph);
+  assert_int_equal(graph, -1);
+  assert_int_equal(mock.begins, 0);
+  assert_memory_equal(plain, bare, sizeof plain);
 }
 
 static void test_single_launch_never_records(void **state) {
@@ -363,7 +405,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_records_at_second_run),
       cmocka_unit_test(test_failed_recording_falls_back),
-      cmocka_unit_test(test_dropout_never_records),
+      cmocka_unit_test(test_dropout_records),
       cmocka_unit_test(test_single_launch_never_records),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -35,7 +35,11 @@ typedef struct nb_kernel_call {
   int n_in;
   void *workspace;
   size_t workspace_bytes;
-  uint64_t step;               /* plan run counter, for dropout */
+  uint64_t step; /* plan run counter, for dropout */
+  /* Backends with `count`: the address, in the backend's memory, of the
+   * plan's run counter, which kernels read instead of `step` so that a
+   * recorded run draws new masks when replayed. NULL = read `step`. */
+  const uint64_t *step_at;
   const nb_fused_group *group; /* elementwise nodes: the group ending here;
                                   opaque nodes: an epilogue (fuses_epilogue) */
 } nb_kernel_call;
@@ -80,6 +84,13 @@ typedef struct nb_backend_vtable {
   nb_status (*graph_end)(nb_backend *be, void **out);
   nb_status (*graph_launch)(nb_backend *be, void *graph);
   void (*graph_drop)(nb_backend *be, void *graph);
+  /* Optional (NULL = kernels get the run counter by value, and a plan with
+   * dropout is never recorded): adds 1 to the uint64 run counter at
+   * `counter` (8 bytes of this backend's memory), ordered after the
+   * launches before it, and recorded like a launch between graph_begin and
+   * graph_end. plan.c calls it at the end of each run and passes the
+   * counter to kernels as nb_kernel_call.step_at. */
+  nb_status (*count)(nb_backend *be, uint64_t *counter);
 } nb_backend_vtable;
 
 struct nb_backend {

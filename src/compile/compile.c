@@ -77,8 +77,14 @@ static nb_status bind_launches(nb_plan *p) {
     if (w > ws) ws = w;
   }
   p->workspace_bytes = ws;
-  if (ws) return p->be->vt->alloc(p->be, ws, &p->workspace);
-  return NB_OK;
+  nb_status st = ws ? p->be->vt->alloc(p->be, ws, &p->workspace) : NB_OK;
+  if (!st && p->be->vt->count && nb_plan_dropout_launch(p) >= 0) {
+    void *c = NULL;
+    st = p->be->vt->alloc(p->be, sizeof *p->counter, &c);
+    p->counter = c;
+    p->counter_at = NB_COUNTER_UNKNOWN;
+  }
+  return st;
 }
 
 nb_status nb_compile(nb_graph *g, nb_backend *be, nb_state *st, const nb_compile_options *opt,
@@ -195,5 +201,6 @@ void nb_plan_free(nb_plan *p) {
   free(p->info);
   if (p->arena) be->vt->free(be, p->arena);
   if (p->workspace) be->vt->free(be, p->workspace);
+  if (p->counter) be->vt->free(be, p->counter);
   free(p);
 }

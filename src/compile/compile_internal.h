@@ -94,7 +94,20 @@ struct nb_plan {
   int graph_state;
   uint64_t graph_plain_runs; /* runs made by plain launches so far */
   char graph_why[256];
+  /* A plan with dropout on a backend with `count`: the run counter in the
+   * backend's memory (8 bytes), which its kernels read and each run adds 1
+   * to, so a recorded run draws a new mask at every replay. counter_at is
+   * the value it holds as far as the host knows (NB_COUNTER_UNKNOWN after a
+   * failure); a run first makes it `step` when it differs (nb_plan_set_step,
+   * a multi-device plan's micro-batch numbering). */
+  uint64_t *counter;
+  uint64_t counter_at;
 };
+
+#define NB_COUNTER_UNKNOWN UINT64_MAX
+
+/* The launch whose group draws a dropout mask (dropout with p > 0), or -1. */
+int nb_plan_dropout_launch(const nb_plan *p);
 
 /* Passes, in order. Each returns an error status with a message. */
 nb_status nb_pass_verify(nb_plan *p);

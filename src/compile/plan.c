@@ -67,6 +67,7 @@ static nb_status run_launch(nb_plan *p, int s) {
       .workspace = p->workspace,
       .workspace_bytes = p->workspace_bytes,
       .step = p->step,
+      .step_at = p->counter,
       .group = l->group,
   };
   nb_status st = p->be->vt->run(p->be, &call);
@@ -105,22 +106,51 @@ static void graph_never(nb_plan *p, const char *why) {
             p->n_launch, why);
 }
 
+int nb_plan_dropout_launch(const nb_plan *p) {
+  for (int s = 0; s < p->n_launch; s++) {
+    const nb_fused_group *g = p->launch[s].group;
+    for (int k = 0; g && k < g->n_ops; k++)
+      if (g->ops[k].op == NB_OP_DROPOUT && g->ops[k].fp[0] != 0.0f) return s;
+  }
+  return -1;
+}
+
 /* Why the plan's runs cannot be replayed from one recording, or NULL. */
 static const char *graph_obstacle(const nb_plan *p, char *buf, size_t cap) {
   if (p->n_launch < 2) return "fewer than two launches: nothing to save";
   if (p->prof) return "NABLA_PROFILE times each launch";
   if (p->dist) return "it reduces gradients across processes (allreduce_start)";
-  for (int s = 0; s < p->n_launch; s++) {
-    const nb_fused_group *g = p->launch[s].group;
-    for (int k = 0; g && k < g->n_ops; k++)
-      if (g->ops[k].op == NB_OP_DROPOUT && g->ops[k].fp[0] != 0.0f) {
-        /* the mask hashes the run counter, which kernels get by value */
-        snprintf(buf, cap, "dropout (in the launch of node %d) draws a new mask every run",
-                 p->launch[s].node->id);
-        return buf;
-      }
+  int s = nb_plan_dropout_launch(p);
+  if (s >= 0 && !p->counter) {
+    /* the mask hashes the run counter, which kernels then get by value */
+    snprintf(buf, cap, "dropout (in the launch of node %d) draws a new mask every run",
+             p->launch[s].node->id);
+    return buf;
   }
   return NULL;
+}
+
+/* Makes the device's run counter equal p->step before a run reads it. */
+static nb_status counter_sync(nb_plan *p) {
+  if (!p->counter || p->counter_at == p->step) return NB_OK;
+  uint64_t v = p->step;
+  p->counter_at = NB_COUNTER_UNKNOWN;
+  nb_status st = p->be->vt->upload(p->be, p->counter, &v, sizeof v);
+  if (st) return st;
+  p->counter_at = v;
+  return NB_OK;
+}
+
+/* The run's last launch: counter + 1, on the device after the kernels. */
+static nb_status counter_bump(nb_plan *p) {
+  if (!p->counter) return NB_OK;
+  nb_status st = p->be->vt->count(p->be, p->counter);
+  if (st) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", nb_last_error());
+    return nb_error(st, "advancing the run counter: %s", msg);
+  }
+  return NB_OK;
 }
 
 /* Records the run's launches and replays the recording: 1 when the run
@@ -138,6 +168,10 @@ static int run_recording(nb_plan *p) {
     st = run_launch(p, s);
     if (st) snprintf(why, sizeof why, "recording failed: %s", nb_last_error());
   }
+  if (!st) {
+    st = counter_bump(p);
+    if (st) snprintf(why, sizeof why, "recording failed: %s", nb_last_error());
+  }
   void *graph = NULL;
   nb_status end = be->vt->graph_end(be, &graph); /* ends the recording even after a failure */
   if (!st && end) snprintf(why, sizeof why, "%s", nb_last_error());
@@ -148,6 +182,7 @@ static int run_recording(nb_plan *p) {
   if (st || end) {
     if (graph) be->vt->graph_drop(be, graph);
     graph_never(p, why);
+    p->counter_at = NB_COUNTER_UNKNOWN; /* a failed replay may have counted */
     return 0;
   }
   p->graph = graph;
@@ -176,6 +211,7 @@ static int run_graph(nb_plan *p) {
     snprintf(why, sizeof why, "replay failed: %s", nb_last_error());
     nb_plan_graph_drop(p);
     graph_never(p, why);
+    p->counter_at = NB_COUNTER_UNKNOWN;
     return 0;
   }
   if (p->graph_plain_runs < 1) return 0; /* the 1st run sets the kernels up */
@@ -188,26 +224,37 @@ static int run_graph(nb_plan *p) {
   return run_recording(p);
 }
 
+/* The run's launches one by one, then the counter. On a failure, a
+ * reduction the run started must not outlive it: the next run restarts it
+ * on the same buffer, and nb_plan_free frees it. */
+static nb_status run_plain(nb_plan *p) {
+  nb_status st = counter_sync(p); /* after a failed replay */
+  for (int s = 0; !st && s < p->n_launch; s++) st = run_launch(p, s);
+  if (!st) st = counter_bump(p);
+  if (st) {
+    p->counter_at = NB_COUNTER_UNKNOWN;
+    if (p->dist && p->dist->pending(p->dist->ctx)) {
+      char msg[1024];
+      snprintf(msg, sizeof msg, "%s", nb_last_error());
+      p->dist->drain(p->dist->ctx);
+      nb_error(st, "%s", msg);
+    }
+    return st;
+  }
+  p->graph_plain_runs++;
+  return NB_OK;
+}
+
 nb_status nb_plan_run(nb_plan *p) {
   if (!p) return nb_error(NB_ERR_INVALID_ARG, "nb_plan_run: plan is NULL");
   if (p->mp) return nb_mp_run(p);
+  nb_status st = counter_sync(p);
+  if (st) return st;
   if (!run_graph(p)) {
-    for (int s = 0; s < p->n_launch; s++) {
-      nb_status st = run_launch(p, s);
-      if (st) {
-        /* a reduction started by this run must not outlive it: the next
-         * run restarts it on the same buffer, and nb_plan_free frees it */
-        if (p->dist && p->dist->pending(p->dist->ctx)) {
-          char msg[1024];
-          snprintf(msg, sizeof msg, "%s", nb_last_error());
-          p->dist->drain(p->dist->ctx);
-          nb_error(st, "%s", msg);
-        }
-        return st;
-      }
-    }
-    p->graph_plain_runs++;
+    st = run_plain(p);
+    if (st) return st;
   }
+  if (p->counter) p->counter_at = p->step + 1;
   p->step++;
   p->prof_runs++;
   return NB_OK;

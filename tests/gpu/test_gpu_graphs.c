@@ -10,8 +10,10 @@
  *     learning rate changes every step (an input read on the device), a
  *     parameter is overwritten between runs (nb_state_write) and an eval
  *     plan runs between training steps on the same state;
- *   - a plan with dropout (a new mask every run) is not recorded and still
- *     draws a new mask every run;
+ *   - a plan with dropout is recorded too and still draws a new mask every
+ *     run (the run counter lives on the device and the recording advances
+ *     it), the masks of the runs without graphs, also after
+ *     nb_plan_set_step;
  * and prints the ms per training step both ways. The reason a plan is not
  * recorded goes to stderr (NABLA_CUDA_VERBOSE=1 is set for the graphs-on
  * run).
@@ -37,6 +39,7 @@
 #define N_EVAL     (STEPS / EVAL_EVERY)
 #define TIMED      200
 #define DROP_N     4096
+#define DROP_RUNS  5
 #define MAX_VARS   64
 
 /* What one training session produced. */
@@ -50,7 +53,8 @@ typedef struct {
   char *names[MAX_VARS];
   float *vars[MAX_VARS];
   int64_t numel[MAX_VARS];
-  float drop[3][DROP_N]; /* the dropout plan's output, three runs */
+  float drop[DROP_RUNS + 1][DROP_N]; /* the dropout plan's output: runs 0..DROP_RUNS-1,
+                                        then run 1 again after nb_plan_set_step */
   int drop_graph;
   double ms_step, ms_run; /* per step with uploads; per run alone */
   int ok;                 /* the session ran to the end */
@@ -98,7 +102,8 @@ static void net_free(net *n) {
 
 static int graph_of(const nb_plan *p) { return nb_plan_get_stats(p).graph; }
 
-/* Dropout then a sum (two launches): three runs of the same input. */
+/* Dropout then a sum (two launches): DROP_RUNS runs of the same input, then
+ * nb_plan_set_step(p, 1) and one more run. */
 static nb_status run_dropout(nb_backend *be, nb_state *st, session *s) {
   nb_graph *g = nb_graph_new();
   int64_t n = DROP_N;
@@ -111,7 +116,8 @@ static nb_status run_dropout(nb_backend *be, nb_state *st, session *s) {
   nb_status rc = nb_compile(g, be, st, NULL, &p);
   float *host = malloc(DROP_N * sizeof *host);
   for (int i = 0; i < DROP_N; i++) host[i] = 1.0f + (float)(i % 7);
-  for (int r = 0; r < 3 && !rc; r++) {
+  for (int r = 0; r <= DROP_RUNS && !rc; r++) {
+    if (r == DROP_RUNS) nb_plan_set_step(p, 1);
     rc = nb_plan_set_input(p, x, host, DROP_N * sizeof *host);
     if (!rc) rc = nb_plan_run(p);
     if (!rc) rc = nb_plan_get(p, d, s->drop[r], DROP_N * sizeof(float));
@@ -296,7 +302,7 @@ int main(void) {
   run_session(m, "0", &S[1]);
   setenv("NABLA_CUDA_VERBOSE", "1", 1); /* prints why a plan is not recorded */
   printf("graphs on: NABLA_CUDA_VERBOSE=1 (stderr: cuDNN algorithms; why a plan is not "
-         "recorded, expected for the dropout plan only)\n");
+         "recorded)\n");
   fflush(stdout);
   run_session(m, "1", &S[2]);
   unsetenv("NABLA_CUDA_VERBOSE");
@@ -336,17 +342,19 @@ int main(void) {
     expect_close("losses", got.loss, noise.loss);
     expect_close("eval logits", got.logits, noise.logits);
     expect_close("variables", got.vars, noise.vars);
-    /* dropout: launched one by one, a new mask each run, as without graphs */
+    /* dropout: recorded, a new mask each run, the masks without graphs */
     int zeros = 0;
     for (int i = 0; i < DROP_N; i++) zeros += S[2].drop[0][i] == 0.0f;
-    printf("dropout plan: graph = %d (want -1), %d of %d zeroed in run 1\n", S[2].drop_graph, zeros,
-           DROP_N);
-    EXPECT(S[2].drop_graph == -1, "the dropout plan has graph = %d, want -1", S[2].drop_graph);
+    printf("dropout plan: graph = %d (want 1; %d without graphs), %d of %d zeroed in run 1\n",
+           S[2].drop_graph, S[0].drop_graph, zeros, DROP_N);
+    EXPECT(S[2].drop_graph == 1, "the dropout plan has graph = %d, want 1", S[2].drop_graph);
     EXPECT(zeros > DROP_N / 4 && zeros < 3 * DROP_N / 4, "dropout(0.5) zeroed %d of %d", zeros,
            DROP_N);
-    EXPECT(memcmp(S[2].drop[0], S[2].drop[1], sizeof S[2].drop[0]) &&
-               memcmp(S[2].drop[1], S[2].drop[2], sizeof S[2].drop[0]),
-           "dropout drew the same mask in two runs");
+    for (int r = 1; r < DROP_RUNS; r++)
+      EXPECT(memcmp(S[2].drop[r - 1], S[2].drop[r], sizeof S[2].drop[0]),
+             "dropout drew the same mask in runs %d and %d", r - 1, r);
+    EXPECT(!memcmp(S[2].drop[DROP_RUNS], S[2].drop[1], sizeof S[2].drop[0]),
+           "after nb_plan_set_step(1) dropout drew another mask than run 1's");
     EXPECT(!memcmp(S[0].drop, S[2].drop, sizeof S[0].drop),
            "dropout masks differ between graphs on and off");
   }

@@ -109,6 +109,14 @@ static nb_status cpu_run(nb_backend *be, const nb_kernel_call *c) {
   return st;
 }
 
+/* The run counter lives in host memory: kernels run in order on the
+ * calling thread, so a plain increment is ordered after them. */
+static nb_status cpu_count(nb_backend *be, uint64_t *counter) {
+  (void)be;
+  (*counter)++;
+  return NB_OK;
+}
+
 static void cpu_destroy(nb_backend *be) { free(be); }
 
 static const nb_backend_vtable cpu_vtable = {
@@ -123,6 +131,7 @@ static const nb_backend_vtable cpu_vtable = {
     .run = cpu_run,
     .destroy = cpu_destroy,
     .bind_thread = nb_cpu_bind_thread,
+    .count = cpu_count,
 };
 
 nb_status nb_cpu_backend_open(int index, nb_backend **out) {

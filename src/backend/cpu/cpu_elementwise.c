@@ -347,7 +347,7 @@ static void run_tiles(const group_run *R, int64_t t0, int64_t t1, float *buf) {
         args[s] = op->src[s] >= 0 ? ext[op->src[s]] : buf + (size_t)(-op->src[s] - 1) * TILE;
       int last = k == g->n_ops - 1;
       float *y = last && !R->blocked ? R->dst + start : buf + (size_t)k * TILE;
-      eval_op(op, args[0], args[1], args[2], y, len, start, c->step);
+      eval_op(op, args[0], args[1], args[2], y, len, start, c->step_at ? *c->step_at : c->step);
     }
     if (R->blocked) {
       const float *res = buf + (size_t)(g->n_ops - 1) * TILE;

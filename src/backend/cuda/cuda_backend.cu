@@ -191,6 +191,7 @@ const nb_backend_vtable cuda_vtable = {
     nb_cuda_graph_end,
     nb_cuda_graph_launch,
     nb_cuda_graph_drop,
+    nb_cuda_count, /* count */
 };
 
 } // namespace

@@ -32,6 +32,7 @@ template <int MO, int ME> struct ew_desc {
   float *out;
   int64_t n;
   uint64_t step;
+  const uint64_t *step_at; /* the plan's run counter (device), or NULL: use step */
   int n_ops, n_ext, ndim, all_dense;
   int64_t shape[NB_MAX_DIMS];
   const float *ext[ME];
@@ -173,6 +174,8 @@ template <int MO, int ME>
 __global__ void __launch_bounds__(NB_CUDA_THREADS)
     ew_kernel(const __grid_constant__ ew_desc<MO, ME> d) {
   float v[MO];
+  /* read at run time, so a replayed recording sees the run it is */
+  const uint64_t step = d.step_at ? *d.step_at : d.step;
   NB_CUDA_GRID_STRIDE(i, d.n) {
     int64_t coord[NB_MAX_DIMS];
     if (!d.all_dense) {
@@ -197,7 +200,7 @@ __global__ void __launch_bounds__(NB_CUDA_THREADS)
           a[s] = d.ext[src][off];
         }
       }
-      v[k] = ew_eval(op, a[0], a[1], a[2], i, d.step);
+      v[k] = ew_eval(op, a[0], a[1], a[2], i, step);
     }
     d.out[i] = v[d.n_ops - 1];
   }
@@ -212,6 +215,7 @@ struct ew_args {
   int is_out[160]; /* external input e is the result buffer itself (epilogue) */
   float *out;
   uint64_t step;
+  const uint64_t *step_at;
   const char *what;
 };
 
@@ -223,6 +227,7 @@ template <int MO, int ME> nb_status launch(nb_cuda *cu, const ew_args &A) {
   d.out = A.out;
   d.n = nb_tensor_numel(o);
   d.step = A.step;
+  d.step_at = A.step_at;
   d.n_ops = g->n_ops;
   d.n_ext = g->n_ext;
   if (d.n == 0) return NB_OK;
@@ -312,6 +317,7 @@ nb_status run_group(nb_cuda *cu, const nb_kernel_call *c) {
   A.shape = c->node;
   A.out = static_cast<float *>(c->out);
   A.step = c->step;
+  A.step_at = c->step_at;
   A.what = nb_cuda_op_name(c->node);
   if (A.g && (A.g->n_ext > 160 || c->n_in < A.g->n_ext))
     return nb_error(NB_ERR_INTERNAL, "%s: group with %d inputs, call with %d", A.what, A.g->n_ext,
@@ -341,6 +347,7 @@ nb_status nb_cuda_epilogue(nb_cuda *cu, const nb_kernel_call *c) {
   A.shape = prod;
   A.out = static_cast<float *>(c->out);
   A.step = c->step;
+  A.step_at = c->step_at;
   A.what = nb_cuda_op_name(prod);
   if (g->n_ext > 160 || c->n_in != prod->n_in + g->n_ext)
     return nb_error(NB_ERR_INTERNAL, "%s: epilogue with %d inputs, want %d", A.what, c->n_in,

@@ -9,6 +9,10 @@
  * invalidates the capture; graph_end then reports it, having cleared the
  * error, and plan.c launches that plan one by one from then on.
  *
+ * Dropout reads the plan's run counter from device memory, which the
+ * recording's last kernel (nb_cuda_count) advances, so a replay draws the
+ * mask of the run it is.
+ *
  * NABLA_CUDA_GRAPHS=0 switches recording off (read when a plan records, at
  * its 2nd run), to compare or bisect. */
 #include <stdlib.h>
@@ -17,6 +21,8 @@
 #include "cuda_internal.h"
 
 namespace {
+
+__global__ void count_kernel(uint64_t *counter) { *counter += 1; }
 
 nb_cuda *cuda_of(nb_backend *be) { return static_cast<nb_cuda *>(be->impl); }
 
@@ -83,4 +89,13 @@ void nb_cuda_graph_drop(nb_backend *be, void *graph) {
   cudaSetDevice(cuda_of(be)->device);
   /* a launch still in flight completes first; the graph is freed after */
   cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph));
+}
+
+/* One thread adds 1 on the stream, after the run's kernels: recorded, it
+ * advances the counter at every replay without the host. */
+nb_status nb_cuda_count(nb_backend *be, uint64_t *counter) {
+  nb_cuda *cu = cuda_of(be);
+  cudaSetDevice(cu->device);
+  count_kernel<<<1, 1, 0, cu->stream>>>(counter);
+  return nb_cuda_launched(cu, "run counter");
 }

@@ -89,6 +89,8 @@ nb_status nb_cuda_graph_begin(nb_backend *be);
 nb_status nb_cuda_graph_end(nb_backend *be, void **out);
 nb_status nb_cuda_graph_launch(nb_backend *be, void *graph);
 void nb_cuda_graph_drop(nb_backend *be, void *graph);
+/* The vtable's `count`: the plan's run counter + 1 on the stream. */
+nb_status nb_cuda_count(nb_backend *be, uint64_t *counter);
 
 /* Copies strided x (its data at src) densely into dst, converting to
  * dst_dt like nb_convert (cuda_copy.cu). */
