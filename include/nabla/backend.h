@@ -45,7 +45,8 @@ int nb_backend_supports_op(nb_backend *be, const char *op);
  * unknown op or kind. */
 int nb_backend_kind_supports_op(const char *kind, const char *op);
 
-/* Device memory held by a backend's caching allocator (CUDA). */
+/* Device memory held by a backend's caching allocator (CUDA), and its
+ * transfers from the host. */
 typedef struct nb_memory_stats {
   size_t in_use;    /* bytes handed out and not yet freed */
   size_t reserved;  /* bytes taken from the device: in use + cached for reuse */
@@ -54,6 +55,11 @@ typedef struct nb_memory_stats {
   uint64_t reused;  /* of which from the cache, without cudaMalloc */
   size_t dev_free;  /* free bytes on the whole device (cudaMemGetInfo) */
   size_t dev_total; /* bytes on the device */
+  /* uploads pass through pinned staging buffers (docs/cuda.md) */
+  uint64_t uploads;       /* pieces uploaded (of at most 8 MiB each) */
+  uint64_t uploads_async; /* of which crossed on the copy stream, overlapping kernels */
+  uint64_t upload_waits;  /* times the host waited for a staging buffer to free up */
+  size_t staging;         /* bytes of pinned host and landing buffers held */
 } nb_memory_stats;
 
 /* Fills *out; NB_ERR_UNSUPPORTED for a backend without its own allocator

@@ -116,6 +116,15 @@ static int64_t example_bytes(const nb_dataset *d) {
   return d->example_numel * (int64_t)sizeof(float);
 }
 
+/* Examples at .. at + s->batch - 1 of data as the plan's inputs. */
+static nb_status stage_examples(step_graph *s, const nb_dataset *data, int64_t at) {
+  int64_t b = s->batch;
+  nb_status rc = nb_plan_set_input(s->plan, s->x, data->x + at * data->example_numel,
+                                   (size_t)(b * example_bytes(data)));
+  if (!rc) rc = nb_plan_set_input(s->plan, s->y, data->y + at, (size_t)b * sizeof(int64_t));
+  return rc;
+}
+
 nb_status nb_evaluate(const nb_model *m, nb_backend *be, nb_state *st, const nb_dataset *data,
                       int64_t batch, nb_confusion *cm, double *loss) {
   if (!m || !be || !st || !data) return nb_error(NB_ERR_INVALID_ARG, "nb_evaluate: NULL argument");
@@ -132,19 +141,24 @@ nb_status nb_evaluate(const nb_model *m, nb_backend *be, nb_state *st, const nb_
   double total = 0;
   int64_t *pred = malloc((size_t)batch * sizeof *pred);
   if (!rc && !pred) rc = nb_error(NB_ERR_OOM, "nb_evaluate: out of memory");
+  int staged = 0; /* the batch at `at` was uploaded during the run before */
   for (int64_t at = 0; !rc && at < data->n;) {
     step_graph *s = data->n - at >= batch ? &full : &tail;
-    int64_t b = s->batch;
-    rc = nb_plan_set_input(s->plan, s->x, data->x + at * data->example_numel,
-                           (size_t)(b * example_bytes(data)));
-    if (!rc) rc = nb_plan_set_input(s->plan, s->y, data->y + at, (size_t)b * sizeof(int64_t));
+    int64_t b = s->batch, next = at + b;
+    if (!staged) rc = stage_examples(s, data, at);
     if (!rc) rc = nb_plan_run(s->plan);
+    /* the next batch uploads while this one runs (an asynchronous device) */
+    staged = 0;
+    if (!rc && next < data->n) {
+      rc = stage_examples(data->n - next >= batch ? &full : &tail, data, next);
+      staged = !rc;
+    }
     float l = 0;
     if (!rc) rc = nb_plan_get(s->plan, s->loss, &l, sizeof l);
     if (!rc) rc = nb_plan_get(s->plan, s->pred, pred, (size_t)b * sizeof *pred);
     if (!rc && cm) rc = nb_confusion_add(cm, pred, data->y + at, b);
     total += (double)l * (double)b;
-    at += b;
+    at = next;
   }
   if (!rc && loss) *loss = total / (double)data->n;
   free(pred);
@@ -224,6 +238,20 @@ static void close_logs(run_logs *l) {
 }
 
 /* ---- fit ------------------------------------------------------------------------- */
+
+/* The loader's next batch of `epoch`, uploaded as the step's inputs. */
+static nb_status stage_batch(nb_loader *loader, int64_t epoch, step_graph *s, int64_t local,
+                             const nb_dataset *train) {
+  nb_batch batch;
+  nb_status rc = nb_loader_next(loader, &batch);
+  if (rc) return rc;
+  if (batch.epoch != epoch)
+    return nb_error(NB_ERR_INTERNAL, "fit: loader at epoch %lld, trainer at %lld",
+                    (long long)batch.epoch, (long long)epoch);
+  rc = nb_plan_set_input(s->plan, s->x, batch.x, (size_t)(local * example_bytes(train)));
+  if (!rc) rc = nb_plan_set_input(s->plan, s->y, batch.y, (size_t)local * sizeof(int64_t));
+  return rc;
+}
 
 static nb_recipe effective_recipe(const nb_model *m, const nb_fit_options *o) {
   nb_recipe r = *nb_model_recipe(m);
@@ -320,21 +348,23 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
     if (!rc) rc = nb_progress_set_unit(bar, "img", (double)r.batch);
     double loss_sum = 0, hits = 0, lr = 0, t0 = now();
     int64_t done = 0;
+    int staged = 0; /* batch b was uploaded during step b - 1 */
     for (int64_t b = 0; !rc && b < per_epoch; b++) {
-      nb_batch batch;
-      rc = nb_loader_next(loader, &batch);
+      if (!staged) rc = stage_batch(loader, epoch, &s, local, train);
+      staged = 0;
       if (rc) break;
-      if (batch.epoch != epoch) {
-        rc = nb_error(NB_ERR_INTERNAL, "fit: loader at epoch %lld, trainer at %lld",
-                      (long long)batch.epoch, (long long)epoch);
-        break;
-      }
       step++;
       lr = nb_schedule_lr(&sched, step);
-      rc = nb_plan_set_input(s.plan, s.x, batch.x, (size_t)(local * example_bytes(train)));
-      if (!rc) rc = nb_plan_set_input(s.plan, s.y, batch.y, (size_t)local * sizeof(int64_t));
-      if (!rc) rc = nb_optimizer_feed(s.opt, s.plan, step, (float)lr);
+      rc = nb_optimizer_feed(s.opt, s.plan, step, (float)lr);
       if (!rc) rc = nb_plan_run(s.plan);
+      /* On an asynchronous device (CUDA) the run is only queued: load and
+       * upload the next batch now, while it runs (the upload lands after its
+       * kernels). Not past the epoch's end, whose loader position a
+       * checkpoint records. */
+      if (!rc && b + 1 < per_epoch) {
+        rc = stage_batch(loader, epoch, &s, local, train);
+        staged = !rc;
+      }
       float l = 0, c = 0;
       if (!rc) rc = nb_plan_get(s.plan, s.loss, &l, sizeof l);
       if (!rc) rc = nb_plan_get(s.plan, s.correct, &c, sizeof c);

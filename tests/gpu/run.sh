@@ -8,6 +8,8 @@
 #      test_gpu_graphs   the same trained with CUDA graphs on and off
 #      test_gpu_amp      bf16/f16 matmul and conv kernels against the CPU, and
 #                        the MNIST CNN in fp32, bf16 and fp16 side by side
+#      test_gpu_transfer pinned uploads: round trips, ordering with a run in
+#                        flight, the copy stream overlapping a long run
 #   4. nabla train models/mnist_cnn.cfg --device cuda:0 --epochs 2 (needs MNIST),
 #      and one epoch on 6400 images with and without NABLA_DIST=self --distributed
 #      (gradients through NCCL), which must end with the same losses
@@ -125,6 +127,7 @@ run_test test_gpu_nccl
 have_gpu=$gpu_before # its skip means no NCCL, not no GPU
 run_test test_gpu_graphs
 run_test test_gpu_amp
+run_test test_gpu_transfer
 
 if [ "${QUICK:-0}" != 1 ] && [ "$have_gpu" = 0 ]; then
   record "train, bench on cuda:0" SKIP "no GPU"

@@ -203,8 +203,9 @@ int nabla_cmd_bench(int argc, char **argv) {
   }
   nb_memory_stats ms; /* device memory, where the backend has an allocator */
   if (!rc && nb_backend_memory_stats(be, &ms) == NB_OK)
-    printf("%s memory: peak %.1f MiB in use, %.1f MiB reserved\n", nb_backend_name(be),
-           (double)ms.peak / 1048576.0, (double)ms.reserved / 1048576.0);
+    printf("%s memory: peak %.1f MiB in use, %.1f MiB reserved, %.1f MiB staging\n",
+           nb_backend_name(be), (double)ms.peak / 1048576.0, (double)ms.reserved / 1048576.0,
+           (double)ms.staging / 1048576.0);
   nb_state_free(st);
   nb_backend_free(be);
   nb_model_free(m);

@@ -153,5 +153,6 @@ nb_status nb_cuda_memory_stats(nb_cuda *cu, nb_memory_stats *out) {
   nb_status st = nb_cuda_check(cu, cudaMemGetInfo(&f, &t), "memory stats", "cudaMemGetInfo");
   out->dev_free = f;
   out->dev_total = t;
+  nb_cuda_transfer_stats(cu, out);
   return st;
 }

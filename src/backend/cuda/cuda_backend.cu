@@ -3,8 +3,9 @@
  * families in the other cuda_*.cu files, like the CPU backend's).
  *
  * Everything runs on one non-blocking stream per device: kernels, cuBLAS,
- * cuDNN, uploads (cudaMemcpyAsync) and the allocator's zeroing. Only a
- * download waits for the stream, and that is where asynchronous failures
+ * cuDNN, uploads and the allocator's zeroing (large uploads cross on a copy
+ * stream first and land on this one: cuda_transfer.cu). Only a download
+ * waits for the stream, and that is where asynchronous failures
  * (a bad index found by a kernel, an illegal address) come back as a status.
  * Nothing here aborts. */
 #include <pthread.h>
@@ -73,29 +74,20 @@ void cuda_free(nb_backend *be, void *p) {
 }
 
 /* Ordered on the stream, so an input is not overwritten while the previous
- * run's kernels still read it. From pageable memory the call returns once
- * the data is staged, so the caller may reuse its buffer at once. */
+ * run's kernels still read it; pinned and asynchronous (cuda_transfer.cu):
+ * the caller may reuse its buffer at once. */
 nb_status cuda_upload(nb_backend *be, void *dst, const void *src, size_t bytes) {
   if (!bytes) return NB_OK;
   nb_cuda *cu = cu_of(be);
   cudaSetDevice(cu->device);
-  return nb_cuda_check(cu, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cu->stream),
-                       "upload", "host-to-device copy");
+  return nb_cuda_upload(cu, dst, src, bytes);
 }
 
+/* Waits for the stream: where asynchronous faults come back. */
 nb_status cuda_download(nb_backend *be, void *dst, const void *src, size_t bytes) {
   nb_cuda *cu = cu_of(be);
   cudaSetDevice(cu->device);
-  nb_status st = NB_OK;
-  if (bytes)
-    st = nb_cuda_check(cu, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cu->stream),
-                       "download", "device-to-host copy");
-  if (!st)
-    st = nb_cuda_check(cu,
-                       cudaMemcpyAsync(cu->fault, cu->fault_dev, sizeof *cu->fault,
-                                       cudaMemcpyDeviceToHost, cu->stream),
-                       "download", "reading the fault record");
-  if (!st) st = nb_cuda_check(cu, cudaStreamSynchronize(cu->stream), "download", "stream sync");
+  nb_status st = nb_cuda_download(cu, dst, src, bytes);
   if (!st) st = take_fault(cu);
   return st;
 }
@@ -153,6 +145,7 @@ void cuda_destroy(nb_backend *be) {
     cudaSetDevice(cu->device);
     cudaStreamSynchronize(cu->stream);
     nb_cuda_nccl_free(cu);
+    nb_cuda_transfer_free(cu);
     nb_cuda_dnn_free(cu);
     nb_cuda_blas_free(cu);
     nb_cuda_allocator_free(cu);
@@ -292,6 +285,7 @@ extern "C" nb_status nb_cuda_backend_open(int index, nb_backend **out) {
   cu->sm_count = prop.multiProcessorCount;
   cu->smem_optin = prop.sharedMemPerBlockOptin;
   nb_status st = nb_cuda_allocator_new(cu);
+  if (!st) st = nb_cuda_transfer_new(cu);
   if (st) {
     cuda_destroy(be);
     return st;

@@ -6,8 +6,10 @@
  *
  * Every kernel runs on the backend's one stream, so launches, cuBLAS and
  * cuDNN calls, transfers and allocator reuse are ordered without events.
- * The one exception is NCCL's gradient reductions, which run on a stream of
- * their own joined to this one by events (cuda_nccl.cu). */
+ * Two exceptions, joined to it by events: NCCL's gradient reductions run
+ * on a stream of their own (cuda_nccl.cu), and large uploads cross on a
+ * copy stream into staging memory of their own before they land on this
+ * one (cuda_transfer.cu). */
 #ifndef NB_CUDA_INTERNAL_H
 #define NB_CUDA_INTERNAL_H
 
@@ -22,6 +24,7 @@ extern "C" {
 struct nb_cuda_allocator; /* cuda_alloc.cu */
 struct nb_cuda_dnn;       /* cuda_conv.cu */
 struct nb_cuda_nccl;      /* cuda_nccl.cu */
+struct nb_cuda_transfer;  /* cuda_transfer.cu */
 
 /* A run-time error found by a kernel (an index out of range). Kernels cannot
  * return a status, so the first one is recorded in device memory; every
@@ -48,6 +51,7 @@ struct nb_cuda {
   int sync_each;            /* NABLA_PROFILE set: wait for every launch, so that
                                plan.c's per-launch times are the kernels' */
   nb_cuda_nccl *nccl;       /* NCCL communicator and stream, made on first use */
+  nb_cuda_transfer *xfer;   /* pinned staging ring and copy stream */
 };
 
 /* ---- the kernel table ------------------------------------------------------------ */
@@ -106,6 +110,20 @@ void nb_cuda_allocator_free(nb_cuda *cu);
 nb_status nb_cuda_malloc(nb_cuda *cu, size_t bytes, void **out);
 void nb_cuda_mfree(nb_cuda *cu, void *p);
 nb_status nb_cuda_memory_stats(nb_cuda *cu, nb_memory_stats *out);
+
+/* ---- transfers (cuda_transfer.cu) -------------------------------------------------- */
+
+nb_status nb_cuda_transfer_new(nb_cuda *cu);
+void nb_cuda_transfer_free(nb_cuda *cu);
+/* Copies host src into device dst through pinned staging, ordered on the
+ * stream after the launches before it; returns once src may be reused. */
+nb_status nb_cuda_upload(nb_cuda *cu, void *dst, const void *src, size_t bytes);
+/* Copies device src to host dst through pinned staging and waits for the
+ * stream; the same sync copies the fault record into cu->fault. */
+nb_status nb_cuda_download(nb_cuda *cu, void *dst, const void *src, size_t bytes);
+/* Fills the transfer fields of *out (uploads, uploads_async, upload_waits,
+ * staging). */
+void nb_cuda_transfer_stats(nb_cuda *cu, nb_memory_stats *out);
 
 /* ---- library handles ---------------------------------------------------------------- */
 
