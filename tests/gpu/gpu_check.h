@@ -7,11 +7,26 @@
 #define NB_GPU_CHECK_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "nabla/nabla.h"
 
 #define SKIP_CODE 77
+
+#ifndef NB_MODELS_DIR
+#define NB_MODELS_DIR "models"
+#endif
+
+/* models/NAME, from $NABLA_MODELS_DIR when set (run.sh sets it: the
+ * binaries may have been built in another checkout, whose path is compiled
+ * in as NB_MODELS_DIR), else the build's source tree. */
+static inline const char *gpu_model_path(const char *name) {
+  static char path[4096];
+  const char *dir = getenv("NABLA_MODELS_DIR");
+  snprintf(path, sizeof path, "%s/%s", dir && *dir ? dir : NB_MODELS_DIR, name);
+  return path;
+}
 
 static int failures;
 

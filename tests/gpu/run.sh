@@ -10,6 +10,9 @@
 #                        the MNIST CNN in fp32, bf16 and fp16 side by side
 #      test_gpu_transfer pinned uploads: round trips, ordering with a run in
 #                        flight, the copy stream overlapping a long run
+#      test_gpu_lt       cuBLASLt bias/activation epilogues (Linear + bias,
+#                        + relu, + gelu, batched) against the CPU and against
+#                        NABLA_CUBLASLT=0: outputs, gradients, f32 and bf16
 #   4. nabla train models/mnist_cnn.cfg --device cuda:0 --epochs 2 (needs MNIST),
 #      and one epoch on 6400 images with and without NABLA_DIST=self --distributed
 #      (gradients through NCCL), which must end with the same losses
@@ -99,6 +102,10 @@ if [ -z "${NABLA_NCCL_LIBRARY:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libn
   fi
 fi
 
+# the GPU tests read models/mnist_cnn.cfg from this checkout (prebuilt
+# binaries carry the path of the checkout they were built in)
+export NABLA_MODELS_DIR="$root/models"
+
 run_test() { # name: runs $build/tests/name, records PASS/FAIL/SKIP with its last line
   local name=$1 rc
   section "$name"
@@ -128,6 +135,7 @@ have_gpu=$gpu_before # its skip means no NCCL, not no GPU
 run_test test_gpu_graphs
 run_test test_gpu_amp
 run_test test_gpu_transfer
+run_test test_gpu_lt
 
 if [ "${QUICK:-0}" != 1 ] && [ "$have_gpu" = 0 ]; then
   record "train, bench on cuda:0" SKIP "no GPU"

@@ -23,10 +23,6 @@
 #include "gpu_check.h"
 #include "nabla/nabla.h"
 
-#ifndef NB_MODELS_DIR
-#define NB_MODELS_DIR "models"
-#endif
-
 #define STEPS 10
 #define BATCH 32
 
@@ -397,7 +393,7 @@ int main(void) {
   }
   nb_model *m = NULL;
   nb_status rc = nb_backend_new("cpu", &cpu);
-  if (!rc) rc = nb_model_load(NB_MODELS_DIR "/mnist_cnn.cfg", &m);
+  if (!rc) rc = nb_model_load(gpu_model_path("mnist_cnn.cfg"), &m);
   if (rc) {
     printf("FAIL: %s\n", nb_last_error());
     return 1;

@@ -29,10 +29,6 @@
 #include "gpu_check.h"
 #include "nabla/nabla.h"
 
-#ifndef NB_MODELS_DIR
-#define NB_MODELS_DIR "models"
-#endif
-
 #define STEPS      12
 #define BATCH      64
 #define EVAL_EVERY 4
@@ -290,7 +286,7 @@ int main(void) {
   }
   nb_backend_free(probe);
   nb_model *m = NULL;
-  if (nb_model_load(NB_MODELS_DIR "/mnist_cnn.cfg", &m)) {
+  if (nb_model_load(gpu_model_path("mnist_cnn.cfg"), &m)) {
     printf("FAIL: %s\n", nb_last_error());
     return 1;
   }

@@ -22,10 +22,6 @@
 #include "gpu_check.h"
 #include "nabla/nabla.h"
 
-#ifndef NB_MODELS_DIR
-#define NB_MODELS_DIR "models"
-#endif
-
 #define STEPS 6
 #define BATCH 32
 #define BIG   (3 * 1024 * 1024)
@@ -194,7 +190,7 @@ static double loss_diff(const run *a, const run *b) {
 
 static int check_training(nb_backend *gpu, nb_dist *d) {
   nb_model *m = NULL;
-  if (nb_model_load(NB_MODELS_DIR "/mnist_cnn.cfg", &m)) {
+  if (nb_model_load(gpu_model_path("mnist_cnn.cfg"), &m)) {
     printf("FAIL: %s\n", nb_last_error());
     return 1;
   }

@@ -18,10 +18,6 @@
 #include "gpu_check.h"
 #include "nabla/nabla.h"
 
-#ifndef NB_MODELS_DIR
-#define NB_MODELS_DIR "models"
-#endif
-
 #define STEPS 8
 #define BATCH 32
 
@@ -81,7 +77,7 @@ int main(void) {
     return SKIP_CODE;
   }
   nb_model *m = NULL;
-  nb_status rc = nb_model_load(NB_MODELS_DIR "/mnist_cnn.cfg", &m);
+  nb_status rc = nb_model_load(gpu_model_path("mnist_cnn.cfg"), &m);
   if (rc) {
     printf("FAIL: %s\n", nb_last_error());
     return 1;

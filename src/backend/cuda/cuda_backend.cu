@@ -124,8 +124,10 @@ nb_status cuda_run(nb_backend *be, const nb_kernel_call *c) {
   cudaSetDevice(cu->device);
   nb_status st = k->run(cu, c);
   /* an opaque kernel with an epilogue wrote its result into the group's
-   * buffer; the group now runs over it in place */
-  if (!st && c->group && nb_op_def_get(c->node->op)->fusion != NB_FUSE_ELEMWISE)
+   * buffer; the group now runs over it in place (unless the kernel ran it
+   * itself: matmul, cuda_matmul.cu) */
+  if (!st && c->group && !k->runs_epilogue &&
+      nb_op_def_get(c->node->op)->fusion != NB_FUSE_ELEMWISE)
     st = nb_cuda_epilogue(cu, c);
   if (!st && cu->sync_each)
     st = nb_cuda_check(cu, cudaStreamSynchronize(cu->stream), nb_op_def_get(c->node->op)->name,
@@ -147,6 +149,7 @@ void cuda_destroy(nb_backend *be) {
     nb_cuda_nccl_free(cu);
     nb_cuda_transfer_free(cu);
     nb_cuda_dnn_free(cu);
+    nb_cuda_lt_free(cu);
     nb_cuda_blas_free(cu);
     nb_cuda_allocator_free(cu);
     if (cu->fault) cudaFreeHost(cu->fault);
@@ -264,6 +267,8 @@ extern "C" nb_status nb_cuda_backend_open(int index, nb_backend **out) {
   cu->name = be->name;
   const char *tf32 = getenv("NABLA_TF32"), *prof = getenv("NABLA_PROFILE");
   cu->tf32 = tf32 && !strcmp(tf32, "1");
+  const char *lt = getenv("NABLA_CUBLASLT"); /* cuda_matmul_lt.cu; read once, here */
+  cu->lt_on = !(lt && !strcmp(lt, "0"));
   cu->sync_each = prof && *prof && strcmp(prof, "0") != 0;
   e = cudaSetDevice(index);
   cudaDeviceProp prop;

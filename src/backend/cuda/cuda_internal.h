@@ -25,6 +25,7 @@ struct nb_cuda_allocator; /* cuda_alloc.cu */
 struct nb_cuda_dnn;       /* cuda_conv.cu */
 struct nb_cuda_nccl;      /* cuda_nccl.cu */
 struct nb_cuda_transfer;  /* cuda_transfer.cu */
+struct nb_cuda_lt;        /* cuda_matmul_lt.cu */
 
 /* A run-time error found by a kernel (an index out of range). Kernels cannot
  * return a status, so the first one is recorded in device memory; every
@@ -52,6 +53,8 @@ struct nb_cuda {
                                plan.c's per-launch times are the kernels' */
   nb_cuda_nccl *nccl;       /* NCCL communicator and stream, made on first use */
   nb_cuda_transfer *xfer;   /* pinned staging ring and copy stream */
+  int lt_on;                /* cuBLASLt bias/activation epilogues (NABLA_CUBLASLT=0: off) */
+  nb_cuda_lt *lt;           /* cuBLASLt handle, workspace, cached algorithms (made on first use) */
 };
 
 /* ---- the kernel table ------------------------------------------------------------ */
@@ -67,6 +70,9 @@ typedef struct nb_cuda_kernel_entry {
   /* 1: an elementwise group may run on the output (cuda_backend.cu runs it
    * after the kernel, in place over call->out) */
   int epilogue;
+  /* 1: `run` applies call->group itself (matmul: fused into one cuBLASLt
+   * call, or nb_cuda_epilogue after the GEMM), so cuda_run does not */
+  int runs_epilogue;
 } nb_cuda_kernel_entry;
 
 void nb_cuda_register_elementwise(nb_cuda_kernel_entry *t);
@@ -131,6 +137,8 @@ void nb_cuda_transfer_stats(nb_cuda *cu, nb_memory_stats *out);
  * with the backend. */
 void nb_cuda_dnn_free(nb_cuda *cu);
 void nb_cuda_blas_free(nb_cuda *cu);
+/* The cuBLASLt handle, workspace and cached descriptors (cuda_matmul_lt.cu). */
+void nb_cuda_lt_free(nb_cuda *cu);
 /* The NCCL communicator, its stream and events (cuda_nccl.cu). */
 void nb_cuda_nccl_free(nb_cuda *cu);
 

@@ -17,12 +17,18 @@
  * run through cublasGemmEx / cublasGemmStridedBatchedEx with an f32 output
  * and CUBLAS_COMPUTE_32F, i.e. tensor cores with f32 accumulation, the
  * same arithmetic as torch.autocast's matmuls (whose output is then
- * rounded to bf16/f16; ours stays f32). */
+ * rounded to bf16/f16; ours stays f32).
+ *
+ * Epilogues: a call with an epilogue group (a Linear layer's bias, then
+ * maybe ReLU or GELU) first tries cuda_matmul_lt.cu, which runs bias-type
+ * groups as one cuBLASLt matmul; any other group runs after the GEMM, in
+ * place over Y, through nb_cuda_epilogue. The kernel table marks matmul as
+ * running its own epilogue (runs_epilogue), so cuda_run does not. */
 #include <cublas_v2.h>
 #include <limits.h>
 #include <string.h>
 
-#include "cuda_internal.h"
+#include "cuda_matmul.h"
 
 namespace {
 
@@ -127,7 +133,8 @@ nb_status run_matmul_half(nb_cuda *cu, const nb_kernel_call *c, cublasHandle_t h
   return NB_OK;
 }
 
-nb_status run_matmul(nb_cuda *cu, const nb_kernel_call *c) {
+/* Y = A B through cuBLAS into c->out (no epilogue). */
+nb_status run_gemm(nb_cuda *cu, const nb_kernel_call *c) {
   const nb_tensor *y = c->node, *a = y->in[0], *b = y->in[1];
   int64_t m = y->shape[y->ndim - 2], n = y->shape[y->ndim - 1], k = a->shape[a->ndim - 1];
   int64_t batches = nb_shape_numel(y->ndim - 2, y->shape);
@@ -160,6 +167,39 @@ nb_status run_matmul(nb_cuda *cu, const nb_kernel_call *c) {
     if (s != CUBLAS_STATUS_SUCCESS) return blas_fail(cu, s, "cublasSgemm");
   }
   return NB_OK;
+}
+
+/* The GEMM as cuBLAS sees it, for the cuBLASLt path. */
+nb_cuda_gemm gemm_of(const nb_tensor *y) {
+  const nb_tensor *a = y->in[0], *b = y->in[1];
+  nb_cuda_gemm gm;
+  gm.m = y->shape[y->ndim - 2];
+  gm.n = y->shape[y->ndim - 1];
+  gm.k = a->shape[a->ndim - 1];
+  gm.batches = nb_shape_numel(y->ndim - 2, y->shape);
+  blas_view va = view_of(a), vb = view_of(b);
+  gm.a_row = va.row_major;
+  gm.b_row = vb.row_major;
+  gm.lda = va.ld;
+  gm.ldb = vb.ld;
+  gm.sa = gm.sb = 0;
+  gm.uniform = gm.batches > 0 && uniform_batches(a, y, gm.batches, &gm.sa) &&
+               uniform_batches(b, y, gm.batches, &gm.sb);
+  return gm;
+}
+
+/* The kernel: with an epilogue group, one cuBLASLt matmul when it can take
+ * the group, else the GEMM and then the group over its result. */
+nb_status run_matmul(nb_cuda *cu, const nb_kernel_call *c) {
+  if (c->group) {
+    nb_cuda_gemm gm = gemm_of(c->node);
+    int done = 0;
+    nb_status st = nb_cuda_matmul_lt(cu, c, &gm, &done);
+    if (st || done) return st;
+  }
+  nb_status st = run_gemm(cu, c);
+  if (!st && c->group) st = nb_cuda_epilogue(cu, c);
+  return st;
 }
 
 /* cuBLAS takes int sizes and leading dimensions: refuse rather than truncate. */
@@ -200,6 +240,8 @@ void nb_cuda_blas_free(nb_cuda *cu) {
 void nb_cuda_register_matmul(nb_cuda_kernel_entry *t) {
   t[NB_OP_MATMUL].run = run_matmul;
   t[NB_OP_MATMUL].check = check_matmul;
-  /* a Linear layer's bias and activation run over the result (cuda_backend.cu) */
+  /* a Linear layer's bias and activation: one cuBLASLt matmul, or over the
+   * GEMM's result; run_matmul runs them itself */
   t[NB_OP_MATMUL].epilogue = 1;
+  t[NB_OP_MATMUL].runs_epilogue = 1;
 }
