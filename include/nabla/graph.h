@@ -351,6 +351,23 @@ nb_status nb_graph_backward(nb_graph *g, nb_tensor *loss);
  * influence the loss. */
 nb_tensor *nb_graph_grad(const nb_graph *g, const nb_tensor *t);
 
+/* Recomputation (activation checkpointing, like torch.utils.checkpoint):
+ * the nodes built between nb_graph_recompute_begin() and
+ * nb_graph_recompute_end() form a segment. nb_graph_backward() does not
+ * keep the segment's inner values for the backward pass: it rebuilds the
+ * segment from its inputs right before the segment's gradients need them,
+ * so the memory planner frees the first copies after the forward pass, at
+ * the cost of running the segment's forward twice. Values read after the
+ * segment (its output) are kept as usual. Dropout draws the same masks
+ * when recomputed (a mask hashes seed, run and position); variables,
+ * inputs, constants and assigns (batch norm's running statistics) are not
+ * recomputed. Segments do not nest: begin while one is open, end without
+ * one, or nb_graph_backward() with one open is NB_ERR_STATE. */
+nb_status nb_graph_recompute_begin(nb_graph *g);
+nb_status nb_graph_recompute_end(nb_graph *g);
+/* 1 while a segment is open. */
+int nb_graph_recompute_open(const nb_graph *g);
+
 /* ---- op table ------------------------------------------------------------- */
 
 typedef struct nb_op_info {

@@ -104,6 +104,11 @@ typedef struct nb_recipe {
    * before nb_model_build: nb_fit, nb_fit_text, nb_evaluate* and `nabla
    * bench` do); nb_recipe_update adds the loss scaling that fp16 needs. */
   nb_precision precision;
+  /* 1: recompute activations in the backward pass instead of keeping them
+   * (activation checkpointing, nb_graph_recompute_begin): each transformer
+   * block and each residual block is a segment. The trainers pass it on as
+   * nb_nn.recompute. Less memory for about one more forward pass. */
+  int recompute;
 } nb_recipe;
 
 /* The recipe a [train] section starts from. */
@@ -211,6 +216,9 @@ const nb_lora *nb_model_lora(const nb_model *m);
  * that every later training, evaluation and benchmark of m runs in it.
  * NB_ERR_INVALID_ARG for a value outside nb_precision. */
 nb_status nb_model_set_precision(nb_model *m, nb_precision p);
+/* Sets the recipe's recompute (activation checkpointing; `nabla train
+ * --recompute`). */
+nb_status nb_model_set_recompute(nb_model *m, int on);
 
 /* ---- placement (model parallelism, docs/distributed.md) ------------------------ */
 

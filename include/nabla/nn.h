@@ -65,6 +65,10 @@ typedef struct nb_nn {
    * them alone; LoRA adapters still train. Running statistics are not
    * parameters: batch norm in training mode still updates them. */
   int freeze_base;
+  /* 1 (training graphs): nb_model_build wraps each transformer block and
+   * each residual block in a recompute segment (nb_graph_recompute_begin),
+   * so the backward pass recomputes their inner activations. */
+  int recompute;
 } nb_nn;
 
 /* x [..., in] -> [..., out]; weight [out, in] like torch.nn.Linear. */

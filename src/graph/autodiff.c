@@ -15,6 +15,9 @@ nb_status nb_graph_backward(nb_graph *g, nb_tensor *loss) {
     return nb_error(NB_ERR_SHAPE, "nb_graph_backward: loss must be a single f32 value, got %s %s",
                     nb_dtype_name(loss->dtype), nb_shape_str(loss->ndim, loss->shape, s, sizeof s));
   }
+  if (g->segment_open)
+    return nb_error(NB_ERR_STATE, "nb_graph_backward: a recompute segment is still open (call "
+                                  "nb_graph_recompute_end first)");
   int n = loss->id + 1;
   /* Forward sweep: which nodes lie on a path from a leaf that wants a grad. */
   for (int i = 0; i < g->n_nodes; i++) {
@@ -28,12 +31,19 @@ nb_status nb_graph_backward(nb_graph *g, nb_tensor *loss) {
   }
   nb_tensor **grads = calloc((size_t)n, sizeof *grads);
   int *dev = malloc((size_t)n * sizeof *dev);
+  /* recomputation (recompute.c): the copy each node's backward rule runs
+   * on (the node itself outside segments), and which segments are copied */
+  nb_tensor **self = malloc((size_t)n * sizeof *self);
+  unsigned char *copied = calloc((size_t)g->n_segments + 1, 1);
   nb_tensor **gin = NULL;
-  if (!grads || !dev) {
+  if (!grads || !dev || !self || !copied) {
     free(grads);
     free(dev);
+    free(self);
+    free(copied);
     return nb_error(NB_ERR_OOM, "nb_graph_backward: out of memory");
   }
+  for (int i = 0; i < n; i++) self[i] = g->nodes[i];
   /* Placement: a backward rule builds its gradients on the device of the
    * forward node it differentiates, and the sum of a tensor's contributions
    * lives with the tensor, so the backward pass mirrors the forward split. */
@@ -63,7 +73,15 @@ nb_status nb_graph_backward(nb_graph *g, nb_tensor *loss) {
       break;
     }
     g->scope_device = dev[t->id];
-    st = def->backward(g, t, gout, gin);
+    if (t->segment && !copied[t->segment]) {
+      /* the first gradient of a segment: its forward again, from here */
+      copied[t->segment] = 1;
+      st = nb_recompute_segment(g, t->segment, n, self);
+      if (st) break;
+    }
+    /* the rule reads the recomputed copy; its gin[k] is for input k of
+     * both the copy and t */
+    st = def->backward(g, self[i], gout, gin);
     if (st == NB_OK && g->status != NB_OK) st = nb_error(g->status, "%s", g->error);
     for (int k = 0; st == NB_OK && k < t->n_in; k++) {
       nb_tensor *x = t->in[k];
@@ -85,6 +103,8 @@ nb_status nb_graph_backward(nb_graph *g, nb_tensor *loss) {
   free(gin);
   free(grads);
   free(dev);
+  free(self);
+  free(copied);
   if (st != NB_OK) nb_graph_fail(g, st);
   return st;
 }

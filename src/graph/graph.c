@@ -187,6 +187,7 @@ nb_tensor *nb_node_new(nb_graph *g, nb_opcode op, int n_in, nb_tensor *const *in
   t->graph = g;
   t->op = op;
   t->device = g->scope_device;
+  t->segment = g->segment_open;
   t->n_in = n_in;
   t->in = ins;
   for (int i = 0; i < n_in; i++) ins[i] = in[i];

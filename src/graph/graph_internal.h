@@ -150,6 +150,9 @@ struct nb_tensor {
   nb_tensor *grad;
   int device; /* placement: 0 = none, else 1 + index into graph->devices */
   int micro;  /* nb_micro: how micro-batches split or combine it */
+  /* recomputation (recompute.c): the segment built around it, 0 = none.
+   * A segment's nodes have consecutive ids. */
+  int segment;
 };
 
 /* True when autodiff needs the gradient of t (backward rules skip others). */
@@ -172,6 +175,9 @@ struct nb_graph {
    * f32 flag (1 = skip) that every new assign keeps its old value under */
   nb_dtype autocast;
   nb_tensor *assign_guard;
+  /* recomputation (recompute.c): the open segment new nodes join (0 =
+   * none), and how many segments were opened */
+  int segment_open, n_segments;
 };
 
 /* Table entry per opcode. `infer` fills dtype, ndim, shape (and, for views,
@@ -234,6 +240,12 @@ nb_tensor *nb_autocast_grad(nb_graph *g, nb_tensor *gout, const nb_tensor *opera
  * writes where(skip, var, v): the loss scaler's guard over an update
  * (src/optim/grad_scaler.c). NULL ends it. */
 void nb_graph_set_assign_guard(nb_graph *g, nb_tensor *skip);
+
+/* Recomputation (recompute.c), for autodiff: the recomputed copy of the
+ * nodes of `segment` among the first n nodes, appended to g now; map[id]
+ * (n entries, the caller's) receives each segment node's copy, or the node
+ * itself where it is not recomputed (leaves, assigns). */
+nb_status nb_recompute_segment(nb_graph *g, int segment, int n, nb_tensor **map);
 
 /* Broadcasts shapes a and b numpy-style into out; returns 0 if they clash. */
 int nb_broadcast_shapes(int na, const int64_t *a, int nb, const int64_t *b, int *nout,

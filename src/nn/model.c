@@ -245,13 +245,23 @@ static nb_status build(const nb_model *m, const nb_nn *nn, nb_tensor *x, nb_tens
    * under the caller's, so unplaced layers follow their input (place.c) */
   char scope[16];
   snprintf(scope, sizeof scope, "%s", nb_graph_device(g));
+  /* recomputation: each outermost residual block is a segment (the
+   * transformer blocks open their own, model_gpt.c) */
+  int segment = 0;
   for (int i = 0; i < m->n_layers; i++) {
     const nb_model_layer *l = &m->layers[i];
     int first = nb_graph_node_count(g);
     nb_graph_set_device(g, l->device[0] ? l->device : scope);
+    if (nn->recompute && l->kind == NB_LAYER_RESIDUAL && depth == 0 && !nb_graph_recompute_open(g))
+      segment = nb_graph_recompute_begin(g) == NB_OK;
     h = build_layer(m, nn, l, h, stack, &depth);
+    if (segment && l->kind == NB_LAYER_END && depth == 0) {
+      nb_graph_recompute_end(g);
+      segment = 0;
+    }
     st = nb_graph_status(g);
     if (st || !h) {
+      if (segment) nb_graph_recompute_end(g);
       nb_graph_set_device(g, scope);
       free(stack);
       if (!st)

@@ -93,9 +93,14 @@ nb_tensor *nb_model_gpt_block(const nb_nn *nn, const char *name, nb_tensor *x, i
 nb_tensor *nb_model_gpt_transformer(const nb_nn *nn, const nb_model_layer *l, nb_tensor *h) {
   if (!check_btc(nn, l, h, "transformer")) return NULL;
   char name[NB_MODEL_NAME_MAX + 16];
+  nb_graph *g = nn->g;
   for (int i = 0; i < l->repeat && h; i++) {
     snprintf(name, sizeof name, "%s.%d", l->name, i);
+    /* recomputation: a block's inner activations (the biggest part of a
+     * GPT's memory) are rebuilt in the backward pass, its output kept */
+    int segment = nn->recompute && !nb_graph_recompute_open(g) && !nb_graph_recompute_begin(g);
     h = nb_model_gpt_block(nn, name, h, l->heads, l->causal, l->mlp, l->p);
+    if (segment) nb_graph_recompute_end(g);
   }
   return h;
 }

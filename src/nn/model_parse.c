@@ -116,6 +116,7 @@ static const keydef train_keys[] = {
     TRN("eval_batches", V_INT, eval_batches, R_GE1, "validation batches"),
     TRN("decay_min_dims", V_INT, decay_min_dims, R_NONNEG, "fewest axes of a decayed parameter"),
     TRN("precision", V_PREC, precision, R_ANY, "fp32, bf16 or fp16"),
+    TRN("recompute", V_BOOL, recompute, R_ANY, "recompute activations in the backward pass"),
 };
 
 static const keydef conv_keys[] = {

@@ -39,3 +39,9 @@ nb_status nb_model_set_precision(nb_model *m, nb_precision p) {
   m->recipe.precision = p;
   return NB_OK;
 }
+
+nb_status nb_model_set_recompute(nb_model *m, int on) {
+  if (!m) return nb_error(NB_ERR_INVALID_ARG, "nb_model_set_recompute: model is NULL");
+  m->recipe.recompute = on != 0;
+  return NB_OK;
+}

@@ -89,7 +89,11 @@ static nb_status build_step(const nb_model *m, const nb_recipe *r, int training,
   s->x = nb_model_new_input(m, g, "x", batch);
   s->y = nb_input(g, "labels", NB_I64, 1, &batch);
   nb_tensor_set_micro(s->y, NB_MICRO_SPLIT); /* with micro-batches: split like x */
-  nb_nn nn = {.g = g, .training = training, .seed = seed, .init = NB_NN_INIT_TORCH};
+  nb_nn nn = {.g = g,
+              .training = training,
+              .seed = seed,
+              .init = NB_NN_INIT_TORCH,
+              .recompute = training && r->recompute};
   nb_tensor *logits = NULL;
   nb_status rc = nb_graph_status(g);
   /* mixed precision: the network's matmuls and convolutions (autocast) */

@@ -60,7 +60,11 @@ static nb_status lm_build(const nb_model *m, const nb_recipe *r, int training, i
   int64_t bt[2] = {batch, s->ctx}, rows = batch * s->ctx;
   s->x = nb_model_new_input(m, g, "ids", batch);
   s->y = nb_input(g, "targets", NB_I32, 2, bt);
-  nb_nn nn = {.g = g, .training = training, .seed = r->seed, .init = NB_NN_INIT_TORCH};
+  nb_nn nn = {.g = g,
+              .training = training,
+              .seed = r->seed,
+              .init = NB_NN_INIT_TORCH,
+              .recompute = training && r->recompute};
   nb_tensor *logits = NULL;
   nb_status rc = nb_graph_status(g);
   /* mixed precision: the network's matmuls and convolutions (autocast) */

@@ -51,7 +51,11 @@ static nb_status build(const nb_model *m, int train, int64_t batch, nb_backend *
   int64_t in[NB_MAX_DIMS], rows = batch;
   if (nb_model_input_shape(m, in, NULL) == 1 && nb_model_is_text(m)) rows = batch * in[0];
   b->y = nb_input(b->g, "labels", NB_I64, 1, &rows);
-  nb_nn nn = {.g = b->g, .training = train, .seed = r->seed, .init = NB_NN_INIT_TORCH};
+  nb_nn nn = {.g = b->g,
+              .training = train,
+              .seed = r->seed,
+              .init = NB_NN_INIT_TORCH,
+              .recompute = train && r->recompute};
   nb_tensor *logits = NULL;
   /* the recipe's precision (--precision): autocast, and for fp16 the loss
    * scaling nb_recipe_update adds, as `nabla train` runs it */
@@ -125,16 +129,24 @@ int nabla_cmd_bench(int argc, char **argv) {
   int64_t batch = 0;
   int threads = 0, windows = 7, steps = 10;
   const char *device = "cpu", *precision = NULL;
+  int recompute = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--recompute")) {
+      recompute = 1;
+      continue;
+    }
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       printf("usage: nabla bench MODEL [--batch B] [--device cpu|cuda:N] [--threads T]\n"
              "                         [--windows W] [--steps S] [--precision fp32|bf16|fp16]\n"
+             "                         [--recompute]\n"
              "Times the compiled training step (the model's recipe: forward, backward,\n"
              "optimizer) and inference of MODEL on synthetic data: the median over W\n"
              "windows of S steps after warm-up. Prints images/s, ms/step and planned\n"
              "memory. --precision (default: the recipe's) runs matmuls and convolutions\n"
-             "in bf16 or fp16 (f32 master weights; fp16 with loss scaling).\n"
+             "in bf16 or fp16 (f32 master weights; fp16 with loss scaling). --recompute\n"
+             "(default: the recipe's) recomputes transformer and residual blocks in the\n"
+             "backward pass (activation checkpointing).\n"
              "bench/run.sh compares nabla with PyTorch side by side.\n");
       return 0;
     }
@@ -174,6 +186,7 @@ int nabla_cmd_bench(int argc, char **argv) {
   nb_backend *be = NULL;
   nb_state *st = NULL;
   nb_status rc = nb_model_load(model, &m);
+  if (!rc && recompute) rc = nb_model_set_recompute(m, 1);
   if (!rc && precision) {
     nb_precision p;
     rc = nb_precision_parse(precision, &p);

@@ -27,6 +27,7 @@ typedef struct {
   int micro_batches;     /* train: GPipe micro-batches per batch */
   int device_threads;    /* train: threads of each CPU device */
   const char *precision; /* train: fp32, bf16 or fp16 (mixed precision) */
+  int recompute;         /* train: --recompute (activation checkpointing) */
 } cli;
 
 static int fail(const char *cmd) {
@@ -42,12 +43,16 @@ static void usage(const char *cmd, FILE *f) {
                "                   [--resume CKPT] [--limit N] [--json] [--distributed]\n"
                "                   [--place LAYER=DEVICE,...] [--micro-batches M]\n"
                "                   [--device-threads T] [--precision fp32|bf16|fp16]\n"
+               "                   [--recompute]\n"
                "Trains MODEL with the recipe in its [train] section (flags override it),\n"
                "evaluates on the test split after every epoch, and writes checkpoints,\n"
                "weights.safetensors, TensorBoard events and log.csv to --out (default runs/NAME).\n"
                "--precision (default: the recipe's, fp32): bf16 or fp16 run matmuls and\n"
                "convolutions in half precision with f32 master weights; fp16 adds dynamic\n"
                "loss scaling (docs/cuda.md, \"Mixed precision\").\n"
+               "--recompute (also [train] recompute = yes): recompute each transformer\n"
+               "block's and residual block's activations in the backward pass instead of\n"
+               "keeping them (activation checkpointing): less memory, one more forward.\n"
                "Data: --data DIR, else $NABLA_DATA, ../shared/data/<name>, data/<name>.\n"
                "Model parallelism: --place LAYER=DEVICE,... puts layers on devices (a\n"
                "layer without one runs where its input comes from; logical CPU devices\n"
@@ -97,6 +102,10 @@ static int parse(const char *cmd, int argc, char **argv, int positional, cli *c)
     }
     if (!strcmp(cmd, "train") && !strcmp(a, "--distributed")) {
       c->distributed = 1;
+      continue;
+    }
+    if (!strcmp(cmd, "train") && !strcmp(a, "--recompute")) {
+      c->recompute = 1;
       continue;
     }
     if (a[0] != '-' || a[1] != '-') {
@@ -269,6 +278,7 @@ int nabla_cmd_train(int argc, char **argv) {
   if (!rc) rc = nb_model_load(c.model, &m);
   if (!rc) rc = nabla_lora_setup(m, &c.lora, c.json || !lead ? stderr : stdout);
   if (!rc && c.place) rc = nb_model_set_placement(m, c.place);
+  if (!rc && c.recompute) rc = nb_model_set_recompute(m, 1);
   if (!rc && c.precision) {
     nb_precision prec;
     rc = nb_precision_parse(c.precision, &prec);
