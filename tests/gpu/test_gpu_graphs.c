@@ -36,6 +36,7 @@
 #define TIMED      200
 #define DROP_N     4096
 #define DROP_RUNS  5
+#define DROP_STEPS 6
 #define MAX_VARS   64
 
 /* What one training session produced. */
@@ -52,6 +53,8 @@ typedef struct {
   float drop[DROP_RUNS + 1][DROP_N]; /* the dropout plan's output: runs 0..DROP_RUNS-1,
                                         then run 1 again after nb_plan_set_step */
   int drop_graph;
+  float mlp_loss[DROP_STEPS]; /* an MLP with dropout trained with Adam */
+  int mlp_graph;
   double ms_step, ms_run; /* per step with uploads; per run alone */
   int ok;                 /* the session ran to the end */
 } session;
@@ -120,6 +123,43 @@ static nb_status run_dropout(nb_backend *be, nb_state *st, session *s) {
   }
   if (!rc) s->drop_graph = graph_of(p);
   free(host);
+  nb_plan_free(p);
+  nb_graph_free(g);
+  return rc;
+}
+
+/* An MLP with dropout(0.5) between its layers trained DROP_STEPS Adam steps
+ * on one synthetic batch: a whole training step with dropout, recorded
+ * with graphs on, must give the losses of the runs without graphs. */
+static nb_status train_dropout_mlp(nb_backend *be, nb_state *st, session *s) {
+  nb_graph *g = nb_graph_new();
+  int64_t xs[2] = {32, 64}, ys[1] = {32}, w1s[2] = {64, 128}, w2s[2] = {128, 10};
+  nb_tensor *x = nb_input(g, "x", NB_F32, 2, xs), *y = nb_input(g, "y", NB_I64, 1, ys);
+  nb_init u = {NB_INIT_UNIFORM, -0.2f, 0.2f, 3};
+  nb_tensor *w1 = nb_param(g, "drop_mlp.w1", 2, w1s, u);
+  u.seed = 4;
+  nb_tensor *w2 = nb_param(g, "drop_mlp.w2", 2, w2s, u);
+  nb_tensor *h = nb_dropout(g, nb_relu(g, nb_matmul(g, x, w1)), 0.5f, 99, 1);
+  nb_tensor *loss = nb_cross_entropy(g, nb_matmul(g, h, w2), y, 0.0f);
+  nb_tensor_set_output(loss);
+  nb_optimizer *opt = NULL;
+  nb_plan *p = NULL;
+  nb_status rc = nb_graph_backward(g, loss);
+  if (!rc) rc = nb_optimizer_adam(g, 0.9f, 0.999f, 1e-8f, 0.0f, 0, &opt);
+  if (!rc) rc = nb_compile(g, be, st, NULL, &p);
+  float xv[32 * 64];
+  int64_t yv[32];
+  for (int i = 0; i < 32 * 64; i++) xv[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+  for (int i = 0; i < 32; i++) yv[i] = i % 10;
+  if (!rc) rc = nb_plan_set_input(p, x, xv, sizeof xv);
+  if (!rc) rc = nb_plan_set_input(p, y, yv, sizeof yv);
+  for (int step = 1; step <= DROP_STEPS && !rc; step++) {
+    rc = nb_optimizer_feed(opt, p, step, 1e-2f);
+    if (!rc) rc = nb_plan_run(p);
+    if (!rc) rc = nb_plan_get(p, loss, &s->mlp_loss[step - 1], sizeof(float));
+  }
+  if (!rc) s->mlp_graph = graph_of(p);
+  nb_optimizer_free(opt);
   nb_plan_free(p);
   nb_graph_free(g);
   return rc;
@@ -218,6 +258,10 @@ static void run_session(const nb_model *m, const char *graphs, session *s) {
   if (!rc) {
     rc = run_dropout(be, st, s);
     if (rc) printf("%s: the dropout plan: %s\n", s->label, nb_last_error());
+  }
+  if (!rc) {
+    rc = train_dropout_mlp(be, st, s);
+    if (rc) printf("%s: the MLP with dropout: %s\n", s->label, nb_last_error());
   }
   s->ok = !rc;
   free(x);
@@ -353,6 +397,15 @@ int main(void) {
            "after nb_plan_set_step(1) dropout drew another mask than run 1's");
     EXPECT(!memcmp(S[0].drop, S[2].drop, sizeof S[0].drop),
            "dropout masks differ between graphs on and off");
+    /* a training step with dropout, recorded */
+    double mlp_noise = max_rel(S[0].mlp_loss, S[1].mlp_loss, DROP_STEPS);
+    double mlp_got = max_rel(S[0].mlp_loss, S[2].mlp_loss, DROP_STEPS);
+    printf("MLP with dropout, %d Adam steps: graph = %d (want 1), losses %.5f .. %.5f, "
+           "off vs off %.3g, off vs on %.3g\n",
+           DROP_STEPS, S[2].mlp_graph, (double)S[2].mlp_loss[0],
+           (double)S[2].mlp_loss[DROP_STEPS - 1], mlp_noise, mlp_got);
+    EXPECT(S[2].mlp_graph == 1, "the MLP with dropout has graph = %d, want 1", S[2].mlp_graph);
+    expect_close("MLP-with-dropout losses", mlp_got, mlp_noise);
   }
   if (S[0].ok && S[2].ok) {
     printf("ms per training step (batch %d, %d steps; set inputs + lr, run):  off %.3f  on %.3f  "

@@ -97,9 +97,11 @@ nb_status nb_cuda_malloc(nb_cuda *cu, size_t bytes, void **out) {
     } else {
       cudaError_t e = cudaMalloc(&p, want);
       if (e == cudaErrorMemoryAllocation) {
-        /* give the cache back to the device and try once more */
+        /* give the cache and the upload landing buffers back to the
+         * device and try once more */
         cudaGetLastError();
         release_cached(cu);
+        nb_cuda_transfer_trim(cu);
         e = cudaMalloc(&p, want);
       }
       if (e != cudaSuccess) return oom(cu, bytes, want, e);

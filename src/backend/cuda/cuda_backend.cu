@@ -5,7 +5,8 @@
  * Everything runs on one non-blocking stream per device: kernels, cuBLAS,
  * cuDNN, uploads and the allocator's zeroing (large uploads cross on a copy
  * stream first and land on this one: cuda_transfer.cu). Only a download
- * waits for the stream, and that is where asynchronous failures
+ * waits for the stream (an upload only when all its staging buffers are
+ * still queued), and a download is where asynchronous failures
  * (a bad index found by a kernel, an illegal address) come back as a status.
  * Nothing here aborts. */
 #include <pthread.h>

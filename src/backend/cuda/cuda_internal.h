@@ -127,6 +127,9 @@ nb_status nb_cuda_upload(nb_cuda *cu, void *dst, const void *src, size_t bytes);
 /* Copies device src to host dst through pinned staging and waits for the
  * stream; the same sync copies the fault record into cu->fault. */
 nb_status nb_cuda_download(nb_cuda *cu, void *dst, const void *src, size_t bytes);
+/* Frees the device landing buffers (the allocator's out-of-memory retry);
+ * later large uploads allocate them again, or go direct. */
+void nb_cuda_transfer_trim(nb_cuda *cu);
 /* Fills the transfer fields of *out (uploads, uploads_async, upload_waits,
  * staging). */
 void nb_cuda_transfer_stats(nb_cuda *cu, nb_memory_stats *out);

@@ -21,7 +21,11 @@
  * A slot is reused once its event says the transfers that read it are
  * done; the host waits there only when NB_CUDA_SLOTS transfers are still
  * queued behind a long step. The ring has a lock: with model parallelism a
- * device's memory may be read from another device's thread. */
+ * device's thread may upload into another device (a transfer between
+ * them). Where pinned memory cannot be had, a piece goes the old way
+ * (cudaMemcpyAsync from the caller's pageable memory): slower, still right.
+ * On an out-of-memory retry the allocator takes the landing buffers back
+ * (nb_cuda_transfer_trim). */
 #include <pthread.h>
 #include <string.h>
 
@@ -113,8 +117,11 @@ nb_status upload_piece(nb_cuda *cu, char *dst, const char *src, size_t bytes) {
   slot *s = nullptr;
   nb_status st = take_slot(cu, bytes, overlap, &s);
   if (st) return st;
-  memcpy(s->host, src, bytes);
   x->uploads++;
+  if (!s->host) /* staged by the driver, which may wait for the stream */
+    return nb_cuda_check(cu, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cu->stream),
+                         "upload", "host-to-device copy (pageable)");
+  memcpy(s->host, src, bytes);
   if (overlap && s->land) {
     x->overlapped++;
     st =
@@ -134,9 +141,14 @@ nb_status upload_piece(nb_cuda *cu, char *dst, const char *src, size_t bytes) {
   }
   if (!st)
     st = nb_cuda_check(cu, cudaEventRecord(s->done, cu->stream), "upload", "cudaEventRecord");
-  /* after a failure the slot may still be read: wait for the stream first */
   s->pending = true;
-  if (st) cudaStreamSynchronize(cu->stream);
+  if (st) {
+    /* after a failure the slot may still be read, by either stream, and
+     * `done` may be stale: wait for both before anyone reuses it */
+    if (x->copy) cudaStreamSynchronize(x->copy);
+    cudaStreamSynchronize(cu->stream);
+    s->pending = false;
+  }
   return st;
 }
 
@@ -181,6 +193,22 @@ void nb_cuda_transfer_free(nb_cuda *cu) {
   cu->xfer = nullptr;
 }
 
+void nb_cuda_transfer_trim(nb_cuda *cu) {
+  nb_cuda_transfer *x = cu->xfer;
+  if (!x) return;
+  pthread_mutex_lock(&x->lock);
+  if (x->copy) cudaStreamSynchronize(x->copy);
+  cudaStreamSynchronize(cu->stream);
+  for (int i = 0; i < NB_CUDA_SLOTS; i++) {
+    slot *s = &x->s[i];
+    s->pending = false;
+    if (s->land) cudaFree(s->land);
+    s->land = nullptr;
+    s->cap_land = 0;
+  }
+  pthread_mutex_unlock(&x->lock);
+}
+
 nb_status nb_cuda_upload(nb_cuda *cu, void *dst, const void *src, size_t bytes) {
   nb_cuda_transfer *x = cu->xfer;
   /* a copy recorded into a CUDA graph would read the staging slot again at
@@ -211,9 +239,11 @@ nb_status nb_cuda_download(nb_cuda *cu, void *dst, const void *src, size_t bytes
     while (k < NB_CUDA_SLOTS && at < bytes && !st) {
       size_t n = bytes - at < NB_CUDA_SLOT_MAX ? bytes - at : NB_CUDA_SLOT_MAX;
       st = take_slot(cu, n, false, &used[k]);
+      /* without pinned memory, straight into the caller's (pageable) dst */
+      void *to = !st && used[k]->host ? used[k]->host : static_cast<char *>(dst) + at;
       if (!st)
         st = nb_cuda_check(cu,
-                           cudaMemcpyAsync(used[k]->host, static_cast<const char *>(src) + at, n,
+                           cudaMemcpyAsync(to, static_cast<const char *>(src) + at, n,
                                            cudaMemcpyDeviceToHost, cu->stream),
                            "download", "device-to-host copy");
       if (st) break;
@@ -231,7 +261,7 @@ nb_status nb_cuda_download(nb_cuda *cu, void *dst, const void *src, size_t bytes
         nb_cuda_check(cu, cudaStreamSynchronize(cu->stream), "download", "stream sync");
     if (!st) st = synced;
     for (int i = 0; i < k && !st; i++)
-      memcpy(static_cast<char *>(dst) + from[i], used[i]->host, len[i]);
+      if (used[i]->host) memcpy(static_cast<char *>(dst) + from[i], used[i]->host, len[i]);
   } while (!st && at < bytes);
   pthread_mutex_unlock(&x->lock);
   return st;
