@@ -297,13 +297,18 @@ nb_status nb_model_build(const nb_model *m, const nb_nn *nn, nb_tensor *x, nb_te
   return build(m, nn, x, logits, NULL);
 }
 
-/* Builds the model for batch 1 into a scratch graph. */
-static nb_status scratch_build(const nb_model *m, int64_t batch, int training, nb_graph **g,
-                               nb_tensor **x, nb_tensor **y, layer_rec *rec) {
+/* Builds the model for `batch` into a scratch graph; a training graph
+ * recomputes its blocks when `recompute`. */
+static nb_status scratch_build(const nb_model *m, int64_t batch, int training, int recompute,
+                               nb_graph **g, nb_tensor **x, nb_tensor **y, layer_rec *rec) {
   *x = *y = NULL;
   *g = nb_graph_new();
   if (!*g) return nb_error(NB_ERR_OOM, "out of memory");
-  nb_nn nn = {.g = *g, .training = training, .seed = m->recipe.seed, .init = NB_NN_INIT_TORCH};
+  nb_nn nn = {.g = *g,
+              .training = training,
+              .seed = m->recipe.seed,
+              .init = NB_NN_INIT_TORCH,
+              .recompute = training && recompute};
   *x = nb_model_new_input(m, *g, "input", batch);
   /* a training step as nb_fit builds it: in the recipe's precision */
   nb_status st =
@@ -324,7 +329,7 @@ nb_status nb_model_param_count(const nb_model *m, int64_t *count) {
   *count = 0;
   nb_graph *g = NULL;
   nb_tensor *x = NULL, *y = NULL;
-  nb_status st = scratch_build(m, 1, 0, &g, &x, &y, NULL);
+  nb_status st = scratch_build(m, 1, 0, 0, &g, &x, &y, NULL);
   if (st) return st;
   *count = params_since(g, 0);
   nb_graph_free(g);
@@ -522,7 +527,7 @@ nb_status nb_model_summary(const nb_model *m, int64_t batch, FILE *f) {
   if (!rec) return nb_error(NB_ERR_OOM, "nb_model_summary: out of memory");
   nb_graph *g = NULL;
   nb_tensor *x = NULL, *y = NULL;
-  nb_status st = scratch_build(m, batch, 1, &g, &x, &y, rec);
+  nb_status st = scratch_build(m, batch, 1, m->recipe.recompute, &g, &x, &y, rec);
   if (st) {
     free(rec);
     return st;
@@ -568,6 +573,23 @@ nb_status nb_model_summary(const nb_model *m, int64_t batch, FILE *f) {
             s.naive_bytes ? 100.0 * (double)s.arena_bytes / (double)s.naive_bytes : 0.0);
     fprintf(f, "  state: %d variables, %s (parameters, optimizer moments, running statistics)\n",
             n_vars, mib(state_bytes, b1, sizeof b1));
+  }
+  /* what recomputation changes, where the model has blocks it applies to */
+  int blocks = 0;
+  for (int i = 0; i < m->n_layers; i++)
+    blocks |= m->layers[i].kind == NB_LAYER_TRANSFORMER || m->layers[i].kind == NB_LAYER_RESIDUAL;
+  if (!st && blocks) {
+    nb_graph *g2 = NULL;
+    nb_plan_stats s2 = {0};
+    int other = !m->recipe.recompute;
+    st = scratch_build(m, batch, 1, other, &g2, &x, &y, NULL);
+    if (!st) st = plan_step(m, g2, y, batch, &s2, &n_vars, &state_bytes);
+    if (!st)
+      fprintf(f, "  %s: arena %s, %d kernels\n",
+              other ? "recomputing blocks in the backward pass (--recompute)"
+                    : "keeping every activation (recompute = no)",
+              mib(s2.arena_bytes, b1, sizeof b1), s2.kernels);
+    nb_graph_free(g2);
   }
   nb_graph_free(g);
   free(rec);
