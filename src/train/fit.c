@@ -9,6 +9,7 @@
 
 #include "nabla/fit.h"
 #include "fit_dist.h"
+#include "run_logs.h"
 #include "nabla/nabla.h"
 
 nb_fit_options nb_fit_defaults(void) {
@@ -34,12 +35,6 @@ static nb_status loss_scale_report(const nb_state *st, FILE *log, int print, nb_
     fprintf(log, "fp16 loss scale %g, %lld of %lld steps skipped (gradient overflow)\n",
             (double)scale, (long long)res->skipped_steps, (long long)res->steps);
   return NB_OK;
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 nb_status nb_recipe_normalize(const nb_recipe *r, nb_dataset *d) {
@@ -173,11 +168,6 @@ nb_status nb_evaluate(const nb_model *m, nb_backend *be, nb_state *st, const nb_
 
 /* ---- logs and checkpoints ----------------------------------------------------------- */
 
-static int keep_model_var(const char *name, void *ctx) {
-  (void)ctx;
-  return !nb_optimizer_owns(name);
-}
-
 static nb_status save_checkpoint(const char *path, const nb_state *st, const nb_model *m,
                                  int64_t step, int64_t epoch, uint64_t plan_step,
                                  const nb_loader_pos *pos) {
@@ -217,29 +207,10 @@ static nb_status load_checkpoint(const char *path, nb_state *st, resume_point *r
   return NB_OK;
 }
 
-typedef struct {
-  nb_tb_writer *tb;
-  nb_csvlog *csv;
-} run_logs;
-
-static nb_status open_logs(const char *dir, int resuming, run_logs *l) {
-  memset(l, 0, sizeof *l);
-  if (!dir) return NB_OK;
-  nb_status rc = nb_mkdirs(dir);
-  char path[1024];
-  if (!rc) rc = nb_tb_open(dir, &l->tb);
-  static const char *const cols[] = {"epoch",         "step",           "lr",
-                                     "train_loss",    "train_accuracy", "test_loss",
-                                     "test_accuracy", "images_per_sec"};
-  snprintf(path, sizeof path, "%s/log.csv", dir);
-  if (!rc) rc = nb_csvlog_open(path, 8, cols, resuming ? NB_CSVLOG_APPEND : 0, &l->csv);
-  return rc;
-}
-
-static void close_logs(run_logs *l) {
-  if (l->tb) nb_tb_close(l->tb);
-  if (l->csv) nb_csvlog_close(l->csv);
-}
+/* the columns of log.csv */
+static const char *const log_cols[] = {"epoch",         "step",           "lr",
+                                       "train_loss",    "train_accuracy", "test_loss",
+                                       "test_accuracy", "images_per_sec"};
 
 /* ---- fit ------------------------------------------------------------------------- */
 
@@ -309,7 +280,7 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
   nb_loader *loader = NULL;
   step_graph s;
   memset(&s, 0, sizeof s);
-  run_logs logs;
+  nb_run_logs logs;
   memset(&logs, 0, sizeof logs);
   nb_progress *bar = NULL;
   nb_schedule sched;
@@ -339,7 +310,7 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
   }
   /* rank 0's variables, initial or resumed, on every rank */
   if (!rc) rc = nb_fit_dist_broadcast_state(dist, st);
-  if (!rc && lead) rc = open_logs(o.out_dir, o.resume != NULL, &logs);
+  if (!rc && lead) rc = nb_run_logs_open(&logs, o.out_dir, o.resume != NULL, 8, log_cols);
   rc = nb_dist_agree(dist, rc);
 
   int64_t step = rp.step;
@@ -350,7 +321,7 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
     snprintf(label, sizeof label, "epoch %lld/%d", (long long)epoch + 1, r.epochs);
     rc = nb_progress_new(log, label, per_epoch, lead ? o.progress : NB_PROGRESS_OFF, &bar);
     if (!rc) rc = nb_progress_set_unit(bar, "img", (double)r.batch);
-    double loss_sum = 0, hits = 0, lr = 0, t0 = now();
+    double loss_sum = 0, hits = 0, lr = 0, t0 = nb_run_clock();
     int64_t done = 0;
     int staged = 0; /* batch b was uploaded during step b - 1 */
     for (int64_t b = 0; !rc && b < per_epoch; b++) {
@@ -384,7 +355,7 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
     nb_progress_free(bar);
     bar = NULL;
     if (rc) break;
-    double el = now() - t0;
+    double el = nb_run_clock() - t0;
     t_train += el;
     images += done * r.batch;
     if (ranks > 1) {
@@ -452,7 +423,7 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
   if (!rc) {
     if (lead && o.out_dir) {
       snprintf(res->weights, sizeof res->weights, "%s/weights.safetensors", o.out_dir);
-      rc = nb_safetensors_save_if(res->weights, st, keep_model_var, NULL, NULL);
+      rc = nb_safetensors_save_if(res->weights, st, nb_run_keeps_model_var, NULL, NULL);
     }
     rc = nb_dist_agree(dist, rc);
   }
@@ -460,7 +431,7 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
   res->images_per_sec = t_train > 0 ? (double)images / t_train : 0;
   if (!res->epochs) res->epochs = (int)rp.epoch;
   if (!res->steps) res->steps = step;
-  close_logs(&logs);
+  nb_run_logs_close(&logs);
   step_graph_free(&s);
   nb_loader_free(loader);
   return rc;

@@ -12,12 +12,7 @@
 
 #include "nabla/fit.h"
 #include "nabla/nabla.h"
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "run_logs.h"
 
 /* ---- graphs -------------------------------------------------------------------- */
 
@@ -193,11 +188,6 @@ nb_status nb_evaluate_text(const nb_model *m, nb_backend *be, nb_state *st, cons
 
 /* ---- logs and checkpoints ---------------------------------------------------------- */
 
-static int keep_model_var(const char *name, void *ctx) {
-  (void)ctx;
-  return !nb_optimizer_owns(name);
-}
-
 /* Everything besides the variables that the next step depends on: the
  * step (schedule, bias corrections), the plan's step (dropout masks) and
  * the training-window generator. Validation windows come from the seed. */
@@ -234,24 +224,10 @@ static nb_status load_checkpoint(const char *path, nb_state *st, nb_token_window
   return NB_OK;
 }
 
-typedef struct {
-  nb_tb_writer *tb;
-  nb_csvlog *csv;
-} run_logs;
+/* the columns of log.csv */
+static const char *const log_cols[] = {"step", "lr", "train_loss", "val_loss", "tokens_per_sec"};
 
-static nb_status open_logs(const char *dir, int resuming, run_logs *l) {
-  memset(l, 0, sizeof *l);
-  if (!dir) return NB_OK;
-  nb_status rc = nb_mkdirs(dir);
-  char path[1024];
-  if (!rc) rc = nb_tb_open(dir, &l->tb);
-  static const char *const cols[] = {"step", "lr", "train_loss", "val_loss", "tokens_per_sec"};
-  snprintf(path, sizeof path, "%s/log.csv", dir);
-  if (!rc) rc = nb_csvlog_open(path, 5, cols, resuming ? NB_CSVLOG_APPEND : 0, &l->csv);
-  return rc;
-}
-
-static nb_status log_point(run_logs *l, int64_t step, double lr, double train, double val,
+static nb_status log_point(nb_run_logs *l, int64_t step, double lr, double train, double val,
                            double tps) {
   nb_status rc = NB_OK;
   if (l->tb) {
@@ -263,11 +239,6 @@ static nb_status log_point(run_logs *l, int64_t step, double lr, double train, d
   double row[5] = {(double)step, lr, train, val, tps};
   if (!rc && l->csv) rc = nb_csvlog_row(l->csv, row, 5);
   return rc;
-}
-
-static void close_logs(run_logs *l) {
-  if (l->tb) nb_tb_close(l->tb);
-  if (l->csv) nb_csvlog_close(l->csv);
 }
 
 /* ---- fit ----------------------------------------------------------------------------- */
@@ -311,7 +282,7 @@ nb_status nb_fit_text(const nb_model *m, nb_backend *be, nb_state *st, const int
   memset(&ev, 0, sizeof ev);
   nb_token_windows win;
   int32_t *bx = NULL, *by = NULL;
-  run_logs logs = {NULL, NULL};
+  nb_run_logs logs = {NULL, NULL};
   if (!rc) rc = check_tokens(m, tokens, n);
   if (!rc) rc = lm_build(m, &r, 1, r.batch, be, st, &tr);
   if (!rc) rc = lm_build(m, &r, 0, r.batch, be, st, &ev);
@@ -327,7 +298,7 @@ nb_status nb_fit_text(const nb_model *m, nb_backend *be, nb_state *st, const int
     if (!rc) nb_plan_set_step(tr.plan, plan_step);
     if (!rc) fprintf(log, "resumed from %s at step %lld\n", o.resume, (long long)step);
   }
-  if (!rc) rc = open_logs(o.out_dir, o.resume != NULL, &logs);
+  if (!rc) rc = nb_run_logs_open(&logs, o.out_dir, o.resume != NULL, 5, log_cols);
   if (!rc) {
     char desc[256];
     fprintf(log,
@@ -354,7 +325,7 @@ nb_status nb_fit_text(const nb_model *m, nb_backend *be, nb_state *st, const int
     nb_progress *bar = NULL;
     rc = nb_progress_new(log, label, end - step, o.progress, &bar);
     if (!rc) rc = nb_progress_set_unit(bar, "tok", (double)bt);
-    double loss_sum = 0, t0 = now();
+    double loss_sum = 0, t0 = nb_run_clock();
     int64_t done = 0, first = step;
     while (!rc && step < end) {
       step++;
@@ -375,7 +346,7 @@ nb_status nb_fit_text(const nb_model *m, nb_backend *be, nb_state *st, const int
     if (bar) nb_progress_end(bar);
     nb_progress_free(bar);
     if (rc) break;
-    double el = now() - t0, tps = el > 0 ? (double)done * (double)bt / el : 0;
+    double el = nb_run_clock() - t0, tps = el > 0 ? (double)done * (double)bt / el : 0;
     t_train += el;
     trained += done;
     res->train_loss = loss_sum / (double)(done ? done : 1);
@@ -406,12 +377,12 @@ nb_status nb_fit_text(const nb_model *m, nb_backend *be, nb_state *st, const int
     rc = eval_random(&ev, tokens, n, r.eval_batches, r.seed, bx, by, &res->val_loss);
   if (!rc && o.out_dir) {
     snprintf(res->weights, sizeof res->weights, "%s/weights.safetensors", o.out_dir);
-    rc = nb_safetensors_save_if(res->weights, st, keep_model_var, NULL, NULL);
+    rc = nb_safetensors_save_if(res->weights, st, nb_run_keeps_model_var, NULL, NULL);
   }
   res->steps = step;
   res->seconds = t_train;
   res->tokens_per_sec = t_train > 0 ? (double)trained * (double)bt / t_train : 0;
-  close_logs(&logs);
+  nb_run_logs_close(&logs);
   free(bx);
   free(by);
   lm_free(&tr);
