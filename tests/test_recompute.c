@@ -4,6 +4,7 @@
  *   are recompute segments gives the loss and every gradient of the same
  *   graph without segments, bit for bit, over several runs (dropout draws
  *   the same masks when recomputed), and its plan needs a smaller arena;
+ *   likewise under bf16 autocast;
  *   the gradients also match central finite differences;
  * - batch norm inside a segment updates its running statistics once per
  *   step (assigns are not recomputed): equal to the plain graph's;
@@ -46,12 +47,13 @@ static nb_tensor *param(mlp *m, const char *name, int ndim, const int64_t *shape
 
 /* x [BATCH, WIDTH] through BLOCKS blocks of h = layer_norm(dropout(gelu(h W
  * + b))) * gain + h, each one segment when `segments`, then a classifier. */
-static void mlp_build(mlp *m, int segments) {
+static void mlp_build_as(mlp *m, int segments, nb_dtype autocast) {
   memset(m, 0, sizeof *m);
   TU_OK(nb_backend_new("cpu", &m->be));
   TU_OK(nb_state_new(m->be, &m->st));
   m->g = nb_graph_new();
   nb_graph *g = m->g;
+  TU_OK(nb_graph_set_autocast(g, autocast));
   int64_t xs[2] = {BATCH, WIDTH}, ys[1] = {BATCH}, ws[2] = {WIDTH, WIDTH}, bs[1] = {WIDTH};
   int64_t cs[2] = {WIDTH, 5};
   m->x = nb_input(g, "x", NB_F32, 2, xs);
@@ -79,6 +81,7 @@ static void mlp_build(mlp *m, int segments) {
   nb_tensor *wc = param(m, "wc", 2, cs, 40, -0.3f, 0.3f);
   m->loss = nb_cross_entropy(g, nb_matmul(g, h, wc), m->y, 0.0f);
   nb_tensor_set_output(m->loss);
+  TU_OK(nb_graph_set_autocast(g, NB_F32));
   TU_OK(nb_graph_backward(g, m->loss));
   for (int i = 0; i < m->n_params; i++) {
     m->grads[i] = nb_graph_grad(g, m->params[i]);
@@ -87,6 +90,8 @@ static void mlp_build(mlp *m, int segments) {
   }
   TU_OK(nb_compile(g, m->be, m->st, NULL, &m->p));
 }
+
+static void mlp_build(mlp *m, int segments) { mlp_build_as(m, segments, NB_F32); }
 
 static void mlp_free(mlp *m) {
   nb_plan_free(m->p);
@@ -129,11 +134,10 @@ static int count_recomputed(const nb_graph *g) {
   return copies;
 }
 
-static void test_mlp_segments_equal_plain(void **state) {
-  (void)state;
+static void segments_equal_plain(nb_dtype autocast) {
   mlp a, b;
-  mlp_build(&a, 0);
-  mlp_build(&b, 1);
+  mlp_build_as(&a, 0, autocast);
+  mlp_build_as(&b, 1, autocast);
   /* the segments' forward ops appear twice: once per block, once recomputed */
   assert_int_equal(count_recomputed(a.g), BLOCKS);
   assert_int_equal(count_recomputed(b.g), 2 * BLOCKS);
@@ -154,11 +158,22 @@ static void test_mlp_segments_equal_plain(void **state) {
     free(gb);
   }
   nb_plan_stats sa = nb_plan_get_stats(a.p), sb = nb_plan_get_stats(b.p);
-  print_message("mlp arena: %zu bytes plain, %zu with %d recompute segments\n", sa.arena_bytes,
-                sb.arena_bytes, BLOCKS);
+  print_message("mlp (%s matmuls) arena: %zu bytes plain, %zu with %d recompute segments\n",
+                nb_dtype_name(autocast), sa.arena_bytes, sb.arena_bytes, BLOCKS);
   assert_true(sb.arena_bytes < sa.arena_bytes);
   mlp_free(&a);
   mlp_free(&b);
+}
+
+static void test_mlp_segments_equal_plain(void **state) {
+  (void)state;
+  segments_equal_plain(NB_F32);
+}
+
+/* Under bf16 autocast the recomputed matmuls take the same bf16 casts. */
+static void test_mlp_segments_equal_plain_bf16(void **state) {
+  (void)state;
+  segments_equal_plain(NB_BF16);
 }
 
 /* d loss / d w0[k] by central differences on the segmented graph (same
@@ -370,6 +385,7 @@ static void test_misuse(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_mlp_segments_equal_plain),
+      cmocka_unit_test(test_mlp_segments_equal_plain_bf16),
       cmocka_unit_test(test_mlp_segments_finite_differences),
       cmocka_unit_test(test_batch_norm_stats_once),
       cmocka_unit_test(test_tiny_gpt_recompute_equal),
