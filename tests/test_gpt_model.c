@@ -383,7 +383,7 @@ static void test_bad_gpt_sections(void **s) {
                      "gpt.cfg:10: expected a number in [0, 1) for 'dropout'");
   expect_parse_error("[transformer h]\nheads = 2\nlayers = 2\n",
                      "gpt.cfg:10: expected a key of [transformer h] (repeat, heads, mlp, causal, "
-                     "dropout, device), found 'layers'");
+                     "dropout, device, recompute), found 'layers'");
   expect_parse_error("[train]\nepochs = 2\n",
                      "gpt.cfg:9: expected 'epochs' only with image and feature models");
   expect_parse_error("[train]\noptimizer = sgd\nweight_decay = 0.1\ndecay_min_dims = 2\n",

@@ -636,7 +636,7 @@ static const bad_case bad[] = {
     {"[net]\ninput = 1, 4, 4\n[conv2d c]\nout = 2\nkernal = 3\n",
      {"test.cfg:5: expected a key of [conv2d c] (out, kernel,", "found 'kernal'"}},
     {"[net]\ninput = 4\n[flatten]\nout = 3\n",
-     {"test.cfg:4: expected a key of [flatten] (device), found 'out'"}},
+     {"test.cfg:4: expected a key of [flatten] (device, recompute), found 'out'"}},
     /* bad numbers */
     {"[net]\ninput = 1, 4, 4\n[conv2d c]\nout = two\n",
      {"test.cfg:4: expected an integer >= 1 for 'out' in [conv2d c]", "found 'two'"}},

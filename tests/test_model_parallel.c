@@ -712,7 +712,7 @@ static void test_model_file_devices(void **state) {
        "test.cfg:6: expected 'device' once in [linear a], found it again (first at line 5)"},
       {"[net]\ninput = 4\ndevice = cpu:1\n", "test.cfg:3: expected a key of [net]"},
       {"[net]\ninput = 4\n[flatten]\nout = 3\n",
-       "test.cfg:4: expected a key of [flatten] (device), found 'out'"},
+       "test.cfg:4: expected a key of [flatten] (device, recompute), found 'out'"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     nb_model *b = NULL;

@@ -12,6 +12,8 @@
  *   recompute on (nb_model_set_recompute) ends with the same weights and
  *   losses as without; models/gpt_char.cfg's planned training memory
  *   falls by more than 40% (at batch 2; at batch 16, 84.0 -> 24.7 MiB);
+ * - runs of layers of a model file marked `recompute = yes` are segments:
+ *   the same losses and weights, a smaller arena;
  * - misuse (nested segments, an end without a begin, backward with a
  *   segment open) is NB_ERR_STATE with a message. */
 #include <math.h>
@@ -355,6 +357,87 @@ static void test_gpt_char_recompute_memory(void **state) {
   assert_true(arena[1] < arena[0] * 6 / 10); /* 6 blocks: most of it is their insides */
 }
 
+/* ---- `recompute = yes` on layers of a model file ------------------------------------ */
+
+/* Six Linear + GELU layers of one width (GELU's gradient reads its input,
+ * so each layer keeps two activations); with `marked`, l1-l2 and l4-l5 are
+ * two runs of marked layers, each one segment. */
+static const char *mlp_cfg(int marked) {
+  static char text[2][1024];
+  const char *mark = marked ? "recompute = yes\n" : "";
+  char *t = text[marked];
+  size_t cap = sizeof text[marked], n = 0;
+  n += (size_t)snprintf(t + n, cap - n, "[net]\ninput = 32\nclasses = 4\n");
+  for (int i = 1; i <= 6; i++)
+    n += (size_t)snprintf(t + n, cap - n, "[linear l%d]\nout = 64\nactivation = gelu\n%s", i,
+                          i % 3 ? mark : "");
+  snprintf(t + n, cap - n, "[linear fc]\nout = 4\n");
+  return t;
+}
+
+/* Marked layers recompute: 4 SGD steps give the unmarked
+ * model's losses and weights, in a smaller arena; eval graphs ignore it. */
+static void test_marked_layers(void **state) {
+  (void)state;
+  float loss[2][4];
+  size_t arena[2];
+  tu_snapshot snap[2];
+  for (int marked = 0; marked < 2; marked++) {
+    nb_model *m = NULL;
+    TU_OK(nb_model_parse(mlp_cfg(marked), "mlp.cfg", &m));
+    nb_backend *be;
+    nb_state *st;
+    TU_OK(nb_backend_new("cpu", &be));
+    TU_OK(nb_state_new(be, &st));
+    nb_graph *g = nb_graph_new();
+    nb_nn nn = {.g = g, .training = 1, .seed = 3, .init = NB_NN_INIT_TORCH};
+    nb_tensor *x = nb_model_new_input(m, g, "x", 64), *logits = NULL;
+    TU_OK(nb_model_build(m, &nn, x, &logits));
+    assert_false(nb_graph_recompute_open(g));
+    int64_t n = 64;
+    nb_tensor *y = nb_input(g, "y", NB_I64, 1, &n);
+    nb_tensor *l = nb_cross_entropy(g, logits, y, 0.0f);
+    nb_tensor_set_output(l);
+    TU_OK(nb_graph_backward(g, l));
+    nb_optimizer *opt;
+    TU_OK(nb_optimizer_sgd(g, 0.0f, 0.0f, 0, &opt));
+    nb_plan *p;
+    TU_OK(nb_compile(g, be, st, NULL, &p));
+    arena[marked] = nb_plan_get_stats(p).arena_bytes;
+    for (int r = 0; r < 4; r++) {
+      float *xv = tu_rand(64 * 32, -1.0f, 1.0f, 200 + (uint64_t)r);
+      int64_t yv[64];
+      for (int i = 0; i < 64; i++) yv[i] = (i + r) % 4;
+      TU_OK(nb_plan_set_input(p, x, xv, sizeof(float) * 64 * 32));
+      TU_OK(nb_plan_set_input(p, y, yv, sizeof yv));
+      TU_OK(nb_optimizer_feed(opt, p, r + 1, 0.1f));
+      TU_OK(nb_plan_run(p));
+      TU_OK(nb_plan_get(p, l, &loss[marked][r], sizeof(float)));
+      free(xv);
+    }
+    tu_snapshot_take(st, &snap[marked]);
+    nb_optimizer_free(opt);
+    nb_plan_free(p);
+    nb_graph_free(g);
+    /* an eval build of the marked model leaves no segment open */
+    g = nb_graph_new();
+    nb_nn ev = {.g = g, .training = 0, .seed = 3, .init = NB_NN_INIT_TORCH};
+    TU_OK(nb_model_build(m, &ev, nb_model_new_input(m, g, "x", 2), &logits));
+    assert_false(nb_graph_recompute_open(g));
+    nb_graph_free(g);
+    nb_state_free(st);
+    nb_backend_free(be);
+    nb_model_free(m);
+  }
+  assert_memory_equal(loss[0], loss[1], sizeof loss[0]);
+  tu_snapshot_assert_equal(&snap[0], &snap[1], "mlp.cfg: marked layers vs plain");
+  print_message("mlp.cfg arena: %zu bytes plain, %zu with l1-l2 and l4-l5 recomputed\n", arena[0],
+                arena[1]);
+  assert_true(arena[1] < arena[0]);
+  tu_snapshot_free(&snap[0]);
+  tu_snapshot_free(&snap[1]);
+}
+
 static void test_misuse(void **state) {
   (void)state;
   nb_graph *g = nb_graph_new();
@@ -390,6 +473,7 @@ int main(void) {
       cmocka_unit_test(test_batch_norm_stats_once),
       cmocka_unit_test(test_tiny_gpt_recompute_equal),
       cmocka_unit_test(test_gpt_char_recompute_memory),
+      cmocka_unit_test(test_marked_layers),
       cmocka_unit_test(test_misuse),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -246,7 +246,9 @@ static nb_status build(const nb_model *m, const nb_nn *nn, nb_tensor *x, nb_tens
   char scope[16];
   snprintf(scope, sizeof scope, "%s", nb_graph_device(g));
   /* recomputation: each outermost residual block is a segment (the
-   * transformer blocks open their own, model_gpt.c) */
+   * transformer blocks open their own, model_gpt.c), and so is each run of
+   * layers marked `recompute = yes`. segment: 1 = a residual block's,
+   * 2 = a run of marked layers', 0 = none of ours is open */
   int segment = 0;
   for (int i = 0; i < m->n_layers; i++) {
     const nb_model_layer *l = &m->layers[i];
@@ -254,8 +256,12 @@ static nb_status build(const nb_model *m, const nb_nn *nn, nb_tensor *x, nb_tens
     nb_graph_set_device(g, l->device[0] ? l->device : scope);
     if (nn->recompute && l->kind == NB_LAYER_RESIDUAL && depth == 0 && !nb_graph_recompute_open(g))
       segment = nb_graph_recompute_begin(g) == NB_OK;
+    /* a run of layers marked `recompute = yes` (training only) */
+    if (nn->training && l->recompute && !nb_graph_recompute_open(g))
+      segment = 2 * (nb_graph_recompute_begin(g) == NB_OK);
     h = build_layer(m, nn, l, h, stack, &depth);
-    if (segment && l->kind == NB_LAYER_END && depth == 0) {
+    if ((segment == 1 && l->kind == NB_LAYER_END && depth == 0) ||
+        (segment == 2 && (i + 1 == m->n_layers || !m->layers[i + 1].recompute))) {
       nb_graph_recompute_end(g);
       segment = 0;
     }

@@ -57,6 +57,8 @@ typedef struct nb_model_layer {
   char tie[NB_MODEL_NAME_MAX];      /* linear: the [embedding] whose weight it reuses */
   char device[16];                  /* `device` key or nb_model_set_placement: "cpu:1"; "" = none */
   int tie_layer;                    /* its index; -1 when untied */
+  int recompute; /* `recompute = yes`: training recomputes it in the backward pass; a run of
+                    such consecutive layers is one segment (nb_graph_recompute_begin) */
 } nb_model_layer;
 
 struct nb_model {

@@ -256,7 +256,8 @@ typedef struct parser {
   int seen_net, seen_train, train_line, ordinal;
   int stack[MAX_DEPTH]; /* indices of the open residual blocks */
   int depth;
-  int device_line; /* where the open layer's `device` was set; 0 = not set */
+  int device_line;    /* where the open layer's `device` was set; 0 = not set */
+  int recompute_line; /* ... and its `recompute` */
 } parser;
 
 static nb_status fail(const parser *p, int line, const char *fmt, ...)
@@ -882,6 +883,7 @@ static nb_status open_section(parser *p, char *header) {
   p->sec_line = p->line;
   memset(p->key_line, 0, sizeof p->key_line);
   p->device_line = 0;
+  p->recompute_line = 0;
   snprintf(p->label, sizeof p->label, "[%s%s%s]", s->type, name ? " " : "", name ? name : "");
   if (s->kind == SEC_NET) {
     p->seen_net = 1;
@@ -895,9 +897,23 @@ static nb_status open_section(parser *p, char *header) {
   return open_layer(p, s->kind, name);
 }
 
-/* `device` (model parallelism) is a key of every layer section but [end]. */
+/* `device` (model parallelism) and `recompute` (activation checkpointing)
+ * are keys of every layer section but [end]. */
 static int takes_device(const parser *p) {
   return p->sec->kind >= 0 && p->sec->kind != NB_LAYER_END;
+}
+
+static const keydef recompute_key =
+    LYR("recompute", V_BOOL, recompute, 0, R_ANY, "recompute it in the backward pass");
+
+static nb_status set_recompute(parser *p, char *value) {
+  if (p->recompute_line)
+    return fail(p, p->line, "expected 'recompute' once in %s, found it again (first at line %d)",
+                p->label, p->recompute_line);
+  if (!*value)
+    return fail(p, p->line, "expected a value (a boolean) after 'recompute =', found nothing");
+  p->recompute_line = p->line;
+  return set_value(p, &recompute_key, value, (char *)cur_layer(p));
 }
 
 static nb_status set_device(parser *p, const char *value) {
@@ -929,6 +945,7 @@ static nb_status set_key(parser *p, char *line) {
   if (!*key) return fail(p, p->line, "expected a key before '=', found nothing");
   int k = key_index(p->sec, key);
   if (k < 0 && takes_device(p) && !strcmp(key, "device")) return set_device(p, value);
+  if (k < 0 && takes_device(p) && !strcmp(key, "recompute")) return set_recompute(p, value);
   if (k < 0) {
     char keys[512] = "";
     for (int i = 0; i < p->sec->nkeys; i++) {
@@ -936,7 +953,8 @@ static nb_status set_key(parser *p, char *line) {
       if (i + 1 < p->sec->nkeys) strncat(keys, ", ", sizeof keys - strlen(keys) - 1);
     }
     if (takes_device(p))
-      strncat(keys, p->sec->nkeys ? ", device" : "device", sizeof keys - strlen(keys) - 1);
+      strncat(keys, p->sec->nkeys ? ", device, recompute" : "device, recompute",
+              sizeof keys - strlen(keys) - 1);
     if (!*keys)
       return fail(p, p->line, "expected no keys in %s, found '%s'", p->label,
                   clip(key, b, sizeof b));
