@@ -55,12 +55,60 @@ static nb_status build_group(nb_plan *p, const int *members, int n, nb_fused_gro
   return NB_OK;
 }
 
+/* Kernels that launch between nodes a and b (exclusive) besides the members
+ * of b's group: opaque and reduce nodes and other groups' roots. Views,
+ * leaves and group members launch nothing of their own. */
+static int launches_between(const nb_plan *p, int a, int b) {
+  int n = 0;
+  for (int j = a + 1; j < b; j++) {
+    const nb_node_info *in = &p->info[j];
+    if (!in->keep) continue;
+    nb_fusion f = nb_op_def_get(p->g->nodes[j]->op)->fusion;
+    n += f == NB_FUSE_OPAQUE || f == NB_FUSE_REDUCE || in->fused != NULL;
+  }
+  return n;
+}
+
+/* 1 if the arena storage `s` is read by a kept node at or after node
+ * `from` (directly or through a view), or is an output. */
+static int read_from(const nb_plan *p, const nb_tensor *s, int from) {
+  if (s->flags & NB_FLAG_OUTPUT) return 1;
+  for (int j = from; j < p->g->n_nodes; j++) {
+    const nb_tensor *t = p->g->nodes[j];
+    if (!p->info[j].keep) continue;
+    for (int k = 0; k < t->n_in; k++)
+      if (nb_storage_of(t->in[k]) == s) return 1;
+  }
+  return 0;
+}
+
+/* Most launches an epilogue may move its kernel past (a gradient's sibling
+ * matmul, a mask): far below the length of a backward pass. */
+#define EPILOGUE_MAX_GAP 8
+
+/* 1 if running kernel x at group root's place would keep one of x's
+ * inputs alive across many launches it would otherwise be dead for. */
+static int epilogue_extends_lives(const nb_plan *p, const nb_tensor *x, int root) {
+  if (launches_between(p, x->id, root) <= EPILOGUE_MAX_GAP) return 0;
+  for (int k = 0; k < x->n_in; k++) {
+    const nb_tensor *s = nb_storage_of(x->in[k]);
+    if (p->info[s->id].kind == NB_STORE_ARENA && !read_from(p, s, root)) return 1;
+  }
+  return 0;
+}
+
 /* Epilogues: a group whose input X is the whole output of an opaque kernel
  * (a convolution, a pooling gradient, a matmul) that nothing else reads runs
  * inside that kernel, on each chunk of X while it is still in cache, and
  * writes straight to the group's result: conv + bias + ReLU is one pass over
  * memory instead of three, and X needs no arena region. The backend says
- * which kernels take epilogues. */
+ * which kernels take epilogues.
+ * Not where that would keep X's inputs alive for long: the kernel moves to
+ * the group's place, and with it the last read of its inputs. A weight
+ * gradient whose SGD update comes after the whole backward pass would keep
+ * its activation and output gradient (and recomputed activations,
+ * recompute.c) alive to the end; computed in its place it frees them and
+ * keeps only the weight-sized gradient. */
 static void pick_epilogues(nb_plan *p) {
   nb_backend *be = p->be;
   if (!be->vt->fuses_epilogue) return;
@@ -76,6 +124,7 @@ static void pick_epilogues(nb_plan *p) {
       if (xi->n_consumers != 1 || xi->epilogue_of >= 0 || x->dtype != NB_F32) continue;
       if (nb_op_def_get(x->op)->fusion != NB_FUSE_OPAQUE || !same_shape(x, root)) continue;
       if (!nb_tensor_is_contiguous(x) || !be->vt->fuses_epilogue(be, x)) continue;
+      if (epilogue_extends_lives(p, x, i)) continue;
       xi->epilogue_of = i;
       xi->kind = NB_STORE_NONE;
       p->info[i].producer = x;
