@@ -13,7 +13,8 @@
  *   losses as without; models/gpt_char.cfg's planned training memory
  *   falls by more than 40% (at batch 2; at batch 16, 84.0 -> 24.7 MiB);
  * - runs of layers of a model file marked `recompute = yes` are segments:
- *   the same losses and weights, a smaller arena;
+ *   the same losses and weights, a smaller arena; a marked [residual]
+ *   recomputes its whole block;
  * - misuse (nested segments, an end without a begin, backward with a
  *   segment open) is NB_ERR_STATE with a message. */
 #include <math.h>
@@ -438,6 +439,64 @@ static void test_marked_layers(void **state) {
   tu_snapshot_free(&snap[1]);
 }
 
+/* Nodes of mlp.cfg-like text's training graph after backward: more when
+ * something is recomputed (the copies). */
+static int training_nodes(const char *text, float *loss) {
+  nb_model *m = NULL;
+  TU_OK(nb_model_parse(text, "block.cfg", &m));
+  nb_backend *be;
+  nb_state *st;
+  TU_OK(nb_backend_new("cpu", &be));
+  TU_OK(nb_state_new(be, &st));
+  nb_graph *g = nb_graph_new();
+  nb_nn nn = {.g = g, .training = 1, .seed = 3, .init = NB_NN_INIT_TORCH};
+  nb_tensor *x = nb_model_new_input(m, g, "x", 16), *logits = NULL;
+  TU_OK(nb_model_build(m, &nn, x, &logits));
+  int64_t n = 16;
+  nb_tensor *y = nb_input(g, "y", NB_I64, 1, &n);
+  nb_tensor *l = nb_cross_entropy(g, logits, y, 0.0f);
+  nb_tensor_set_output(l);
+  TU_OK(nb_graph_backward(g, l));
+  nb_tensor *gw = nb_graph_grad(g, nb_graph_find(g, "r.a.weight"));
+  assert_non_null(gw);
+  nb_tensor_set_output(gw);
+  nb_plan *p;
+  TU_OK(nb_compile(g, be, st, NULL, &p));
+  float *xv = tu_rand(16 * 32, -1.0f, 1.0f, 9);
+  int64_t yv[16];
+  for (int i = 0; i < 16; i++) yv[i] = i % 4;
+  TU_OK(nb_plan_set_input(p, x, xv, sizeof(float) * 16 * 32));
+  TU_OK(nb_plan_set_input(p, y, yv, sizeof yv));
+  TU_OK(nb_plan_run(p));
+  TU_OK(nb_plan_get(p, l, loss, sizeof *loss));
+  int count = nb_graph_node_count(g);
+  free(xv);
+  nb_plan_free(p);
+  nb_graph_free(g);
+  nb_state_free(st);
+  nb_backend_free(be);
+  nb_model_free(m);
+  return count;
+}
+
+/* `recompute = yes` on a [residual] section recomputes its whole block
+ * (the layers inside need no mark of their own). */
+static void test_marked_residual_block(void **state) {
+  (void)state;
+  const char *fmt = "[net]\ninput = 32\nclasses = 4\n"
+                    "[residual r]\n%s"
+                    "[linear a]\nout = 32\nactivation = gelu\n"
+                    "[linear b]\nout = 32\n"
+                    "[end]\n[linear fc]\nout = 4\n";
+  char plain[512], marked[512];
+  snprintf(plain, sizeof plain, fmt, "");
+  snprintf(marked, sizeof marked, fmt, "recompute = yes\n");
+  float l0, l1;
+  int n0 = training_nodes(plain, &l0), n1 = training_nodes(marked, &l1);
+  assert_true(l0 == l1);
+  assert_true(n1 > n0); /* the block's layers were copied for the backward pass */
+}
+
 static void test_misuse(void **state) {
   (void)state;
   nb_graph *g = nb_graph_new();
@@ -445,6 +504,10 @@ static void test_misuse(void **state) {
   assert_true(nb_graph_recompute_open(g));
   assert_int_equal(nb_graph_recompute_begin(g), NB_ERR_STATE);
   assert_non_null(strstr(nb_last_error(), "do not nest"));
+  assert_int_equal(nb_graph_status(g), NB_ERR_STATE);          /* misuse fails the graph */
+  assert_int_equal(nb_graph_recompute_end(g), NB_OK);          /* the open one still ends */
+  assert_int_equal(nb_graph_recompute_begin(g), NB_ERR_STATE); /* a failed graph */
+  assert_non_null(strstr(nb_last_error(), "earlier error"));
   nb_graph_free(g);
 
   g = nb_graph_new();
@@ -460,6 +523,11 @@ static void test_misuse(void **state) {
   nb_tensor *l = nb_sum(g, nb_square(g, x), 0, NULL, 0);
   assert_int_equal(nb_graph_backward(g, l), NB_ERR_STATE);
   assert_non_null(strstr(nb_last_error(), "still open"));
+  /* the graph is still usable: end the segment, differentiate */
+  assert_int_equal(nb_graph_status(g), NB_OK);
+  TU_OK(nb_graph_recompute_end(g));
+  TU_OK(nb_graph_backward(g, l));
+  assert_non_null(nb_graph_grad(g, x));
   nb_graph_free(g);
   assert_int_equal(nb_graph_recompute_begin(NULL), NB_ERR_INVALID_ARG);
   assert_false(nb_graph_recompute_open(NULL));
@@ -474,6 +542,7 @@ int main(void) {
       cmocka_unit_test(test_tiny_gpt_recompute_equal),
       cmocka_unit_test(test_gpt_char_recompute_memory),
       cmocka_unit_test(test_marked_layers),
+      cmocka_unit_test(test_marked_residual_block),
       cmocka_unit_test(test_misuse),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

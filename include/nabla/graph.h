@@ -361,8 +361,13 @@ nb_tensor *nb_graph_grad(const nb_graph *g, const nb_tensor *t);
  * segment (its output) are kept as usual. Dropout draws the same masks
  * when recomputed (a mask hashes seed, run and position); variables,
  * inputs, constants and assigns (batch norm's running statistics) are not
- * recomputed. Segments do not nest: begin while one is open, end without
- * one, or nb_graph_backward() with one open is NB_ERR_STATE. */
+ * recomputed. Segments do not nest: begin while one is open, or end
+ * without one, is NB_ERR_STATE and fails the graph (nb_graph_status), as a
+ * bad op would; on a graph that already failed, begin returns its error.
+ * nb_graph_backward() with a segment open is NB_ERR_STATE and leaves the
+ * graph as it was (end the segment, then call it again). Second-order
+ * gradients through a segment agree with those without to rounding (the
+ * first-order ones bit for bit). */
 nb_status nb_graph_recompute_begin(nb_graph *g);
 nb_status nb_graph_recompute_end(nb_graph *g);
 /* 1 while a segment is open. */

@@ -25,6 +25,9 @@ static nb_status segment_state_error(nb_graph *g, const char *fn, const char *wh
 
 nb_status nb_graph_recompute_begin(nb_graph *g) {
   if (!g) return nb_error(NB_ERR_INVALID_ARG, "nb_graph_recompute_begin: graph is NULL");
+  if (g->status)
+    return nb_error(g->status, "nb_graph_recompute_begin: the graph has an earlier error: %s",
+                    g->error);
   if (g->segment_open)
     return segment_state_error(g, "nb_graph_recompute_begin",
                                "a recompute segment is already open (segments do not nest)");
@@ -34,6 +37,9 @@ nb_status nb_graph_recompute_begin(nb_graph *g) {
 
 nb_status nb_graph_recompute_end(nb_graph *g) {
   if (!g) return nb_error(NB_ERR_INVALID_ARG, "nb_graph_recompute_end: graph is NULL");
+  if (!g->segment_open && g->status)
+    return nb_error(g->status, "nb_graph_recompute_end: the graph has an earlier error: %s",
+                    g->error);
   if (!g->segment_open)
     return segment_state_error(g, "nb_graph_recompute_end", "no recompute segment is open");
   g->segment_open = 0;

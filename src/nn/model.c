@@ -247,20 +247,25 @@ static nb_status build(const nb_model *m, const nb_nn *nn, nb_tensor *x, nb_tens
   snprintf(scope, sizeof scope, "%s", nb_graph_device(g));
   /* recomputation: each outermost residual block is a segment (the
    * transformer blocks open their own, model_gpt.c), and so is each run of
-   * layers marked `recompute = yes`. segment: 1 = a residual block's,
-   * 2 = a run of marked layers', 0 = none of ours is open */
-  int segment = 0;
+   * layers marked `recompute = yes`, a marked [residual] counting as its
+   * whole block. segment: 0 = none of ours is open, 1 = a residual block's
+   * (ends at the [end] that brings depth back to seg_depth), 2 = a run of
+   * marked layers' (ends before the next unmarked layer) */
+  int segment = 0, seg_depth = 0;
   for (int i = 0; i < m->n_layers; i++) {
     const nb_model_layer *l = &m->layers[i];
     int first = nb_graph_node_count(g);
     nb_graph_set_device(g, l->device[0] ? l->device : scope);
-    if (nn->recompute && l->kind == NB_LAYER_RESIDUAL && depth == 0 && !nb_graph_recompute_open(g))
-      segment = nb_graph_recompute_begin(g) == NB_OK;
-    /* a run of layers marked `recompute = yes` (training only) */
-    if (nn->training && l->recompute && !nb_graph_recompute_open(g))
-      segment = 2 * (nb_graph_recompute_begin(g) == NB_OK);
+    int marked = nn->training && l->recompute, block = l->kind == NB_LAYER_RESIDUAL;
+    if (!nb_graph_recompute_open(g) && (marked || (block && nn->recompute && depth == 0))) {
+      segment = nb_graph_recompute_begin(g) == NB_OK ? (block ? 1 : 2) : 0;
+      seg_depth = depth;
+    } else if (segment == 2 && marked && block) {
+      segment = 1; /* the run goes on through this block's [end] */
+      seg_depth = depth;
+    }
     h = build_layer(m, nn, l, h, stack, &depth);
-    if ((segment == 1 && l->kind == NB_LAYER_END && depth == 0) ||
+    if ((segment == 1 && l->kind == NB_LAYER_END && depth == seg_depth) ||
         (segment == 2 && (i + 1 == m->n_layers || !m->layers[i + 1].recompute))) {
       nb_graph_recompute_end(g);
       segment = 0;
@@ -593,7 +598,7 @@ nb_status nb_model_summary(const nb_model *m, int64_t batch, FILE *f) {
     if (!st)
       fprintf(f, "  %s: arena %s, %d kernels\n",
               other ? "recomputing blocks in the backward pass (--recompute)"
-                    : "keeping every activation (recompute = no)",
+                    : "without [train] recompute (blocks keep their activations)",
               mib(s2.arena_bytes, b1, sizeof b1), s2.kernels);
     nb_graph_free(g2);
   }
