@@ -15,6 +15,8 @@
  * - runs of layers of a model file marked `recompute = yes` are segments:
  *   the same losses and weights, a smaller arena; a marked [residual]
  *   recomputes its whole block;
+ * - in a model-parallel plan (two CPU devices) each device's arena
+ *   shrinks, with the same losses;
  * - misuse (nested segments, an end without a begin, backward with a
  *   segment open) is NB_ERR_STATE with a message. */
 #include <math.h>
@@ -497,6 +499,81 @@ static void test_marked_residual_block(void **state) {
   assert_true(n1 > n0); /* the block's layers were copied for the backward pass */
 }
 
+/* ---- across devices (model parallelism) ------------------------------------------------ */
+
+/* Four segments of three (matmul + gelu) on [256, 64], the first two on
+ * cpu:0, the last two on cpu:1, trained 2 Adam steps: the losses and each
+ * device's arena. */
+static void placed_run(int segments, float loss[2], size_t arena[2]) {
+  nb_backend *be;
+  nb_state *st;
+  TU_OK(nb_backend_new("cpu", &be));
+  TU_OK(nb_state_new(be, &st));
+  nb_graph *g = nb_graph_new();
+  int64_t xs[2] = {256, 64}, ws[2] = {64, 64}, ys[1] = {256}, cs[2] = {64, 4};
+  nb_tensor *x = nb_input(g, "x", NB_F32, 2, xs), *y = nb_input(g, "y", NB_I64, 1, ys);
+  nb_tensor *h = x;
+  for (int b = 0; b < 4; b++) {
+    TU_OK(nb_graph_set_device(g, b < 2 ? "cpu:0" : "cpu:1"));
+    if (segments) TU_OK(nb_graph_recompute_begin(g));
+    for (int k = 0; k < 3; k++) {
+      char name[16];
+      snprintf(name, sizeof name, "w%d%d", b, k);
+      nb_init u = {NB_INIT_UNIFORM, -0.2f, 0.2f, 10 + (uint64_t)(3 * b + k)};
+      h = nb_gelu(g, nb_matmul(g, h, nb_param(g, name, 2, ws, u)), 0);
+    }
+    if (segments) TU_OK(nb_graph_recompute_end(g));
+  }
+  nb_init u = {NB_INIT_UNIFORM, -0.2f, 0.2f, 99};
+  nb_tensor *l = nb_cross_entropy(g, nb_matmul(g, h, nb_param(g, "wc", 2, cs, u)), y, 0.0f);
+  TU_OK(nb_graph_set_device(g, NULL));
+  nb_tensor_set_output(l);
+  TU_OK(nb_graph_backward(g, l));
+  nb_optimizer *opt;
+  TU_OK(nb_optimizer_adam(g, 0.9f, 0.999f, 1e-8f, 0.0f, 0, &opt));
+  nb_plan *p;
+  TU_OK(nb_compile(g, be, st, NULL, &p));
+  assert_int_equal(nb_plan_device_count(p), 2);
+  float *xv = tu_rand(256 * 64, -1.0f, 1.0f, 4);
+  int64_t yv[256];
+  for (int i = 0; i < 256; i++) yv[i] = i % 4;
+  TU_OK(nb_plan_set_input(p, x, xv, sizeof(float) * 256 * 64));
+  TU_OK(nb_plan_set_input(p, y, yv, sizeof yv));
+  for (int step = 1; step <= 2; step++) {
+    TU_OK(nb_optimizer_feed(opt, p, step, 1e-3f));
+    TU_OK(nb_plan_run(p));
+    TU_OK(nb_plan_get(p, l, &loss[step - 1], sizeof(float)));
+  }
+  for (int d = 0; d < 2; d++) {
+    nb_plan_device info;
+    TU_OK(nb_plan_device_info(p, d, &info));
+    arena[d] = info.arena_bytes;
+  }
+  free(xv);
+  nb_optimizer_free(opt);
+  nb_plan_free(p);
+  nb_graph_free(g);
+  nb_state_free(st);
+  nb_backend_free(be);
+}
+
+/* Recomputation on every device of a model-parallel plan: the copies run
+ * with the backward pass of their device, so each device's arena shrinks
+ * (the first device's did not while its copies ran with the forward pass),
+ * and the losses are unchanged. */
+static void test_placed_segments(void **state) {
+  (void)state;
+  float l0[2], l1[2];
+  size_t a0[2], a1[2];
+  placed_run(0, l0, a0);
+  placed_run(1, l1, a1);
+  assert_memory_equal(l0, l1, sizeof l0);
+  print_message("placed: cpu:0 arena %zu -> %zu bytes, cpu:1 %zu -> %zu\n", a0[0], a1[0], a0[1],
+                a1[1]);
+  assert_true(a1[0] < a0[0]);
+  assert_true(a1[1] < a0[1]);
+}
+
 static void test_misuse(void **state) {
   (void)state;
   nb_graph *g = nb_graph_new();
@@ -543,6 +620,7 @@ int main(void) {
       cmocka_unit_test(test_gpt_char_recompute_memory),
       cmocka_unit_test(test_marked_layers),
       cmocka_unit_test(test_marked_residual_block),
+      cmocka_unit_test(test_placed_segments),
       cmocka_unit_test(test_misuse),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -208,6 +208,34 @@ static void find_levels(const nb_plan *p, nb_mplan *mp) {
       if (l > lv[i]) lv[i] = l;
     }
   }
+  /* a recomputed node (recompute.c) reads values of the forward pass, so
+   * the rule above puts it with them; it belongs just before its readers
+   * (the backward pass on its device), or the recomputation would happen
+   * in the forward segment and keep its results alive from there. Raised
+   * to the lowest level its readers allow, last node first, so chains of
+   * copies move together; its inputs' levels stay at or below it. */
+  for (int i = n - 1; i >= 0; i--) {
+    const nb_tensor *t = g->nodes[i];
+    if (ph[i] < 0 || !(t->flags & NB_FLAG_RECOMPUTED)) continue;
+    int best = -1;
+    for (int j = i + 1; j < n; j++) {
+      const nb_tensor *r = g->nodes[j];
+      if (ph[j] != ph[i]) continue;
+      for (int k = 0; k < r->n_in; k++)
+        if (mp_owner(r->in[k]) == t) {
+          int l = lv[j] - (d[j] != d[i]);
+          if (best < 0 || l < best) best = l;
+          break;
+        }
+    }
+    if (best > lv[i]) lv[i] = best;
+  }
+  /* a recomputed view (readers name its base as the owner) goes with its base */
+  for (int i = 0; i < n; i++) {
+    const nb_tensor *t = g->nodes[i];
+    if (ph[i] >= 0 && t->base && (t->flags & NB_FLAG_RECOMPUTED) && lv[t->base->id] > lv[i])
+      lv[i] = lv[t->base->id];
+  }
   /* an assign runs after every read of its variable on its device in its
    * phase (readers on other devices got the variable at the phase start) */
   for (int i = 0; i < n; i++) {

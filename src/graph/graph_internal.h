@@ -115,6 +115,10 @@ enum {
   /* a variable of the compiler's own (a pipelined plan's gradient
    * accumulator): bound in the plan's scratch state, not the caller's */
   NB_FLAG_SCRATCH = 1u << 4,
+  /* a node recomputed for the backward pass (recompute.c): the multi-device
+   * partitioner schedules it just before its readers, not with the
+   * forward pass whose values it reads (partition.c) */
+  NB_FLAG_RECOMPUTED = 1u << 5,
 };
 
 /* Most distinct devices one graph places nodes on (placement.c). */

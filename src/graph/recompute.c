@@ -90,6 +90,7 @@ nb_status nb_recompute_segment(nb_graph *g, int segment, int n, nb_tensor **map)
     c->device = t->device;
     c->name = NULL;
     c->segment = 0;
+    c->flags |= NB_FLAG_RECOMPUTED;
     map[i] = c;
   }
   return NB_OK;
