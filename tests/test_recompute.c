@@ -504,7 +504,7 @@ static void test_marked_residual_block(void **state) {
 /* Four segments of three (matmul + gelu) on [256, 64], the first two on
  * cpu:0, the last two on cpu:1, trained 2 Adam steps: the losses and each
  * device's arena. */
-static void placed_run(int segments, float loss[2], size_t arena[2]) {
+static void placed_run(int segments, int micro, float loss[2], size_t arena[2]) {
   nb_backend *be;
   nb_state *st;
   TU_OK(nb_backend_new("cpu", &be));
@@ -512,6 +512,8 @@ static void placed_run(int segments, float loss[2], size_t arena[2]) {
   nb_graph *g = nb_graph_new();
   int64_t xs[2] = {256, 64}, ws[2] = {64, 64}, ys[1] = {256}, cs[2] = {64, 4};
   nb_tensor *x = nb_input(g, "x", NB_F32, 2, xs), *y = nb_input(g, "y", NB_I64, 1, ys);
+  nb_tensor_set_micro(x, NB_MICRO_SPLIT);
+  nb_tensor_set_micro(y, NB_MICRO_SPLIT);
   nb_tensor *h = x;
   for (int b = 0; b < 4; b++) {
     TU_OK(nb_graph_set_device(g, b < 2 ? "cpu:0" : "cpu:1"));
@@ -532,13 +534,16 @@ static void placed_run(int segments, float loss[2], size_t arena[2]) {
   nb_optimizer *opt;
   TU_OK(nb_optimizer_adam(g, 0.9f, 0.999f, 1e-8f, 0.0f, 0, &opt));
   nb_plan *p;
-  TU_OK(nb_compile(g, be, st, NULL, &p));
+  nb_compile_options co = nb_compile_defaults();
+  co.micro_batches = micro;
+  TU_OK(nb_compile(g, be, st, &co, &p));
   assert_int_equal(nb_plan_device_count(p), 2);
-  float *xv = tu_rand(256 * 64, -1.0f, 1.0f, 4);
-  int64_t yv[256];
-  for (int i = 0; i < 256; i++) yv[i] = i % 4;
-  TU_OK(nb_plan_set_input(p, x, xv, sizeof(float) * 256 * 64));
-  TU_OK(nb_plan_set_input(p, y, yv, sizeof yv));
+  /* micro-batches: the plan's shapes are one micro-batch's, fed `micro` times */
+  float *xv = tu_rand((size_t)(256 * 64 * micro), -1.0f, 1.0f, 4);
+  int64_t yv[512];
+  for (int i = 0; i < 256 * micro; i++) yv[i] = i % 4;
+  TU_OK(nb_plan_set_input(p, x, xv, sizeof(float) * 256 * 64 * (size_t)micro));
+  TU_OK(nb_plan_set_input(p, y, yv, sizeof(int64_t) * 256 * (size_t)micro));
   for (int step = 1; step <= 2; step++) {
     TU_OK(nb_optimizer_feed(opt, p, step, 1e-3f));
     TU_OK(nb_plan_run(p));
@@ -565,13 +570,19 @@ static void test_placed_segments(void **state) {
   (void)state;
   float l0[2], l1[2];
   size_t a0[2], a1[2];
-  placed_run(0, l0, a0);
-  placed_run(1, l1, a1);
+  placed_run(0, 1, l0, a0);
+  placed_run(1, 1, l1, a1);
   assert_memory_equal(l0, l1, sizeof l0);
   print_message("placed: cpu:0 arena %zu -> %zu bytes, cpu:1 %zu -> %zu\n", a0[0], a1[0], a0[1],
                 a1[1]);
   assert_true(a1[0] < a0[0]);
   assert_true(a1[1] < a0[1]);
+  /* pipelined in 2 micro-batches (GPipe): the same losses both ways */
+  placed_run(0, 2, l0, a0);
+  placed_run(1, 2, l1, a1);
+  assert_memory_equal(l0, l1, sizeof l0);
+  print_message("placed, 2 micro-batches: cpu:0 arena %zu -> %zu bytes, cpu:1 %zu -> %zu\n", a0[0],
+                a1[0], a0[1], a1[1]);
 }
 
 static void test_misuse(void **state) {
