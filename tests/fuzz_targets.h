@@ -3,6 +3,7 @@
  * (.pb) and .npy arrays. Shared by the deterministic mutation test
  * (tests/test_fuzz_readers.c, run by ctest) and the optional libFuzzer
  * entry points (tests/fuzz/libfuzzer_readers.c, built with NABLA_FUZZ=ON).
+ * The other readers' targets are in fuzz_io.h, fuzz_data.h and fuzz_model.h.
  *
  * A reader may accept or reject an input; either way it must return a
  * status (rejections with a message that names the input), never crash,
@@ -16,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nabla/nabla.h"
+#include "fuzz_common.h"
 #include "nabla/onnx.h"
 
 /* Builds only graphs this small: a mutated shape must not make one fuzz
@@ -24,27 +25,6 @@
 #define FZ_MAX_DIM   64
 #define FZ_MAX_NUMEL (1 << 14)
 #define FZ_MAX_IO    16
-
-typedef struct fz_stats {
-  long inputs, parsed, built, compiled;
-} fz_stats;
-
-/* A reader's verdict on one input: 0 if fine, else what went wrong (the
- * caller reports it with the input that caused it). */
-static const char *fz_check_error(nb_status st, const char *name) {
-  const char *msg = nb_last_error();
-  if (st == NB_ERR_INTERNAL) return "NB_ERR_INTERNAL (a bug, not a bad file)";
-  if (!msg[0]) return "an error without a message";
-  if (name && !strstr(msg, name) && st != NB_ERR_OOM)
-    return "an error message without the file name";
-  return NULL;
-}
-
-static nb_backend *fz_cpu(void) {
-  static nb_backend *be;
-  if (!be && nb_backend_new("cpu", &be)) return NULL;
-  return be;
-}
 
 /* ONNX model bytes: load, check, and when that passes, build for the
  * declared input shapes (symbolic dims as 1; integer inputs given as values

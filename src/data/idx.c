@@ -25,6 +25,38 @@ static nb_status read_exact(gzFile f, void *dst, size_t n, const char *path, siz
   return NB_OK;
 }
 
+/* Reads n bytes into a buffer that grows as they arrive (1 MiB, then
+ * doubling): n comes from the header's dimensions, so a short or hostile
+ * file that claims 2^40 elements fails after reading what it holds, having
+ * allocated about that much, never n bytes up front. */
+static nb_status read_grown(gzFile f, size_t n, const char *path, size_t *pos,
+                            unsigned char **out) {
+  size_t cap = 0, done = 0;
+  unsigned char *buf = NULL;
+  nb_status st = NB_OK;
+  while (!st && (done < n || !buf)) {
+    if (done == cap) {
+      size_t want = cap ? (cap > n / 2 ? n : 2 * cap) : (n < (1u << 20) ? n : (1u << 20));
+      unsigned char *b = realloc(buf, want + 1);
+      if (!b) {
+        st = nb_error(NB_ERR_OOM, "%s: out of memory after %zu bytes of data", path, done);
+        break;
+      }
+      buf = b;
+      cap = want;
+    }
+    size_t before = *pos;
+    st = read_exact(f, buf + done, cap - done, path, pos, "the data");
+    done += *pos - before;
+  }
+  if (st) {
+    free(buf);
+    return st;
+  }
+  *out = buf;
+  return NB_OK;
+}
+
 static uint32_t be32(const unsigned char *b) {
   return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
 }
@@ -87,17 +119,24 @@ nb_status nb_idx_load(const char *path, nb_idx *out) {
     numel *= out->shape[i];
   }
   unsigned char *raw = NULL;
+  if (!st) st = read_grown(f, (size_t)numel * src_size, path, &pos, &raw);
   if (!st) {
-    raw = malloc((size_t)numel * src_size + 1);
     out->data = malloc((size_t)numel * nb_dtype_size(dt) + 1);
-    if (!raw || !out->data) st = nb_error(NB_ERR_OOM, "%s: out of memory", path);
+    if (!out->data) st = nb_error(NB_ERR_OOM, "%s: out of memory", path);
   }
-  if (!st) st = read_exact(f, raw, (size_t)numel * src_size, path, &pos, "the data");
   if (!st) {
+    /* one byte more: there must be none, and reaching the end of a gzip
+     * stream is where zlib checks its CRC and length (a stream cut short
+     * reads as the end of the file, with Z_BUF_ERROR in gzerror) */
     unsigned char extra;
-    if (gzread(f, &extra, 1) > 0)
+    int r = gzread(f, &extra, 1), err = Z_OK;
+    const char *msg = r <= 0 ? gzerror(f, &err) : NULL;
+    if (r > 0)
       st = nb_error(NB_ERR_FORMAT, "%s: unexpected data after byte %zu (dimensions say %lld items)",
                     path, pos, (long long)numel);
+    else if (err != Z_OK)
+      st = nb_error(NB_ERR_FORMAT, "%s: corrupt or truncated gzip data after byte %zu: %s", path,
+                    pos, msg);
   }
   if (!st) {
     out->dtype = dt;

@@ -34,6 +34,8 @@ nb_status nb_idx_dataset_load(const char *images_path, const char *labels_path, 
   if (!st) {
     int64_t shape[3] = {1, im.shape[1], im.shape[2]};
     st = nb_dataset_alloc(out, n, 3, shape);
+    /* an IDX dimension may be 0, an image's may not: name the file */
+    if (st) st = nb_error(st, "%s: %s", images_path, nb_last_error());
   }
   if (!st) {
     const uint8_t *px = im.data, *lab = lb.data;

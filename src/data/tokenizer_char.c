@@ -102,15 +102,29 @@ nb_status nb_char_vocab_save(const nb_char_vocab *v, const char *path) {
   return NB_OK;
 }
 
+/* The next blank-separated word as a whole decimal integer; 0 at the end of
+ * the file or for anything else. (fscanf's %d is undefined behaviour for a
+ * value out of int's range.) */
+static int read_int(FILE *f, long *v) {
+  char word[24];
+  if (fscanf(f, "%23s", word) != 1) return 0;
+  char *end;
+  errno = 0;
+  long x = strtol(word, &end, 10);
+  if (end == word || *end || errno) return 0;
+  *v = x;
+  return 1;
+}
+
 nb_status nb_char_vocab_load(const char *path, nb_char_vocab *out) {
   if (!path || !out) return nb_error(NB_ERR_INVALID_ARG, "nb_char_vocab_load: path and out needed");
   FILE *f = fopen(path, "r");
   if (!f) return nb_error(NB_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
   char magic[32] = {0};
-  int version = 0, size = -1;
+  long version = 0, size = -1;
   nb_status st = NB_OK;
-  if (fscanf(f, "%31s %d %d", magic, &version, &size) != 3 || strcmp(magic, VOCAB_MAGIC) ||
-      version != 1 || size < 0 || size > 256) {
+  if (fscanf(f, "%31s", magic) != 1 || strcmp(magic, VOCAB_MAGIC) || !read_int(f, &version) ||
+      !read_int(f, &size) || version != 1 || size < 0 || size > 256) {
     st = nb_error(NB_ERR_FORMAT, "%s:1: expected '%s 1 SIZE' with SIZE in 0..256", path,
                   VOCAB_MAGIC);
   }
@@ -118,8 +132,8 @@ nb_status nb_char_vocab_load(const char *path, nb_char_vocab *out) {
   memset(&v, 0, sizeof v);
   for (int b = 0; b < 256; b++) v.id[b] = -1;
   for (int i = 0; !st && i < size; i++) {
-    int b;
-    if (fscanf(f, "%d", &b) != 1 || b < 0 || b > 255 || (i && b <= v.bytes[i - 1]))
+    long b;
+    if (!read_int(f, &b) || b < 0 || b > 255 || (i && b <= v.bytes[i - 1]))
       st = nb_error(NB_ERR_FORMAT, "%s:%d: expected a byte value above the previous one", path,
                     i + 2);
     else {
@@ -128,10 +142,10 @@ nb_status nb_char_vocab_load(const char *path, nb_char_vocab *out) {
       v.size = i + 1;
     }
   }
-  int extra;
-  if (!st && fscanf(f, "%d", &extra) == 1)
-    st = nb_error(NB_ERR_FORMAT, "%s:%d: more values than the %d the header gives", path, size + 2,
-                  size);
+  char extra;
+  if (!st && fscanf(f, " %c", &extra) == 1)
+    st = nb_error(NB_ERR_FORMAT, "%s:%ld: more than the %ld values the header gives", path,
+                  size + 2, size);
   fclose(f);
   if (!st) *out = v;
   return st;

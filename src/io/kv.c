@@ -1,5 +1,7 @@
-/* An ordered string map: small (tens of entries), so a linear scan beats
- * hashing and keeps insertion order for free. */
+/* An ordered string map: arrays of keys and values in insertion order, and
+ * a hash index over them. Most maps are small (tens of entries), but a
+ * safetensors header may hold a million metadata keys: a linear scan per
+ * lookup made reading such a file quadratic (seconds for 40,000 keys). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -11,6 +13,8 @@
 struct nb_kv {
   int n, cap;
   char **keys, **values;
+  int *slots;    /* open addressing: 1 + the index of a key, 0 = empty */
+  size_t nslots; /* a power of two above 2 n; 0 before the first key */
 };
 
 nb_status nb_kv_new(nb_kv **out) {
@@ -27,6 +31,7 @@ void nb_kv_free(nb_kv *kv) {
   }
   free(kv->keys);
   free(kv->values);
+  free(kv->slots);
   free(kv);
 }
 
@@ -37,10 +42,36 @@ static char *dup_str(const char *s) {
   return d;
 }
 
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return h;
+}
+
+/* The slot of key: where it is, or the empty slot where it would go. */
+static size_t slot_of(const nb_kv *kv, const char *key) {
+  size_t mask = kv->nslots - 1, i = (size_t)hash_str(key) & mask;
+  while (kv->slots[i] && strcmp(kv->keys[kv->slots[i] - 1], key)) i = (i + 1) & mask;
+  return i;
+}
+
 static int find(const nb_kv *kv, const char *key) {
-  for (int i = 0; i < kv->n; i++)
-    if (!strcmp(kv->keys[i], key)) return i;
-  return -1;
+  if (!kv->nslots) return -1;
+  return kv->slots[slot_of(kv, key)] - 1;
+}
+
+/* Room in the index for one more key (rebuilt at twice the size when it
+ * would be half full); 0 when out of memory. */
+static int reserve_slot(nb_kv *kv) {
+  if (2 * ((size_t)kv->n + 1) <= kv->nslots) return 1;
+  size_t ns = kv->nslots ? 2 * kv->nslots : 16;
+  int *slots = calloc(ns, sizeof *slots);
+  if (!slots) return 0;
+  free(kv->slots);
+  kv->slots = slots;
+  kv->nslots = ns;
+  for (int i = 0; i < kv->n; i++) kv->slots[slot_of(kv, kv->keys[i])] = i + 1;
+  return 1;
 }
 
 nb_status nb_kv_set(nb_kv *kv, const char *key, const char *value) {
@@ -52,6 +83,10 @@ nb_status nb_kv_set(nb_kv *kv, const char *key, const char *value) {
     free(kv->values[i]);
     kv->values[i] = v;
     return NB_OK;
+  }
+  if (!reserve_slot(kv)) {
+    free(v);
+    return nb_error(NB_ERR_OOM, "nb_kv_set '%s': out of memory", key);
   }
   if (kv->n == kv->cap) {
     int cap = kv->cap ? kv->cap * 2 : 8;
@@ -70,6 +105,7 @@ nb_status nb_kv_set(nb_kv *kv, const char *key, const char *value) {
     free(v);
     return nb_error(NB_ERR_OOM, "nb_kv_set '%s': out of memory", key);
   }
+  kv->slots[slot_of(kv, k)] = kv->n + 1;
   kv->keys[kv->n] = k;
   kv->values[kv->n] = v;
   kv->n++;

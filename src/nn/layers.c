@@ -31,8 +31,11 @@ static nb_tensor *param(const nb_nn *nn, const char *name, int ndim, const int64
   return t;
 }
 
+/* Fans are doubles: they only scale the initialiser, and a shape too large
+ * for the graph (which nb_param then rejects) must not overflow int64 on the
+ * way there. */
 static nb_tensor *weight(const nb_nn *nn, const char *layer, int ndim, const int64_t *shape,
-                         int64_t fan_in, int64_t fan_out) {
+                         double fan_in, double fan_out) {
   char name[256];
   snprintf(name, sizeof name, "%s.weight", layer);
   nb_init init = {NB_INIT_UNIFORM, 0, 0, nb_nn_name_seed(nn->seed, name)};
@@ -53,7 +56,7 @@ static nb_tensor *weight(const nb_nn *nn, const char *layer, int ndim, const int
   return param(nn, name, ndim, shape, init);
 }
 
-static nb_tensor *bias(const nb_nn *nn, const char *layer, int64_t n, int64_t fan_in) {
+static nb_tensor *bias(const nb_nn *nn, const char *layer, int64_t n, double fan_in) {
   char name[256];
   snprintf(name, sizeof name, "%s.bias", layer);
   nb_init init = {NB_INIT_ZEROS, 0, 0, nb_nn_name_seed(nn->seed, name)};
@@ -96,8 +99,8 @@ nb_tensor *nb_nn_conv2d(const nb_nn *nn, const char *name, nb_tensor *x, int64_t
   }
   int64_t cin = nb_tensor_shape(x)[1];
   int64_t ws[4] = {out_ch, d.groups ? cin / d.groups : 0, kh, kw};
-  int64_t fan_in = ws[1] * kh * kw;
-  nb_tensor *y = nb_conv2d(g, x, weight(nn, name, 4, ws, fan_in, out_ch * kh * kw), &d);
+  double fan_in = (double)ws[1] * kh * kw;
+  nb_tensor *y = nb_conv2d(g, x, weight(nn, name, 4, ws, fan_in, (double)out_ch * kh * kw), &d);
   if (!use_bias) return y;
   int64_t bs[4] = {1, out_ch, 1, 1};
   return nb_add(g, y, nb_reshape(g, bias(nn, name, out_ch, fan_in), 4, bs));

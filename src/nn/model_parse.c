@@ -22,6 +22,11 @@
 #define MAX_DEPTH 16
 /* Most keys of one section type. */
 #define MAX_KEYS 32
+/* Most transformer blocks in a model (the repeats of every [transformer]
+ * section together): far above any real model (GPT-3 has 96), and low enough
+ * that a mistyped or hostile `repeat` fails here instead of building
+ * billions of blocks. */
+#define MAX_BLOCKS 1024
 
 /* ---- key tables ------------------------------------------------------------- */
 
@@ -258,6 +263,7 @@ typedef struct parser {
   int depth;
   int device_line;    /* where the open layer's `device` was set; 0 = not set */
   int recompute_line; /* ... and its `recompute` */
+  int64_t blocks;     /* transformer blocks so far (MAX_BLOCKS) */
 } parser;
 
 static nb_status fail(const parser *p, int line, const char *fmt, ...)
@@ -734,6 +740,11 @@ static nb_status close_section(parser *p) {
     if (st) return st;
   }
   if (s->kind == NB_LAYER_TRANSFORMER && !set_at(p, "dropout")) l->p = 0.0f;
+  if (s->kind == NB_LAYER_TRANSFORMER && (p->blocks += l->repeat) > MAX_BLOCKS)
+    return fail(p, set_at(p, "repeat") ? set_at(p, "repeat") : p->sec_line,
+                "expected at most %d transformer blocks in the model, found %lld with repeat = %d "
+                "in %s",
+                MAX_BLOCKS, (long long)p->blocks, l->repeat, p->label);
   if (s->kind == NB_LAYER_POSITIONAL && !set_at(p, "context")) {
     if (!nb_model_is_text(p->m))
       return fail(p, p->sec_line,

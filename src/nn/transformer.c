@@ -67,6 +67,11 @@ nb_tensor *nb_nn_pre_norm_block(const nb_nn *nn, const char *name, nb_tensor *x,
   nb_graph *g = nn->g;
   int64_t c = nb_tensor_shape(x)[2];
   if (mlp_ratio <= 0) mlp_ratio = 4;
+  if (c > INT64_MAX / mlp_ratio) { /* a model file may ask for any mlp */
+    nb_graph_set_error(g, NB_ERR_SHAPE, "%s: MLP width %d x %lld overflows int64", name, mlp_ratio,
+                       (long long)c);
+    return NULL;
+  }
   char sub[512];
   /* one statement per layer: the creation order is the parameter order */
   snprintf(sub, sizeof sub, "%s.ln1", name);

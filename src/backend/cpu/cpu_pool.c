@@ -48,7 +48,11 @@ static int64_t planes_per_chunk(int64_t plane) {
   return per < 1 ? 1 : per;
 }
 
-static int big(const pool_geom *g) { return g->planes * g->p * g->q * g->kh * g->kw > PAR_MIN; }
+/* In double: a window can be as large as an int allows, and the product
+ * only estimates the work. */
+static int big(const pool_geom *g) {
+  return (double)g->planes * (double)g->p * (double)g->q * (double)g->kh * (double)g->kw > PAR_MIN;
+}
 
 /* Window of output (p, q) clipped to the input: rows [h0, h1), cols [w0, w1). */
 typedef struct {
