@@ -140,6 +140,11 @@ struct nb_state {
   nb_backend *be; /* the default device, given to nb_state_new */
   int n, cap;
   nb_state_var *vars;
+  /* name -> index: open addressing, n_slots a power of two at least twice
+   * n, -1 = empty; so that binding or finding one of many variables (a
+   * LoRA file's thousands) is not a scan of all of them */
+  int *slots;
+  int n_slots;
   /* model parallelism: the devices its variables may live on; dev[0] = be.
    * owned[i]: opened by nb_state_device, freed with the state */
   nb_backend *dev[NB_STATE_MAX_DEVICES];

@@ -1,5 +1,6 @@
 /* Persistent named variables (parameters, optimizer moments, running
  * statistics) held on a backend and shared by the plans compiled for it. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,7 @@ void nb_state_free(nb_state *st) {
     free(st->vars[i].name);
   }
   free(st->vars);
+  free(st->slots);
   for (int i = 0; i < st->n_dev; i++)
     if (st->owned[i]) nb_backend_free(st->dev[i]);
   free(st);
@@ -94,10 +96,39 @@ nb_status nb_state_entry(const nb_state *st, int i, const char **name, nb_dtype 
   return NB_OK;
 }
 
+/* ---- the name index -------------------------------------------------------------- */
+
+static uint64_t name_hash(const char *s) { /* FNV-1a */
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+  return h;
+}
+
+/* The slot holding `name`, or the empty slot where it would go. */
+static int slot_of(const nb_state *st, const char *name) {
+  size_t mask = (size_t)st->n_slots - 1, i = (size_t)name_hash(name) & mask;
+  while (st->slots[i] >= 0 && strcmp(st->vars[st->slots[i]].name, name)) i = (i + 1) & mask;
+  return (int)i;
+}
+
+/* Room in the index for one more variable (rebuilt twice as large). */
+static nb_status index_reserve(nb_state *st) {
+  if (2 * (st->n + 1) <= st->n_slots) return NB_OK;
+  int n_slots = st->n_slots ? 2 * st->n_slots : 64;
+  int *slots = malloc((size_t)n_slots * sizeof *slots);
+  if (!slots) return nb_error(NB_ERR_OOM, "state: out of memory");
+  for (int i = 0; i < n_slots; i++) slots[i] = -1;
+  free(st->slots);
+  st->slots = slots;
+  st->n_slots = n_slots;
+  for (int i = 0; i < st->n; i++) st->slots[slot_of(st, st->vars[i].name)] = i;
+  return NB_OK;
+}
+
 nb_state_var *nb_state_find(const nb_state *st, const char *name) {
-  for (int i = 0; i < st->n; i++)
-    if (!strcmp(st->vars[i].name, name)) return &st->vars[i];
-  return NULL;
+  if (!st || !name || !st->n_slots) return NULL;
+  int k = st->slots[slot_of(st, name)];
+  return k >= 0 ? &st->vars[k] : NULL;
 }
 
 static nb_status lookup(const nb_state *st, const char *name, size_t bytes, nb_state_var **v,
@@ -176,6 +207,8 @@ nb_status nb_state_bind(nb_state *st, nb_backend *be, const nb_tensor *var, nb_s
     *out = v;
     return NB_OK;
   }
+  nb_status s0 = index_reserve(st);
+  if (s0) return s0;
   if (st->n == st->cap) {
     int cap = st->cap ? st->cap * 2 : 16;
     nb_state_var *vars = realloc(st->vars, (size_t)cap * sizeof *vars);
@@ -200,6 +233,7 @@ nb_status nb_state_bind(nb_state *st, nb_backend *be, const nb_tensor *var, nb_s
     free(v->name);
     return s;
   }
+  st->slots[slot_of(st, v->name)] = st->n;
   st->n++;
   *out = v;
   return NB_OK;
