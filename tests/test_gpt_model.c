@@ -28,18 +28,7 @@ static nb_model *load(const char *path) {
 
 /* The tiny text as ids of its own character vocabulary. */
 static int32_t *tiny_tokens(int64_t *n, int *vocab) {
-  char *text;
-  size_t len;
-  TU_OK(nb_text_read_file(DATA_DIR "/tiny_text.txt", &text, &len));
-  nb_char_vocab v;
-  TU_OK(nb_char_vocab_build(text, len, &v));
-  int32_t *ids = malloc(len * sizeof *ids);
-  assert_non_null(ids);
-  TU_OK(nb_char_encode(&v, text, len, ids));
-  free(text);
-  *n = (int64_t)len;
-  *vocab = v.size;
-  return ids;
+  return tu_text_tokens(DATA_DIR "/tiny_text.txt", n, vocab);
 }
 
 /* The variables nb_model_build creates, in creation order, against the

@@ -298,19 +298,13 @@ static void fit_tiny(int recompute, const int32_t *tokens, int64_t n, int vocab,
 
 static void test_tiny_gpt_recompute_equal(void **state) {
   (void)state;
-  char *text;
-  size_t len;
-  TU_OK(nb_text_read_file(DATA_DIR "/tiny_text.txt", &text, &len));
-  nb_char_vocab v;
-  TU_OK(nb_char_vocab_build(text, len, &v));
-  int32_t *ids = malloc(len * sizeof *ids);
-  assert_non_null(ids);
-  TU_OK(nb_char_encode(&v, text, len, ids));
-  free(text);
+  int64_t n;
+  int vocab;
+  int32_t *ids = tu_text_tokens(DATA_DIR "/tiny_text.txt", &n, &vocab);
   tu_snapshot plain, re;
   nb_text_fit_result a, b;
-  fit_tiny(0, ids, (int64_t)len, v.size, &plain, &a);
-  fit_tiny(1, ids, (int64_t)len, v.size, &re, &b);
+  fit_tiny(0, ids, n, vocab, &plain, &a);
+  fit_tiny(1, ids, n, vocab, &re, &b);
   assert_int_equal(a.steps, 6);
   assert_int_equal(b.steps, 6);
   assert_true(a.train_loss == b.train_loss);
@@ -378,59 +372,84 @@ static const char *mlp_cfg(int marked) {
   return t;
 }
 
-/* Marked layers recompute: 4 SGD steps give the unmarked
- * model's losses and weights, in a smaller arena; eval graphs ignore it. */
+/* A model file's training graph for `batch` examples of 32 features and
+ * 4 classes: forward, cross-entropy, backward; on its own CPU state. */
+typedef struct model_step {
+  nb_model *m;
+  nb_backend *be;
+  nb_state *st;
+  nb_graph *g;
+  nb_tensor *x, *y, *loss;
+  int64_t batch;
+} model_step;
+
+static void model_step_build(model_step *s, const char *text, int64_t batch) {
+  memset(s, 0, sizeof *s);
+  s->batch = batch;
+  TU_OK(nb_model_parse(text, "test.cfg", &s->m));
+  TU_OK(nb_backend_new("cpu", &s->be));
+  TU_OK(nb_state_new(s->be, &s->st));
+  s->g = nb_graph_new();
+  nb_nn nn = {.g = s->g, .training = 1, .seed = 3, .init = NB_NN_INIT_TORCH};
+  nb_tensor *logits = NULL;
+  s->x = nb_model_new_input(s->m, s->g, "x", batch);
+  TU_OK(nb_model_build(s->m, &nn, s->x, &logits));
+  assert_false(nb_graph_recompute_open(s->g));
+  s->y = nb_input(s->g, "y", NB_I64, 1, &batch);
+  s->loss = nb_cross_entropy(s->g, logits, s->y, 0.0f);
+  nb_tensor_set_output(s->loss);
+  TU_OK(nb_graph_backward(s->g, s->loss));
+}
+
+/* Feeds batch `r` (seeded inputs, labels (i + r) % 4). */
+static void model_step_feed(const model_step *s, nb_plan *p, int r) {
+  float *xv = tu_rand((size_t)(s->batch * 32), -1.0f, 1.0f, 200 + (uint64_t)r);
+  int64_t yv[64];
+  assert_true(s->batch <= 64);
+  for (int i = 0; i < s->batch; i++) yv[i] = (i + r) % 4;
+  TU_OK(nb_plan_set_input(p, s->x, xv, sizeof(float) * (size_t)(s->batch * 32)));
+  TU_OK(nb_plan_set_input(p, s->y, yv, sizeof(int64_t) * (size_t)s->batch));
+  free(xv);
+}
+
+static void model_step_free(model_step *s) {
+  nb_graph_free(s->g);
+  nb_state_free(s->st);
+  nb_backend_free(s->be);
+  nb_model_free(s->m);
+}
+
+/* Marked layers recompute: 4 SGD steps give the unmarked model's losses
+ * and weights, in a smaller arena; an eval build leaves no segment open. */
 static void test_marked_layers(void **state) {
   (void)state;
   float loss[2][4];
   size_t arena[2];
   tu_snapshot snap[2];
   for (int marked = 0; marked < 2; marked++) {
-    nb_model *m = NULL;
-    TU_OK(nb_model_parse(mlp_cfg(marked), "mlp.cfg", &m));
-    nb_backend *be;
-    nb_state *st;
-    TU_OK(nb_backend_new("cpu", &be));
-    TU_OK(nb_state_new(be, &st));
-    nb_graph *g = nb_graph_new();
-    nb_nn nn = {.g = g, .training = 1, .seed = 3, .init = NB_NN_INIT_TORCH};
-    nb_tensor *x = nb_model_new_input(m, g, "x", 64), *logits = NULL;
-    TU_OK(nb_model_build(m, &nn, x, &logits));
-    assert_false(nb_graph_recompute_open(g));
-    int64_t n = 64;
-    nb_tensor *y = nb_input(g, "y", NB_I64, 1, &n);
-    nb_tensor *l = nb_cross_entropy(g, logits, y, 0.0f);
-    nb_tensor_set_output(l);
-    TU_OK(nb_graph_backward(g, l));
+    model_step s;
+    model_step_build(&s, mlp_cfg(marked), 64);
     nb_optimizer *opt;
-    TU_OK(nb_optimizer_sgd(g, 0.0f, 0.0f, 0, &opt));
+    TU_OK(nb_optimizer_sgd(s.g, 0.0f, 0.0f, 0, &opt));
     nb_plan *p;
-    TU_OK(nb_compile(g, be, st, NULL, &p));
+    TU_OK(nb_compile(s.g, s.be, s.st, NULL, &p));
     arena[marked] = nb_plan_get_stats(p).arena_bytes;
     for (int r = 0; r < 4; r++) {
-      float *xv = tu_rand(64 * 32, -1.0f, 1.0f, 200 + (uint64_t)r);
-      int64_t yv[64];
-      for (int i = 0; i < 64; i++) yv[i] = (i + r) % 4;
-      TU_OK(nb_plan_set_input(p, x, xv, sizeof(float) * 64 * 32));
-      TU_OK(nb_plan_set_input(p, y, yv, sizeof yv));
+      model_step_feed(&s, p, r);
       TU_OK(nb_optimizer_feed(opt, p, r + 1, 0.1f));
       TU_OK(nb_plan_run(p));
-      TU_OK(nb_plan_get(p, l, &loss[marked][r], sizeof(float)));
-      free(xv);
+      TU_OK(nb_plan_get(p, s.loss, &loss[marked][r], sizeof(float)));
     }
-    tu_snapshot_take(st, &snap[marked]);
+    tu_snapshot_take(s.st, &snap[marked]);
     nb_optimizer_free(opt);
     nb_plan_free(p);
-    nb_graph_free(g);
-    /* an eval build of the marked model leaves no segment open */
-    g = nb_graph_new();
+    nb_graph *g = nb_graph_new();
     nb_nn ev = {.g = g, .training = 0, .seed = 3, .init = NB_NN_INIT_TORCH};
-    TU_OK(nb_model_build(m, &ev, nb_model_new_input(m, g, "x", 2), &logits));
+    nb_tensor *logits = NULL;
+    TU_OK(nb_model_build(s.m, &ev, nb_model_new_input(s.m, g, "x", 2), &logits));
     assert_false(nb_graph_recompute_open(g));
     nb_graph_free(g);
-    nb_state_free(st);
-    nb_backend_free(be);
-    nb_model_free(m);
+    model_step_free(&s);
   }
   assert_memory_equal(loss[0], loss[1], sizeof loss[0]);
   tu_snapshot_assert_equal(&snap[0], &snap[1], "mlp.cfg: marked layers vs plain");
@@ -441,43 +460,22 @@ static void test_marked_layers(void **state) {
   tu_snapshot_free(&snap[1]);
 }
 
-/* Nodes of mlp.cfg-like text's training graph after backward: more when
- * something is recomputed (the copies). */
+/* Nodes of a model file's training graph after backward (more when
+ * something is recomputed: the copies), and the loss of one run. */
 static int training_nodes(const char *text, float *loss) {
-  nb_model *m = NULL;
-  TU_OK(nb_model_parse(text, "block.cfg", &m));
-  nb_backend *be;
-  nb_state *st;
-  TU_OK(nb_backend_new("cpu", &be));
-  TU_OK(nb_state_new(be, &st));
-  nb_graph *g = nb_graph_new();
-  nb_nn nn = {.g = g, .training = 1, .seed = 3, .init = NB_NN_INIT_TORCH};
-  nb_tensor *x = nb_model_new_input(m, g, "x", 16), *logits = NULL;
-  TU_OK(nb_model_build(m, &nn, x, &logits));
-  int64_t n = 16;
-  nb_tensor *y = nb_input(g, "y", NB_I64, 1, &n);
-  nb_tensor *l = nb_cross_entropy(g, logits, y, 0.0f);
-  nb_tensor_set_output(l);
-  TU_OK(nb_graph_backward(g, l));
-  nb_tensor *gw = nb_graph_grad(g, nb_graph_find(g, "r.a.weight"));
+  model_step s;
+  model_step_build(&s, text, 16);
+  nb_tensor *gw = nb_graph_grad(s.g, nb_graph_find(s.g, "r.a.weight"));
   assert_non_null(gw);
   nb_tensor_set_output(gw);
   nb_plan *p;
-  TU_OK(nb_compile(g, be, st, NULL, &p));
-  float *xv = tu_rand(16 * 32, -1.0f, 1.0f, 9);
-  int64_t yv[16];
-  for (int i = 0; i < 16; i++) yv[i] = i % 4;
-  TU_OK(nb_plan_set_input(p, x, xv, sizeof(float) * 16 * 32));
-  TU_OK(nb_plan_set_input(p, y, yv, sizeof yv));
+  TU_OK(nb_compile(s.g, s.be, s.st, NULL, &p));
+  model_step_feed(&s, p, 0);
   TU_OK(nb_plan_run(p));
-  TU_OK(nb_plan_get(p, l, loss, sizeof *loss));
-  int count = nb_graph_node_count(g);
-  free(xv);
+  TU_OK(nb_plan_get(p, s.loss, loss, sizeof *loss));
+  int count = nb_graph_node_count(s.g);
   nb_plan_free(p);
-  nb_graph_free(g);
-  nb_state_free(st);
-  nb_backend_free(be);
-  nb_model_free(m);
+  model_step_free(&s);
   return count;
 }
 

@@ -311,3 +311,18 @@ const float *tu_ref_get(const tu_ref *r, const char *case_name, const char *name
   fail_msg("reference %s/%s not found", case_name, name);
   return NULL;
 }
+
+int32_t *tu_text_tokens(const char *path, int64_t *n, int *vocab) {
+  char *text;
+  size_t len;
+  TU_OK(nb_text_read_file(path, &text, &len));
+  nb_char_vocab v;
+  TU_OK(nb_char_vocab_build(text, len, &v));
+  int32_t *ids = malloc(len * sizeof *ids);
+  assert_non_null(ids);
+  TU_OK(nb_char_encode(&v, text, len, ids));
+  free(text);
+  *n = (int64_t)len;
+  *vocab = v.size;
+  return ids;
+}

@@ -71,6 +71,12 @@ void tu_snapshot_free(tu_snapshot *s);
  * same variables in the same order with identical bytes. */
 void tu_snapshot_assert_equal(const tu_snapshot *a, const tu_snapshot *b, const char *what);
 
+/* ---- text ------------------------------------------------------------------------ */
+
+/* The text file `path` as ids of its own character vocabulary (malloc'ed;
+ * *n ids, *vocab the vocabulary's size); fails the test if it cannot. */
+int32_t *tu_text_tokens(const char *path, int64_t *n, int *vocab);
+
 /* ---- reference files -------------------------------------------------------- */
 
 typedef struct tu_ref tu_ref;
