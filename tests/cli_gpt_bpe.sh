@@ -5,7 +5,8 @@
 # vocab.bpe beside the weights; the saved vocabulary round-trips the text;
 # `nabla eval` and `nabla generate` use it (greedy output reproducible, a
 # prefix of a longer run, multi-byte prompt characters kept); a corrupt or
-# missing vocabulary is a one-line error. (tests/test_gpt_bpe.c checks the
+# missing vocabulary is a one-line error; --tokenizer-vocab learns another
+# size. (tests/test_gpt_bpe.c checks the
 # cached decoding against full recomputation.)
 # Usage: cli_gpt_bpe.sh path/to/nabla path/to/source
 set -u
@@ -97,4 +98,15 @@ sed 's|^tokenizer_vocab = 300|tokenizer_file = '"$v"'|' "$tmp/tiny.cfg" >"$tmp/f
 "$nabla" train "$tmp/file.cfg" --data "$text" --out "$tmp/run3" --steps 1 --threads 1 \
   >/dev/null 2>&1
 check "tokenizer_file copied beside the weights" cmp -s "$v" "$tmp/run3/vocab.bpe"
+# --tokenizer-vocab learns another size, also over a tokenizer_file
+"$nabla" train "$tmp/file.cfg" --data "$text" --out "$tmp/run4" --steps 1 --threads 1 --json \
+  --tokenizer-vocab 280 >"$tmp/run4.json" 2>/dev/null
+check "--tokenizer-vocab 280" grep -q '"vocab_size": 280' "$tmp/run4.json"
+differs() { ! cmp -s "$1" "$2"; }
+check "--tokenizer-vocab writes its own vocab.bpe" differs "$v" "$tmp/run4/vocab.bpe"
+expect_error "--tokenizer-vocab below 256" "--tokenizer-vocab 100 is too small" \
+  "$nabla" train "$tmp/tiny.cfg" --data "$text" --out "$tmp/run5" --tokenizer-vocab 100
+expect_error "--tokenizer-vocab on a char model" "needs a model with \[net\] tokenizer = bpe" \
+  "$nabla" train "$src/tests/data/tiny_gpt.cfg" --data "$text" --out "$tmp/run6" \
+  --tokenizer-vocab 300
 finish

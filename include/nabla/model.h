@@ -192,6 +192,11 @@ int nb_model_tokenizer_bpe(const nb_model *m);
 int64_t nb_model_tokenizer_vocab(const nb_model *m);
 /* [net] tokenizer_file: the BPE vocabulary file to read, or NULL. */
 const char *nb_model_tokenizer_file(const nb_model *m);
+/* Overrides [net] tokenizer_vocab (`nabla train --tokenizer-vocab N`): a
+ * BPE model learns a vocabulary of n >= 256 tokens from its training text,
+ * even where the file names a tokenizer_file. NB_ERR_INVALID_ARG for a
+ * model without [net] tokenizer = bpe or n < 256. */
+nb_status nb_model_set_tokenizer_vocab(nb_model *m, int64_t n);
 /* What `vocab` means before the data says: Tiny Shakespeare's 65 bytes. */
 #define NB_MODEL_DEFAULT_VOCAB 65
 /* Number of trainable parameters (elements), as torch's

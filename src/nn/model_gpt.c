@@ -26,6 +26,24 @@ const char *nb_model_tokenizer_file(const nb_model *m) {
   return m && m->tokenizer_file[0] ? m->tokenizer_file : NULL;
 }
 
+nb_status nb_model_set_tokenizer_vocab(nb_model *m, int64_t n) {
+  if (!m) return nb_error(NB_ERR_INVALID_ARG, "nb_model_set_tokenizer_vocab: model is NULL");
+  if (!m->tokenizer)
+    return nb_error(
+        NB_ERR_INVALID_ARG,
+        "%s: --tokenizer-vocab needs a model with [net] tokenizer = bpe (this one reads "
+        "characters)",
+        m->source);
+  if (n < 256)
+    return nb_error(NB_ERR_INVALID_ARG,
+                    "%s: a BPE vocabulary holds the 256 bytes and more: --tokenizer-vocab %lld is "
+                    "too small",
+                    m->source, (long long)n);
+  m->tokenizer_vocab = n;
+  m->tokenizer_file[0] = '\0'; /* learned, not read */
+  return NB_OK;
+}
+
 nb_status nb_model_set_vocab(nb_model *m, int64_t vocab) {
   if (!m || vocab < 1)
     return nb_error(NB_ERR_INVALID_ARG, "nb_model_set_vocab: a model and vocab >= 1 are needed");

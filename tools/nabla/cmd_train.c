@@ -21,13 +21,15 @@ typedef struct {
   uint64_t seed;
   const char **files;
   int n_files;
-  const char *init_from; /* train: weights to start from */
-  nabla_lora_flags lora; /* train: adapters */
-  const char *place;     /* train: LAYER=DEVICE,... (model parallelism) */
-  int micro_batches;     /* train: GPipe micro-batches per batch */
-  int device_threads;    /* train: threads of each CPU device */
-  const char *precision; /* train: fp32, bf16 or fp16 (mixed precision) */
-  int recompute;         /* train: --recompute (activation checkpointing) */
+  const char *init_from;   /* train: weights to start from */
+  nabla_lora_flags lora;   /* train: adapters */
+  const char *place;       /* train: LAYER=DEVICE,... (model parallelism) */
+  int micro_batches;       /* train: GPipe micro-batches per batch */
+  int device_threads;      /* train: threads of each CPU device */
+  const char *precision;   /* train: fp32, bf16 or fp16 (mixed precision) */
+  int recompute;           /* train: --recompute (activation checkpointing) */
+  int64_t tokenizer_vocab; /* train: --tokenizer-vocab N (BPE models) */
+  int tokenizer_vocab_set; /* ... given */
 } cli;
 
 static int fail(const char *cmd) {
@@ -43,7 +45,7 @@ static void usage(const char *cmd, FILE *f) {
                "                   [--resume CKPT] [--limit N] [--json] [--distributed]\n"
                "                   [--place LAYER=DEVICE,...] [--micro-batches M]\n"
                "                   [--device-threads T] [--precision fp32|bf16|fp16]\n"
-               "                   [--recompute]\n"
+               "                   [--recompute] [--tokenizer-vocab N]\n"
                "Trains MODEL with the recipe in its [train] section (flags override it),\n"
                "evaluates on the test split after every epoch, and writes checkpoints,\n"
                "weights.safetensors, TensorBoard events and log.csv to --out (default runs/NAME).\n"
@@ -66,7 +68,9 @@ static void usage(const char *cmd, FILE *f) {
                "NCCL; NABLA_DIST=self --distributed runs one process through that path.\n"
                "Text models (token-sequence input, docs/training.md): --data FILE or DIR\n"
                "(default dataset tinyshakespeare), --steps N, --eval-every N; vocab.txt\n"
-               "(vocab.bpe with [net] tokenizer = bpe) is written beside the weights.\n");
+               "(vocab.bpe with [net] tokenizer = bpe) is written beside the weights;\n"
+               "--tokenizer-vocab N learns a BPE vocabulary of N tokens instead of the\n"
+               "file's tokenizer_vocab or tokenizer_file.\n");
   else if (!strcmp(cmd, "eval"))
     fprintf(f, "usage: nabla eval MODEL WEIGHTS [--data DIR] [--dataset NAME] [--batch B]\n"
                "                  [--limit N] [--threads T] [--json]\n"
@@ -139,7 +143,10 @@ static int parse(const char *cmd, int argc, char **argv, int positional, cli *c)
       c->device_threads = (int)strtol(v, &end, 10);
     else if (!strcmp(cmd, "train") && !strcmp(a, "--precision"))
       c->precision = v;
-    else if (!strcmp(cmd, "train") && nabla_lora_parse_flag(a, v, &c->lora, &bad)) {
+    else if (!strcmp(cmd, "train") && !strcmp(a, "--tokenizer-vocab")) {
+      c->tokenizer_vocab = strtoll(v, &end, 10);
+      c->tokenizer_vocab_set = 1;
+    } else if (!strcmp(cmd, "train") && nabla_lora_parse_flag(a, v, &c->lora, &bad)) {
       if (bad) {
         fprintf(stderr, "nabla %s: bad value '%s' for %s (see --help)\n", cmd, v, a);
         return 2;
@@ -279,6 +286,7 @@ int nabla_cmd_train(int argc, char **argv) {
   if (!rc) rc = nabla_lora_setup(m, &c.lora, c.json || !lead ? stderr : stdout);
   if (!rc && c.place) rc = nb_model_set_placement(m, c.place);
   if (!rc && c.recompute) rc = nb_model_set_recompute(m, 1);
+  if (!rc && c.tokenizer_vocab_set) rc = nb_model_set_tokenizer_vocab(m, c.tokenizer_vocab);
   if (!rc && c.precision) {
     nb_precision prec;
     rc = nb_precision_parse(c.precision, &prec);
