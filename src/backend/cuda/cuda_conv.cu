@@ -430,20 +430,9 @@ nb_status entry_of(nb_cuda *cu, const nb_tensor *node, conv_entry **out) {
   conv_entry *e = new (std::nothrow) conv_entry();
   if (!e) return nb_error(NB_ERR_OOM, "%s: out of host memory", cu->name);
   memcpy(e->key, key, sizeof key);
-  nb_status st = setup(cu, h, node, g, e);
-  if (!st) {
-    try {
-      cu->dnn->cache.push_back(e);
-    } catch (...) {
-      st = nb_error(NB_ERR_OOM, "%s: out of host memory", cu->name);
-    }
-  }
-  if (st) {
-    destroy_entry(e);
-    return st;
-  }
-  *out = e;
-  return NB_OK;
+  nb_status st = nb_cuda_cache_keep(cu, cu->dnn->cache, e, setup(cu, h, node, g, e), destroy_entry);
+  if (!st) *out = e;
+  return st;
 }
 
 nb_status run_cudnn(nb_cuda *cu, const nb_kernel_call *c, conv_entry *e) {

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <vector>
+
 extern "C" {
 #include "../backend_internal.h"
 }
@@ -144,6 +146,25 @@ void nb_cuda_blas_free(nb_cuda *cu);
 void nb_cuda_lt_free(nb_cuda *cu);
 /* The NCCL communicator, its stream and events (cuda_nccl.cu). */
 void nb_cuda_nccl_free(nb_cuda *cu);
+
+/* ---- per-shape caches (cuDNN convolutions, cuBLASLt matmuls) ---------------------- */
+
+/* Keeps a freshly set-up cache entry: appends e to cache when its set-up
+ * succeeded (st) and the append does, else destroys it; returns the error
+ * if either failed. */
+template <class T>
+nb_status nb_cuda_cache_keep(nb_cuda *cu, std::vector<T *> &cache, T *e, nb_status st,
+                             void (*destroy)(T *)) {
+  if (!st) {
+    try {
+      cache.push_back(e);
+    } catch (...) {
+      st = nb_error(NB_ERR_OOM, "%s: out of host memory", cu->name);
+    }
+  }
+  if (st) destroy(e);
+  return st;
+}
 
 /* ---- errors ----------------------------------------------------------------------- */
 

@@ -374,20 +374,9 @@ nb_status entry_of(nb_cuda *cu, nb_cuda_lt *lt, const lt_problem &p, const void 
   lt_entry *e = new (std::nothrow) lt_entry();
   if (!e) return nb_error(NB_ERR_OOM, "%s: out of host memory", cu->name);
   e->p = p;
-  nb_status st = setup(cu, lt, e, bias);
-  if (!st) {
-    try {
-      lt->cache.push_back(e);
-    } catch (...) {
-      st = nb_error(NB_ERR_OOM, "%s: out of host memory", cu->name);
-    }
-  }
-  if (st) {
-    destroy_entry(e);
-    return st;
-  }
-  *out = e;
-  return NB_OK;
+  nb_status st = nb_cuda_cache_keep(cu, lt->cache, e, setup(cu, lt, e, bias), destroy_entry);
+  if (!st) *out = e;
+  return st;
 }
 
 } // namespace
