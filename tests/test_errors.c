@@ -1214,14 +1214,17 @@ static void test_compile_errors(void **state) {
   assert_true(buf[0] == 1.5f);
 
   /* odd but valid options */
-  nb_compile_options o = {0, 0, 0, 0, 0};
+  nb_compile_options o = {0, 0, 0, 0, 0, 0};
   TU_OK(nb_compile(g, be, st, &o, &plan));
   TU_OK(nb_plan_run(plan));
   nb_plan_free(plan);
-  o = (nb_compile_options){7, -1, 3, 1, 1};
+  o = (nb_compile_options){7, -1, 3, 1, 1, NB_SCHEDULE_GPIPE};
   TU_OK(nb_compile(g, be, st, &o, &plan));
   TU_OK(nb_plan_run(plan));
   nb_plan_free(plan);
+  o.schedule = 2;
+  assert_int_equal(nb_compile(g, be, st, &o, &plan), NB_ERR_INVALID_ARG);
+  assert_non_null(strstr(nb_last_error(), "NB_SCHEDULE_GPIPE"));
 
   nb_graph_free(g);
   nb_state_free(st);

@@ -118,7 +118,7 @@ typedef struct nb_compile_options {
   int reuse_memory; /* share arena regions between dead intermediates (1) */
   int inplace;      /* let elementwise ops overwrite a dying input (1) */
   /* Pipelining (docs/distributed.md, "Model parallelism"). M > 1: each run
-   * takes M micro-batches (GPipe): the graph is built for ONE micro-batch,
+   * takes M micro-batches (a pipeline; see `schedule`): the graph is built for ONE micro-batch,
    * inputs marked NB_MICRO_SPLIT are fed M micro-batches at once, forward
    * and backward run once per micro-batch (devices overlapping), the
    * gradients are averaged over them (the loss must be a mean), and the
@@ -128,7 +128,17 @@ typedef struct nb_compile_options {
    * calling thread (the reference). 0 (default): each device runs on a
    * thread of its own, concurrently where the data flow allows. */
   int sequential;
+  /* With micro_batches > 1: the order in which each device runs its
+   * micro-batches. NB_SCHEDULE_1F1B (default) starts a micro-batch's
+   * backward pass as soon as it can, so a chain of P devices keeps P - d
+   * micro-batches' activations alive on device d, and one device
+   * (gradient accumulation) keeps one; NB_SCHEDULE_GPIPE runs every
+   * forward pass before the backward passes and keeps all M. Both compute
+   * the same values. */
+  int schedule;
 } nb_compile_options;
+
+enum { NB_SCHEDULE_1F1B = 0, NB_SCHEDULE_GPIPE = 1 };
 
 nb_compile_options nb_compile_defaults(void);
 

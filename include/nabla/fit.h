@@ -41,7 +41,7 @@ typedef struct nb_fit_options {
                          spanning `steps`; a later --resume continues the same run */
   /* Model parallelism (docs/distributed.md): a model whose layers are placed
    * (nb_model_set_placement, `device` keys) trains over those devices. */
-  int micro_batches; /* > 1: split every batch into this many micro-batches (GPipe; the
+  int micro_batches; /* > 1: split every batch into this many micro-batches (1F1B; the
                         batch must divide); gradients are averaged, one update per batch */
   int sequential;    /* 1: run the devices one after another on one thread (reference) */
 } nb_fit_options;

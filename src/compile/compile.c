@@ -5,7 +5,7 @@
 #include "compile_internal.h"
 
 nb_compile_options nb_compile_defaults(void) {
-  nb_compile_options o = {1, 1, 1, 1, 0};
+  nb_compile_options o = {1, 1, 1, 1, 0, NB_SCHEDULE_1F1B};
   return o;
 }
 
@@ -99,6 +99,11 @@ nb_status nb_compile(nb_graph *g, nb_backend *be, nb_state *st, const nb_compile
   if (o.micro_batches < 0)
     return nb_error(NB_ERR_INVALID_ARG, "nb_compile: micro_batches must be >= 0, got %d",
                     o.micro_batches);
+  if (o.schedule != NB_SCHEDULE_1F1B && o.schedule != NB_SCHEDULE_GPIPE)
+    return nb_error(NB_ERR_INVALID_ARG,
+                    "nb_compile: schedule must be NB_SCHEDULE_1F1B (0) or NB_SCHEDULE_GPIPE (1), "
+                    "got %d",
+                    o.schedule);
   if (!nb_mp_wanted(g, be, st, &o)) return nb_compile_single(g, be, st, NULL, &o, out);
   nb_plan *p = calloc(1, sizeof *p);
   if (!p) return nb_error(NB_ERR_OOM, "nb_compile: out of memory");
@@ -138,6 +143,7 @@ nb_status nb_compile_single(nb_graph *g, nb_backend *be, nb_state *st, nb_state 
   if (!s) s = nb_pass_schedule(p);
   if (!s) s = nb_pass_memplan(p);
   if (!s && p->arena_bytes) s = be->vt->alloc(be, p->arena_bytes, &p->arena);
+  if (!s && p->apart_bytes) s = be->vt->alloc(be, p->apart_bytes, &p->apart);
   if (!s) s = bind_launches(p);
   /* A debugging aid, read once per plan: per-launch timings (plan.c). */
   const char *prof = getenv("NABLA_PROFILE");
@@ -173,6 +179,29 @@ nb_status nb_plan_alias_input(nb_plan *p, const nb_tensor *input, void *data) {
   return NB_OK;
 }
 
+nb_status nb_plan_borrow_memory(nb_plan *p, void *arena, void *workspace, size_t ws_bytes) {
+  if (workspace && ws_bytes < p->workspace_bytes)
+    return nb_error(NB_ERR_INTERNAL, "borrow: workspace of %zu bytes, the plan needs %zu", ws_bytes,
+                    p->workspace_bytes);
+  nb_plan_graph_drop(p); /* a recording holds the old pointers */
+  if (arena && arena != p->arena) {
+    if (p->arena && !p->arena_borrowed) p->be->vt->free(p->be, p->arena);
+    p->arena = arena;
+    p->arena_borrowed = 1;
+  }
+  if (workspace && workspace != p->workspace) {
+    if (p->workspace && !p->workspace_borrowed) p->be->vt->free(p->be, p->workspace);
+    p->workspace = workspace;
+    p->workspace_bytes = ws_bytes;
+    p->workspace_borrowed = 1;
+  }
+  for (int s = 0; s < p->n_launch; s++) {
+    nb_launch *l = &p->launch[s];
+    for (int k = 0; k < l->n_ins; k++) l->in[k] = nb_plan_data(p, l->ins[k]);
+  }
+  return NB_OK;
+}
+
 void nb_plan_free(nb_plan *p) {
   if (!p) return;
   nb_mp_free(p->mp);
@@ -199,8 +228,9 @@ void nb_plan_free(nb_plan *p) {
   }
   free(p->launch);
   free(p->info);
-  if (p->arena) be->vt->free(be, p->arena);
-  if (p->workspace) be->vt->free(be, p->workspace);
+  if (p->arena && !p->arena_borrowed) be->vt->free(be, p->arena);
+  if (p->apart) be->vt->free(be, p->apart);
+  if (p->workspace && !p->workspace_borrowed) be->vt->free(be, p->workspace);
   if (p->counter) be->vt->free(be, p->counter);
   free(p);
 }

@@ -40,6 +40,9 @@ typedef struct nb_node_info {
   /* an input whose `own` points at another plan's data (nb_plan_alias_input):
    * its buffer was freed, and `own` is not this plan's to free */
   int aliased;
+  /* an arena node stored in the plan's `apart` buffer instead (a result
+   * flagged NB_FLAG_APART, or the storage of one): offset is into that */
+  int apart;
 } nb_node_info;
 
 typedef struct nb_launch {
@@ -68,6 +71,12 @@ struct nb_plan {
   size_t arena_bytes, naive_bytes;
   void *workspace;
   size_t workspace_bytes;
+  /* results kept apart from the arena (NB_FLAG_APART), never reused */
+  void *apart;
+  size_t apart_bytes;
+  /* arena / workspace lent by another plan (nb_plan_borrow_memory): not
+   * this plan's to free */
+  int arena_borrowed, workspace_borrowed;
   uint64_t step;
   int n_inplace, n_fused, n_epilogues;
   /* NABLA_PROFILE set (not "0") at compile time: seconds spent in each
@@ -124,6 +133,15 @@ void nb_plan_print_profile(const nb_plan *p);
 
 /* First byte of `t`'s data in the plan (after compile). */
 void *nb_plan_data(const nb_plan *p, const nb_tensor *t);
+
+/* Makes p run in `arena` (another plan's, of at least p->arena_bytes, or
+ * NULL to keep its own) and `workspace` (NULL: keep its own; else at least
+ * `ws_bytes` >= p->workspace_bytes), freeing what p had. The lender must
+ * outlive p, and the two must never run at the same time or hold values
+ * the other still needs: a pipelined plan lends the arena of one micro-batch
+ * instance to a later one once every reader of the first is done
+ * (multiplan.c). */
+nb_status nb_plan_borrow_memory(nb_plan *p, void *arena, void *workspace, size_t ws_bytes);
 
 /* Frees the plan's CUDA graph, if any (plan.c); a recorded plan records
  * anew at its next run (after its pointers changed: nb_plan_alias_input). */

@@ -95,6 +95,16 @@ typedef struct nb_mplan {
   char error[1024];
 } nb_mplan;
 
+/* pipeline.c: reorders the micro-batch phase's tasks into the 1F1B order
+ * (each device starts a new micro-batch only while few enough are open on
+ * it); keeps the level order if that order cannot be built. */
+nb_status nb_mp_schedule_1f1b(nb_mplan *mp);
+/* pipeline.c: lets micro-batch instances of a segment run in the arena of
+ * an earlier instance whose in-place readers all ran before them, and the
+ * plans of a device share one workspace. After the task order is final and
+ * before same-device hand-overs are aliased. */
+nb_status nb_mp_share_memory(nb_mplan *mp);
+
 /* place.c: fills mp->node_dev for the kept nodes (mp->keep), opening the
  * devices through the state; p->be is device 0. */
 nb_status nb_mp_place(nb_plan *p, nb_mplan *mp);

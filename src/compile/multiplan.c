@@ -7,13 +7,13 @@
  * read are sent. Then the phase's tasks run: a task is one instance of a
  * segment (micro-batch i of a micro-batch segment), and right after it the
  * values other segments read from it are copied into their receive inputs.
- * In order (sequential), the tasks run by (level, micro-batch, device). With
- * one thread per device, each device runs its own tasks in that same order,
- * waiting only for the tasks whose values it reads: device 1 works on
- * micro-batch i while device 0 already computes micro-batch i + 1 (GPipe's
- * schedule). Every device does the same arithmetic in the same order either
- * way, so the two agree exactly when each device's kernels use the same
- * thread counts. */
+ * In order (sequential), the tasks run by (level, micro-batch, device), or,
+ * with micro-batches, in the 1F1B order of pipeline.c. With one thread per
+ * device, each device runs its own tasks in that same order, waiting only
+ * for the tasks whose values it reads: device 1 works on micro-batch i
+ * while device 0 already computes micro-batch i + 1. Every device does the
+ * same arithmetic in the same order either way, so the two agree exactly
+ * when each device's kernels use the same thread counts. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +114,18 @@ static nb_status make_tasks(nb_mplan *mp) {
 }
 
 static void *worker_main(void *arg);
+static int home_of(const nb_mplan *mp, const nb_tensor *t);
+
+/* The results the caller reads after a run (nb_plan_get) stay in each
+ * micro-batch instance's own buffer, since instances share arenas. */
+static void mark_apart(nb_mplan *mp, const nb_graph *g) {
+  for (int i = 0; i < g->n_nodes; i++) {
+    const nb_tensor *t = g->nodes[i];
+    if (!mp->keep[i] || !(t->flags & NB_FLAG_OUTPUT)) continue;
+    int s = home_of(mp, t);
+    if (s >= 0 && mp->seg[s].n_inst > 1) mp->seg[s].map[i]->flags |= NB_FLAG_APART;
+  }
+}
 
 static int device_used(const nb_mplan *mp, int d) {
   for (int s = 0; s < mp->n_seg; s++)
@@ -206,6 +218,7 @@ nb_status nb_mp_compile(nb_plan *p) {
       st = nb_state_bind(p->st, mp->dev[mp->node_dev[i]], t, &v);
   }
   if (!st) st = nb_state_new(p->be, &mp->scratch);
+  if (!st) mark_apart(mp, g);
   nb_compile_options o = p->opt;
   o.micro_batches = 1;
   for (int s = 0; !st && s < mp->n_seg; s++) {
@@ -232,8 +245,10 @@ nb_status nb_mp_compile(nb_plan *p) {
       }
     }
   }
-  if (!st) st = alias_handovers(mp);
   if (!st) st = make_tasks(mp);
+  if (!st && p->opt.schedule == NB_SCHEDULE_1F1B) st = nb_mp_schedule_1f1b(mp);
+  if (!st && p->opt.reuse_memory) st = nb_mp_share_memory(mp);
+  if (!st) st = alias_handovers(mp);
   if (!st) st = start_workers(mp);
   return st;
 }
@@ -531,6 +546,12 @@ static int per_run(const nb_mplan *mp, const mp_xfer *x) {
   return a > b ? a : b;
 }
 
+/* The memory a part holds itself: its arena unless it borrows another
+ * instance's, and its results kept apart. */
+static size_t own_bytes(const nb_plan *q) {
+  return (q->arena_borrowed ? 0 : q->arena_bytes) + q->apart_bytes;
+}
+
 void nb_mp_stats(const nb_plan *p, nb_plan_stats *s) {
   const nb_mplan *mp = p->mp;
   for (int i = 0; i < mp->n_nodes; i++) s->nodes += mp->keep[i];
@@ -538,7 +559,7 @@ void nb_mp_stats(const nb_plan *p, nb_plan_stats *s) {
     const mp_seg *S = &mp->seg[k];
     for (int i = 0; i < S->n_inst; i++) {
       const nb_plan *q = S->inst[i];
-      s->arena_bytes += q->arena_bytes;
+      s->arena_bytes += own_bytes(q);
       s->naive_bytes += q->naive_bytes;
       s->kernels += q->n_launch;
       s->fused_groups += q->n_fused;
@@ -583,7 +604,7 @@ nb_status nb_plan_device_info(const nb_plan *p, int i, nb_plan_device *out) {
   for (int s = 0; s < mp->n_seg; s++) {
     if (mp->seg[s].dev != d) continue;
     for (int k = 0; k < mp->seg[s].n_inst; k++) {
-      out->arena_bytes += mp->seg[s].inst[k]->arena_bytes;
+      out->arena_bytes += own_bytes(mp->seg[s].inst[k]);
       out->kernels += mp->seg[s].inst[k]->n_launch;
     }
   }

@@ -1,6 +1,6 @@
 /* Partitioning a placed graph into segments.
  *
- * Phases (micro_batches M > 1 only). A GPipe step runs forward and backward
+ * Phases (micro_batches M > 1 only). A pipelined step runs forward and backward
  * once per micro-batch and the update once. The compiler finds the split by
  * itself: a node is per-micro-batch (MP_MICRO) when it depends on an input
  * marked NB_MICRO_SPLIT and either feeds a parameter gradient (the raw

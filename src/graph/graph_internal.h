@@ -119,6 +119,10 @@ enum {
    * partitioner schedules it just before its readers, not with the
    * forward pass whose values it reads (partition.c) */
   NB_FLAG_RECOMPUTED = 1u << 5,
+  /* a pipelined plan's per-micro-batch result that the caller reads after
+   * the run: the compiler stores it outside the arena, because the
+   * instances of one micro-batch segment share their arenas (multiplan.c) */
+  NB_FLAG_APART = 1u << 6,
 };
 
 /* Most distinct devices one graph places nodes on (placement.c). */

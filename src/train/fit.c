@@ -253,7 +253,7 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
   nb_status agreed = nb_fit_dist_check_config(dist, &r, train, test, o.resume != NULL);
   if (agreed) return agreed;
   const int64_t local = r.batch / ranks; /* this rank's part of every batch */
-  /* model parallelism: micro-batches of the rank's part (GPipe) */
+  /* model parallelism: micro-batches of the rank's part (1F1B) */
   nb_compile_options co = nb_compile_defaults();
   co.micro_batches = o.micro_batches > 1 ? o.micro_batches : 1;
   co.sequential = o.sequential;

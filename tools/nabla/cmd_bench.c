@@ -40,17 +40,22 @@ static size_t out_bytes(const nb_tensor *t) {
   return (size_t)nb_tensor_numel(t) * nb_dtype_size(nb_tensor_dtype(t));
 }
 
-/* Training step (train = 1: loss, backward, optimizer) or inference (logits). */
-static nb_status build(const nb_model *m, int train, int64_t batch, nb_backend *be, nb_state *st,
-                       bench_plan *b) {
+/* Training step (train = 1: loss, backward, optimizer) or inference
+ * (logits). `co` carries the micro-batches of a training step: the graph is
+ * then built for one micro-batch of batch / micro_batches. */
+static nb_status build(const nb_model *m, int train, int64_t batch, nb_compile_options co,
+                       nb_backend *be, nb_state *st, bench_plan *b) {
   memset(b, 0, sizeof *b);
   const nb_recipe *r = nb_model_recipe(m);
+  if (!train) co.micro_batches = 1;
+  if (co.micro_batches > 1) batch /= co.micro_batches;
   b->g = nb_graph_new();
   b->x = nb_model_new_input(m, b->g, "x", batch);
   /* a text model predicts a token at every position: batch * T labels */
   int64_t in[NB_MAX_DIMS], rows = batch;
   if (nb_model_input_shape(m, in, NULL) == 1 && nb_model_is_text(m)) rows = batch * in[0];
   b->y = nb_input(b->g, "labels", NB_I64, 1, &rows);
+  nb_tensor_set_micro(b->y, NB_MICRO_SPLIT);
   nb_nn nn = {.g = b->g,
               .training = train,
               .seed = r->seed,
@@ -74,7 +79,7 @@ static nb_status build(const nb_model *m, int train, int64_t batch, nb_backend *
   nb_tensor_set_output(b->out);
   b->host = malloc(out_bytes(b->out) + 1);
   if (!b->host) return nb_error(NB_ERR_OOM, "bench: out of memory");
-  return nb_compile(b->g, be, st, NULL, &b->plan);
+  return nb_compile(b->g, be, st, &co, &b->plan);
 }
 
 /* Median seconds per step over `windows` windows of `steps` steps, after
@@ -101,8 +106,9 @@ static nb_status time_steps(bench_plan *b, int warmup, int windows, int steps, d
   return NB_OK;
 }
 
-static nb_status fill_inputs(const nb_model *m, bench_plan *b, int64_t batch) {
-  int64_t n = nb_tensor_numel(b->x), classes = nb_model_classes(m);
+/* Synthetic inputs for a batch of `batch` (in `parts` micro-batches). */
+static nb_status fill_inputs(const nb_model *m, bench_plan *b, int64_t batch, int parts) {
+  int64_t n = nb_tensor_numel(b->x) * parts, classes = nb_model_classes(m);
   if (nb_model_is_text(m)) batch = n; /* a label per token */
   float *x = malloc((size_t)n * sizeof(int64_t));
   int64_t *y = malloc((size_t)batch * sizeof *y);
@@ -128,8 +134,9 @@ int nabla_cmd_bench(int argc, char **argv) {
   const char *model = NULL;
   int64_t batch = 0;
   int threads = 0, windows = 7, steps = 10;
-  const char *device = "cpu", *precision = NULL;
+  const char *device = "cpu", *precision = NULL, *place = NULL;
   int recompute = 0;
+  nb_compile_options co = nb_compile_defaults();
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--recompute")) {
@@ -139,14 +146,20 @@ int nabla_cmd_bench(int argc, char **argv) {
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       printf("usage: nabla bench MODEL [--batch B] [--device cpu|cuda:N] [--threads T]\n"
              "                         [--windows W] [--steps S] [--precision fp32|bf16|fp16]\n"
-             "                         [--recompute]\n"
+             "                         [--recompute] [--place LAYER=DEVICE,...]\n"
+             "                         [--micro-batches M] [--schedule 1f1b|gpipe]\n"
              "Times the compiled training step (the model's recipe: forward, backward,\n"
              "optimizer) and inference of MODEL on synthetic data: the median over W\n"
              "windows of S steps after warm-up. Prints images/s, ms/step and planned\n"
              "memory. --precision (default: the recipe's) runs matmuls and convolutions\n"
              "in bf16 or fp16 (f32 master weights; fp16 with loss scaling). --recompute\n"
              "(default: the recipe's) recomputes transformer and residual blocks in the\n"
-             "backward pass (activation checkpointing).\n"
+             "backward pass (activation checkpointing). --micro-batches M runs each\n"
+             "training step as M micro-batches of B/M (gradient accumulation), in the\n"
+             "order --schedule says (default 1f1b: one micro-batch's activations at a\n"
+             "time on one device; gpipe: every forward pass first). --place puts layers\n"
+             "on devices, as `nabla train --place` (docs/distributed.md); the arena is\n"
+             "then the sum over the devices.\n"
              "bench/run.sh compares nabla with PyTorch side by side.\n");
       return 0;
     }
@@ -171,13 +184,22 @@ int nabla_cmd_bench(int argc, char **argv) {
       windows = (int)n;
     else if (!strcmp(a, "--steps"))
       steps = (int)n;
-    else {
+    else if (!strcmp(a, "--place"))
+      place = v;
+    else if (!strcmp(a, "--micro-batches"))
+      co.micro_batches = (int)n;
+    else if (!strcmp(a, "--schedule") && (!strcmp(v, "1f1b") || !strcmp(v, "gpipe")))
+      co.schedule = strcmp(v, "1f1b") ? NB_SCHEDULE_GPIPE : NB_SCHEDULE_1F1B;
+    else if (!strcmp(a, "--schedule")) {
+      fprintf(stderr, "nabla bench: --schedule takes 1f1b or gpipe, not '%s'\n", v);
+      return 2;
+    } else {
       fprintf(stderr, "nabla bench: unknown option %s (see --help)\n", a);
       return 2;
     }
     i++;
   }
-  if (!model || batch < 0 || windows < 1 || steps < 1) {
+  if (!model || batch < 0 || windows < 1 || steps < 1 || co.micro_batches < 0) {
     fprintf(stderr, "usage: nabla bench MODEL [--batch B] [--threads T] (see --help)\n");
     return 2;
   }
@@ -187,23 +209,31 @@ int nabla_cmd_bench(int argc, char **argv) {
   nb_state *st = NULL;
   nb_status rc = nb_model_load(model, &m);
   if (!rc && recompute) rc = nb_model_set_recompute(m, 1);
+  if (!rc && place) rc = nb_model_set_placement(m, place);
   if (!rc && precision) {
     nb_precision p;
     rc = nb_precision_parse(precision, &p);
     if (!rc) rc = nb_model_set_precision(m, p);
   }
   if (!rc && !batch) batch = nb_model_recipe(m)->batch;
+  if (!rc && co.micro_batches > 1 && batch % co.micro_batches)
+    rc = nb_error(NB_ERR_INVALID_ARG, "--micro-batches %d does not divide the batch of %lld",
+                  co.micro_batches, (long long)batch);
   if (!rc) rc = nb_backend_new(device, &be);
   if (!rc) rc = nb_state_new(be, &st);
   if (!rc)
-    printf("%s: batch %lld on %s, precision %s, %d threads, median of %d windows x %d steps\n",
-           model, (long long)batch, nb_backend_name(be),
-           nb_precision_name(nb_model_recipe(m)->precision), nb_get_num_threads(), windows, steps);
+    printf("%s: batch %lld%s on %s, precision %s, %d threads, median of %d windows x %d steps\n",
+           model, (long long)batch,
+           co.micro_batches > 1 ? (co.schedule ? " (gpipe micro-batches)" : " (1f1b micro-batches)")
+                                : "",
+           nb_backend_name(be), nb_precision_name(nb_model_recipe(m)->precision),
+           nb_get_num_threads(), windows, steps);
   for (int train = 1; !rc && train >= 0; train--) {
     bench_plan b;
     double sec = 0;
-    rc = build(m, train, batch, be, st, &b);
-    if (!rc) rc = fill_inputs(m, &b, batch);
+    int parts = train && co.micro_batches > 1 ? co.micro_batches : 1;
+    rc = build(m, train, batch, co, be, st, &b);
+    if (!rc) rc = fill_inputs(m, &b, batch, parts);
     if (!rc) rc = time_steps(&b, 3, windows, steps, &sec);
     if (!rc) {
       nb_plan_stats s = nb_plan_get_stats(b.plan);

@@ -24,7 +24,7 @@ typedef struct {
   const char *init_from;   /* train: weights to start from */
   nabla_lora_flags lora;   /* train: adapters */
   const char *place;       /* train: LAYER=DEVICE,... (model parallelism) */
-  int micro_batches;       /* train: GPipe micro-batches per batch */
+  int micro_batches;       /* train: micro-batches per batch (1F1B) */
   int device_threads;      /* train: threads of each CPU device */
   const char *precision;   /* train: fp32, bf16 or fp16 (mixed precision) */
   int recompute;           /* train: --recompute (activation checkpointing) */
@@ -59,7 +59,7 @@ static void usage(const char *cmd, FILE *f) {
                "Model parallelism: --place LAYER=DEVICE,... puts layers on devices (a\n"
                "layer without one runs where its input comes from; logical CPU devices\n"
                "cpu:0, cpu:1, ... need no GPU), --micro-batches M pipelines each batch\n"
-               "over them (GPipe), --device-threads T sets each CPU device's threads\n"
+               "over them (1F1B), --device-threads T sets each CPU device's threads\n"
                "(default: the cores split between devices; docs/distributed.md).\n"
                "Data-parallel over processes: mpirun -np N nabla train MODEL ... (detected;\n"
                "--distributed insists on it); --batch is the global batch, split over the\n"
