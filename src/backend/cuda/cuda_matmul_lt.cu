@@ -11,11 +11,14 @@
  * Which groups: exactly add(matmul, b) or add(b, matmul), alone or followed
  * by relu or gelu(approximate = tanh), where b is an f32 input of shape
  * [n] or [1, ..., 1, n] with unit stride along n (one bias per output
- * column). cuBLASLt's GELU epilogue is the tanh approximation (the one
- * torch's _addmm_activation(use_gelu=True) fuses through it), so an exact
- * (erf) gelu stays on the plain path. Any other group, batches whose
- * offsets are not a fixed stride apart, and sizes past int32 are "not
- * handled": the caller runs cuBLAS and the group as before.
+ * column) whose address is a multiple of 16 bytes (cuBLASLt has no
+ * alignment preference for the bias, and its kernels may assume 16: a
+ * less aligned bias faults). cuBLASLt's GELU epilogue is the tanh
+ * approximation (the one torch's _addmm_activation(use_gelu=True) fuses
+ * through it), so an exact (erf) gelu stays on the plain path. Any other
+ * group, batches whose offsets are not a fixed stride apart, and sizes
+ * past int32 are "not handled": the caller runs cuBLAS and the group as
+ * before.
  *
  * Layout mapping. cuBLASLt is column-major like cuBLAS, so (as in
  * cuda_matmul.cu) row-major Y [m, n] = A [m, k] B [k, n] is computed as the
@@ -127,6 +130,14 @@ int64_t align_of(const void *p) {
   return a;
 }
 
+/* The alignment of every matrix of a strided batch: the first one's
+ * (`a`), lowered to what a batch stride of `bytes` keeps. */
+int64_t align_batches(int64_t a, int64_t batches, int64_t bytes) {
+  if (batches <= 1 || bytes == 0) return a;
+  while (a > 1 && bytes % a) a >>= 1;
+  return a;
+}
+
 const char *epilogue_name(int64_t e) {
   switch (e) {
   case CUBLASLT_EPILOGUE_BIAS: return "bias";
@@ -208,9 +219,11 @@ bool problem_of(nb_cuda *cu, const nb_tensor *y, const nb_cuda_gemm *gm, int64_t
   p->dtype = dt == NB_F32 ? CUDA_R_32F : dt == NB_BF16 ? CUDA_R_16BF : CUDA_R_16F;
   p->compute = dt == NB_F32 && cu->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   p->epilogue = epi;
-  p->align_a = align_of(A);
-  p->align_b = align_of(B);
-  p->align_d = align_of(D);
+  /* the preferences speak of the pointers: make them true of every batch */
+  int64_t es = dt == NB_F32 ? 4 : 2;
+  p->align_a = align_batches(align_of(A), batches, p->stride_a * es);
+  p->align_b = align_batches(align_of(B), batches, p->stride_b * es);
+  p->align_d = align_batches(align_of(D), batches, n * m * 4);
   p->align_bias = align_of(bias);
   return true;
 }
@@ -397,6 +410,10 @@ nb_status nb_cuda_matmul_lt(nb_cuda *cu, const nb_kernel_call *c, const nb_cuda_
   const void *A = c->in[1], *B = c->in[0];
   void *D = c->out;
   if (!bias || !A || !B || !D) return NB_OK;
+  /* no preference attribute tells the heuristic the bias alignment, and its
+   * kernels may load the bias 16 bytes at a time: a less aligned bias (a
+   * view into a larger buffer) would fault with a misaligned address */
+  if (align_of(bias) < 16) return NB_OK;
   /* the bias must not be (part of) the output it is added to */
   uintptr_t b0 = (uintptr_t)bias, b1 = b0 + (uintptr_t)gm->n * sizeof(float);
   uintptr_t d0 = (uintptr_t)D, d1 = d0 + (uintptr_t)(gm->batches * gm->m * gm->n) * sizeof(float);

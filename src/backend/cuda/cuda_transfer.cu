@@ -70,13 +70,19 @@ size_t round_up(size_t n) {
 }
 
 /* The next slot of the ring, free (its last transfer done) and holding at
- * least `bytes` pinned bytes, and `land` device bytes when asked. */
+ * least `bytes` pinned bytes (host NULL where pinned memory cannot be had),
+ * and `land` device bytes when asked. */
 nb_status take_slot(nb_cuda *cu, size_t bytes, bool land, slot **out) {
   nb_cuda_transfer *x = cu->xfer;
   slot *s = &x->s[x->next];
   x->next = (x->next + 1) % NB_CUDA_SLOTS;
   if (s->pending) {
-    if (cudaEventQuery(s->done) == cudaErrorNotReady) x->waits++;
+    if (cudaEventQuery(s->done) == cudaErrorNotReady) {
+      x->waits++;
+      /* "not ready" is recorded as the thread's last error: clear it, or
+       * the next kernel launch check (cudaGetLastError) would report it */
+      cudaGetLastError();
+    }
     nb_status st =
         nb_cuda_check(cu, cudaEventSynchronize(s->done), "upload", "waiting for a staging buffer");
     if (st) return st;
@@ -87,9 +93,13 @@ nb_status take_slot(nb_cuda *cu, size_t bytes, bool land, slot **out) {
     s->host = nullptr;
     s->cap = 0;
     size_t want = round_up(bytes);
-    nb_status st = nb_cuda_check(cu, cudaHostAlloc(&s->host, want, cudaHostAllocDefault),
-                                 "transfer", "allocating pinned staging memory");
-    if (st) return st;
+    if (cudaHostAlloc(&s->host, want, cudaHostAllocDefault) != cudaSuccess) {
+      /* no pinned memory: the caller copies from (or to) pageable memory */
+      cudaGetLastError();
+      s->host = nullptr;
+      *out = s;
+      return NB_OK;
+    }
     s->cap = want;
   }
   if (land && s->cap_land < bytes) {
