@@ -37,6 +37,20 @@ if [ -f "$mnist/t10k-images-idx3-ubyte.gz" ] &&
   printf '\x89PNG\r\n\x1a\nbroken' >"$tmp/img.png"
   expect_error "corrupt image" "img.png" "$nabla" predict "$root/models/mnist_cnn.cfg" \
     "$tmp/ok/weights.safetensors" "$tmp/img.png"
+  # a checkpoint that already holds every epoch asked for: not a result of zeros
+  expect_error "resume with nothing left to train" "has trained 1 epochs already, the run asks for 1" \
+    "$nabla" train "$root/models/mnist_cnn.cfg" --data "$mnist" --limit 128 --epochs 1 \
+    --resume "$tmp/ok/checkpoint.safetensors" --out "$tmp/ok2"
+fi
+if [ -f "$mnist/t10k-images-idx3-ubyte.gz" ]; then
+  # a model whose input is not the data's examples, even with as many values
+  printf '[net]\ninput = 1, 14, 56\nclasses = 10\n[flatten]\n[linear fc]\nout = 10\n' >"$tmp/wide.cfg"
+  expect_error "input shape is not the data's" "input is \[1, 14, 56\] but mnist examples are \[1, 28, 28\]" \
+    "$nabla" train "$tmp/wide.cfg" --dataset mnist --data "$mnist" --limit 128 --out "$tmp/wide"
+  # logits of rank 4 (no [flatten]) are named before cross_entropy sees them
+  printf '[net]\ninput = 1, 28, 28\nclasses = 10\n[linear fc]\nout = 10\n' >"$tmp/noflat.cfg"
+  expect_error "classifier output not [batch, classes]" "outputs \[64, 1, 28, 10\].*\[flatten\]" \
+    "$nabla" train "$tmp/noflat.cfg" --data "$mnist" --limit 128 --out "$tmp/noflat"
 fi
 # BPE vocabularies: a missing training text, a merge of a later id
 expect_error "missing tokenizer text" "nope.txt" "$nabla" tokenizer train "$tmp/nope.txt" --vocab 300 -o "$tmp/v.bpe"
@@ -46,6 +60,26 @@ expect_error "corrupt BPE vocabulary" "bad.bpe:4" "$nabla" tokenizer encode "$tm
 expect_error "BPE vocabulary pipe claiming 1048320 merges" "file ends after 1 of 1048320 merges" \
   "$nabla" tokenizer encode <(printf 'nabla-bpe 1\nsplit gpt4-bytes\nmerges 1048320\n97 98\n') --text hi
 expect_error "unknown option" "--bogus" "$nabla" train "$root/models/mnist_cnn.cfg" --bogus 1
+# an empty number would read as 0 ("the recipe's"), NaN as no --lr at all
+expect_error "empty number" "--epochs expects a number, got ''" "$nabla" train "$root/models/mnist_cnn.cfg" --epochs ""
+expect_error "NaN learning rate" "--lr expects a number, got 'nan'" "$nabla" train "$root/models/mnist_cnn.cfg" --lr nan
+expect_error "a range error names its flag" "nabla predict: --top-k must be >= 1" \
+  "$nabla" predict a.cfg w.safetensors x.png --top-k 0
+# a flag the model's kind ignores is an error, not silently dropped
+expect_error "--steps on an image model" "--steps and --eval-every apply to text models" \
+  "$nabla" train "$root/models/mnist_cnn.cfg" --steps 5
+expect_error "--epochs on a text model" "--epochs and --limit apply to image models" \
+  "$nabla" train "$root/tests/data/tiny_gpt.cfg" --epochs 1
+expect_error "unknown dataset" "unknown dataset 'foo' (expected mnist" \
+  "$nabla" train "$root/models/mnist_cnn.cfg" --dataset foo
+expect_error "predict ONNX: unknown option" "unknown option --bogus" "$nabla" predict a.onnx x.png --bogus
+expect_error "run: no --output" "--output DIR is needed" "$nabla" run a.onnx --input x=x.npy
+expect_error "run: a model file" "is a model file, not an ONNX model; write one with nabla export" \
+  "$nabla" run "$root/models/mnist_cnn.cfg" --info
+mkdir -p "$tmp/nocases"
+expect_error "onnx-test: a folder without cases" "nocases: not a test case or a folder of them" \
+  "$nabla" onnx-test "$tmp/nocases"
+expect_error "onnx-test: a bad --min-pass" "--min-pass expects a number" "$nabla" onnx-test "$tmp/nocases" --min-pass x
 # an unknown last option is named as unknown, not as one lacking a value
 expect_error "run: unknown option" "unknown option --bogus" "$nabla" run a.onnx --bogus
 expect_error "generate: unknown option" "unknown option --bogus" "$nabla" generate a.cfg w --bogus
@@ -53,7 +87,8 @@ expect_error "export: unknown option" "unknown option --bogus" "$nabla" export a
 expect_error "run: a batch that is not a number" "--batch expects a number" \
   "$nabla" run "$tmp/m.onnx" --batch "" --output "$tmp/o"
 # text models: a missing text, a corrupt checkpoint, a bad GPT section
-expect_error "missing text" "/nonexistent" "$nabla" train "$root/tests/data/tiny_gpt.cfg" --data /nonexistent
+expect_error "missing text" "/nonexistent: no such file or folder (--data takes a text file" \
+  "$nabla" train "$root/tests/data/tiny_gpt.cfg" --data /nonexistent
 expect_error "corrupt text checkpoint" "w.safetensors" "$nabla" train "$root/tests/data/tiny_gpt.cfg" \
   --data "$root/tests/data/tiny_text.txt" --resume "$tmp/w.safetensors" --out "$tmp/text"
 printf '' >"$tmp/empty.txt"

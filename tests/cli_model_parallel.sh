@@ -45,6 +45,9 @@ expect_error "a bad list" "expected LAYER=DEVICE pairs" \
   "$nabla" train "$model" "${common[@]}" --place fc1
 expect_error "an unavailable device" "cuda:1" \
   "$nabla" train "$model" "${common[@]}" --place fc1=cuda:1
-expect_error "micro-batches that do not divide the batch" "does not split into 3 equal micro-batches" \
+expect_error "micro-batches that do not divide the batch" \
+  "does not split into 3 equal micro-batches; use micro-batches that divide it (2 or 4)" \
   "$nabla" train "$model" "${common[@]}" --place fc1=cpu:1 --micro-batches 3
+expect_error "a layer placed twice" "layer 'fc1' is placed twice" \
+  "$nabla" train "$model" "${common[@]}" --place fc1=cpu:1,fc1=cpu:2
 finish

@@ -700,6 +700,10 @@ static void test_model_file_devices(void **state) {
   expect_msg(nb_model_set_placement(m, "fc1=tpu"), NB_ERR_INVALID_ARG, "layer 'fc1'",
              "unknown device 'tpu'");
   expect_msg(nb_model_set_placement(m, "fc1"), NB_ERR_INVALID_ARG, "LAYER=DEVICE", NULL);
+  /* a layer given twice is ambiguous, not last-one-wins */
+  expect_msg(nb_model_set_placement(m, "fc1=cpu:1, fc1=cpu:2"), NB_ERR_INVALID_ARG,
+             "layer 'fc1' is placed twice", NULL);
+  assert_string_equal(nb_model_layer_device(m, "fc1"), "");
   TU_OK(nb_model_set_placement(m, NULL));
   assert_int_equal(nb_model_device_count(m), 0);
   nb_model_free(m);

@@ -232,8 +232,8 @@ nb_status nb_model_set_recompute(nb_model *m, int on);
  * keys; NAME is a layer's name as nb_model_summary prints it (a block's
  * layers by their full name, "layer1.0.conv1"). A layer without a device
  * runs where its input comes from, so "fc1=cpu:1" puts fc1 and every layer
- * after it on cpu:1. An unknown layer or device is NB_ERR_INVALID_ARG
- * naming it and what there is; nothing changes then. NULL or "" clears
+ * after it on cpu:1. An unknown layer or device, or a layer named twice, is
+ * NB_ERR_INVALID_ARG naming it and what there is; nothing changes then. NULL or "" clears
  * every placement. */
 nb_status nb_model_set_placement(nb_model *m, const char *spec);
 /* The device of layer `name` ("" when it has none; NULL for no such layer). */

@@ -33,7 +33,12 @@ static void layer_names(const nb_model *m, char *buf, size_t cap) {
 nb_status nb_model_set_placement(nb_model *m, const char *spec) {
   if (!m) return nb_error(NB_ERR_INVALID_ARG, "nb_model_set_placement: model is NULL");
   char(*dev)[16] = calloc((size_t)(m->n_layers ? m->n_layers : 1), sizeof *dev);
-  if (!dev) return nb_error(NB_ERR_OOM, "nb_model_set_placement: out of memory");
+  char *named = calloc((size_t)(m->n_layers ? m->n_layers : 1), 1); /* placed by this spec */
+  if (!dev || !named) {
+    free(dev);
+    free(named);
+    return nb_error(NB_ERR_OOM, "nb_model_set_placement: out of memory");
+  }
   for (int i = 0; i < m->n_layers; i++) memcpy(dev[i], m->layers[i].device, sizeof dev[i]);
   nb_status st = NB_OK;
   if (!spec || !*spec) {
@@ -72,6 +77,12 @@ nb_status nb_model_set_placement(nb_model *m, const char *spec) {
                     (int)nlen, name, names);
       break;
     }
+    if (named[l - m->layers]) { /* which one was meant? */
+      st = nb_error(NB_ERR_INVALID_ARG, "placement: layer '%s' is placed twice; give it once",
+                    l->name);
+      break;
+    }
+    named[l - m->layers] = 1;
     char canon[16];
     st = nb_device_canonical(device, canon, sizeof canon);
     if (st) {
@@ -85,6 +96,7 @@ nb_status nb_model_set_placement(nb_model *m, const char *spec) {
   if (!st)
     for (int i = 0; i < m->n_layers; i++) memcpy(m->layers[i].device, dev[i], sizeof dev[i]);
   free(dev);
+  free(named);
   return st;
 }
 

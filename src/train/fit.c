@@ -96,6 +96,14 @@ static nb_status build_step(const nb_model *m, const nb_recipe *r, int training,
   if (!rc) rc = nb_model_build(m, &nn, s->x, &logits);
   if (!rc) rc = nb_graph_set_autocast(g, NB_F32);
   if (rc) return rc;
+  if (nb_tensor_ndim(logits) != 2) { /* before cross_entropy, whose message names no layer */
+    char got[128];
+    return nb_error(NB_ERR_SHAPE,
+                    "%s: the network outputs %s, but a classifier must output [batch, classes] "
+                    "(a [flatten] before the first [linear]?)",
+                    nb_model_source(m),
+                    nb_shape_str(nb_tensor_ndim(logits), nb_tensor_shape(logits), got, sizeof got));
+  }
   s->loss = nb_cross_entropy(g, logits, s->y, training ? r->label_smoothing : 0.0f);
   s->pred = nb_argmax(g, logits, 1, 0);
   s->correct =
@@ -261,10 +269,16 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
     return nb_error(NB_ERR_UNSUPPORTED, "nb_fit: model parallelism (placed layers, "
                                         "micro-batches) and data-parallel training do not "
                                         "combine yet");
-  if (local % co.micro_batches)
+  if (local % co.micro_batches) {
+    int below = co.micro_batches, above = co.micro_batches; /* the nearest that work */
+    while (local % below) below--;
+    while (above <= local && local % above) above++;
     return nb_error(NB_ERR_INVALID_ARG,
-                    "nb_fit: a batch of %lld does not split into %d equal micro-batches",
-                    (long long)local, co.micro_batches);
+                    "nb_fit: a batch of %lld does not split into %d equal micro-batches; use "
+                    "micro-batches that divide it (%d%s%.0d) or another batch size",
+                    (long long)local, co.micro_batches, below, above <= local ? " or " : "",
+                    above <= local ? above : 0);
+  }
   if (train->n < r.batch)
     return nb_error(NB_ERR_INVALID_ARG,
                     "nb_fit: %lld training examples, fewer than one batch of %d",
@@ -304,6 +318,12 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
     if (!rc && ranks > 1) rc = nb_dist_broadcast(dist, &rp, sizeof rp, 0);
     if (!rc) rc = nb_loader_set_pos(loader, &rp.pos);
     if (!rc) nb_plan_set_step(s.plan, rp.plan_step);
+    /* nothing left to train would report a result of zeros */
+    if (!rc && rp.epoch >= r.epochs)
+      rc = nb_error(NB_ERR_INVALID_ARG,
+                    "resume from %s: it has trained %lld epochs already, the run asks for %d; "
+                    "ask for more epochs to go on",
+                    o.resume, (long long)rp.epoch, r.epochs);
     if (!rc && lead)
       fprintf(log, "resumed from %s: epoch %lld, step %lld\n", o.resume, (long long)rp.epoch,
               (long long)rp.step);

@@ -258,15 +258,21 @@ int nabla_cmd_onnx_test(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--verbose") || !strcmp(argv[i], "-v")) {
       verbose = 1;
-    } else if (!strcmp(argv[i], "--min-pass") && i + 1 < argc) {
-      min_pass = strtol(argv[++i], NULL, 10);
+    } else if (!strcmp(argv[i], "--min-pass")) {
+      char *end = NULL;
+      const char *v = i + 1 < argc ? argv[++i] : "";
+      min_pass = strtol(v, &end, 10);
+      if (!*v || *end || min_pass < 0) {
+        fprintf(stderr, "nabla onnx-test: --min-pass expects a number >= 0, got '%s'\n", v);
+        free(dirs);
+        return 2;
+      }
     } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       usage(stdout);
       free(dirs);
       return 0;
     } else if (argv[i][0] == '-') {
-      fprintf(stderr, "nabla onnx-test: unknown option '%s'\n", argv[i]);
-      usage(stderr);
+      fprintf(stderr, "nabla onnx-test: unknown option %s (see --help)\n", argv[i]);
       free(dirs);
       return 2;
     } else {
@@ -321,6 +327,10 @@ int nabla_cmd_onnx_test(int argc, char **argv) {
       }
       closedir(dp);
       if (ncases) qsort(cases, (size_t)ncases, sizeof(char *), cmp_str);
+      if (!ncases) { /* a typo in the path must not pass as "0 failed" */
+        fprintf(stderr, "nabla onnx-test: %s: not a test case or a folder of them\n", dirs[d]);
+        counts[CASE_FAIL]++;
+      }
     }
     for (int c = 0; c < ncases; c++) {
       if (!cases[c]) continue;

@@ -69,6 +69,13 @@ int nabla_cmd_predict_onnx(int argc, char **argv) {
         files[nfiles++] = a;
       continue;
     }
+    /* an unknown last option is named as unknown, not as one lacking a value */
+    if (strcmp(a, "--top-k") && strcmp(a, "--batch") && strcmp(a, "--threads") &&
+        strcmp(a, "--mean") && strcmp(a, "--std")) {
+      fprintf(stderr, "nabla predict: unknown option %s (see --help)\n", a);
+      free(files);
+      return 2;
+    }
     const char *v = i + 1 < argc ? argv[++i] : NULL;
     if (!v) {
       fprintf(stderr, "nabla predict: %s needs a value (see --help)\n", a);

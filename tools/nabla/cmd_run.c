@@ -412,8 +412,12 @@ int nabla_cmd_run(int argc, char **argv) {
       return 2;
     }
   }
-  if (!model || (!want_info && !outdir)) {
+  if (!model) {
     usage(stderr);
+    return 2;
+  }
+  if (!want_info && !outdir) {
+    fprintf(stderr, "nabla run: --output DIR is needed (where the outputs go), or --info\n");
     return 2;
   }
   if (batch < 0 || axis < 0 || axis >= NB_MAX_DIMS || threads < 0) {
@@ -422,7 +426,16 @@ int nabla_cmd_run(int argc, char **argv) {
   }
   nb_set_num_threads(threads);
   nb_onnx_model *m = NULL;
-  if (nb_onnx_load(model, &m)) return fail();
+  size_t mlen = strlen(model);
+  nb_status loaded = nb_onnx_load(model, &m);
+  if (loaded && mlen > 4 && !strcmp(model + mlen - 4, ".cfg")) {
+    fprintf(stderr,
+            "nabla run: %s is a model file, not an ONNX model; write one with nabla export "
+            "%s WEIGHTS -o OUT.onnx\n",
+            model, model);
+    return 1;
+  }
+  if (loaded) return fail();
   if (want_info) {
     int rc = info(model, m);
     nb_onnx_free(m);

@@ -24,6 +24,12 @@ static nb_status find_text(const nabla_text_args *a, char *path, size_t cap) {
     snprintf(path, cap, "%s", a->data);
     return NB_OK;
   }
+  struct stat s;
+  if (a->data && stat(a->data, &s) != 0)
+    return nb_error(NB_ERR_IO,
+                    "%s: no such file or folder (--data takes a text file or a folder holding "
+                    "input.txt)",
+                    a->data);
   const char *name = a->dataset ? a->dataset : "tinyshakespeare";
   char dir[1024];
   nb_status rc = nb_data_find(name, a->data, dir, sizeof dir);

@@ -1,6 +1,7 @@
 /* `nabla train`, `nabla eval` and `nabla predict`: the classic workflow on
  * a model file. The dataset follows from the model's input shape (1x28x28:
  * MNIST, 3x32x32: CIFAR-10) unless --dataset names one. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,13 +74,14 @@ static void usage(const char *cmd, FILE *f) {
                "file's tokenizer_vocab or tokenizer_file.\n");
   else if (!strcmp(cmd, "eval"))
     fprintf(f, "usage: nabla eval MODEL WEIGHTS [--data DIR] [--dataset NAME] [--batch B]\n"
-               "                  [--limit N] [--threads T] [--json]\n"
+               "                  [--limit N] [--device cpu|cuda:N] [--threads T] [--json]\n"
                "Accuracy, loss, per-class precision/recall/F1 and the confusion matrix\n"
                "on the test split. Text models: the loss (nats per token) over the\n"
                "validation part of --data (the last 10%%), with WEIGHTS' vocab.txt\n"
                "(or vocab.bpe).\n");
   else
-    fprintf(f, "usage: nabla predict MODEL WEIGHTS IMAGE... [--top-k K] [--threads T]\n"
+    fprintf(f, "usage: nabla predict MODEL WEIGHTS IMAGE... [--top-k K] [--device cpu|cuda:N]\n"
+               "                     [--threads T]\n"
                "Classifies PNG/JPEG images (converted to the model's input size) and\n"
                "prints the top-k classes with their probabilities.\n"
                "An ONNX model takes no weights: nabla predict MODEL.onnx IMAGE... (see\n"
@@ -192,7 +194,8 @@ static int parse(const char *cmd, int argc, char **argv, int positional, cli *c)
       fprintf(stderr, "nabla %s: unknown option %s (see --help)\n", cmd, a);
       return 2;
     }
-    if (end && *end) {
+    /* an empty value would read as 0, which means "the recipe's" */
+    if (end && (*end || end == v || (!strcmp(a, "--lr") && !isfinite(c->lr)))) {
       fprintf(stderr, "nabla %s: %s expects a number, got '%s'\n", cmd, a, v);
       return 2;
     }
@@ -201,12 +204,18 @@ static int parse(const char *cmd, int argc, char **argv, int positional, cli *c)
     usage(cmd, stderr);
     return 2;
   }
-  if (c->epochs < 0 || c->batch < 0 || c->limit < 0 || c->lr < 0 || c->top_k < 1 || c->steps < 0 ||
-      c->eval_every < 0 || c->micro_batches < 0 || c->device_threads < 0) {
-    fprintf(stderr,
-            "nabla %s: epochs, batch, limit, lr, steps, eval-every, micro-batches and "
-            "device-threads must be >= 0, top-k >= 1\n",
-            cmd);
+  /* name the flag that is out of range */
+  const char *neg = c->epochs < 0           ? "--epochs"
+                    : c->batch < 0          ? "--batch"
+                    : c->limit < 0          ? "--limit"
+                    : c->lr < 0             ? "--lr"
+                    : c->steps < 0          ? "--steps"
+                    : c->eval_every < 0     ? "--eval-every"
+                    : c->micro_batches < 0  ? "--micro-batches"
+                    : c->device_threads < 0 ? "--device-threads"
+                                            : NULL;
+  if (neg || c->top_k < 1) {
+    fprintf(stderr, "nabla %s: %s must be %s\n", cmd, neg ? neg : "--top-k", neg ? ">= 0" : ">= 1");
     return 2;
   }
   nb_set_num_threads(c->threads);
@@ -239,10 +248,28 @@ static nb_status load_data(const cli *c, const nb_model *m, int want_train, nb_d
   if (!name)
     return nb_error(NB_ERR_INVALID_ARG,
                     "%s: cannot tell which dataset fits its input; pass --dataset NAME", c->model);
+  if (strcmp(name, "mnist") && strcmp(name, "fashion-mnist") && strcmp(name, "cifar10"))
+    return load_split(name, NULL, NB_SPLIT_TEST, 0, test); /* the unknown-name error */
   char dir[1024];
   nb_status rc = nb_data_find(name, c->data, dir, sizeof dir);
   if (!rc && want_train) rc = load_split(name, dir, NB_SPLIT_TRAIN, c->limit, train);
   if (!rc) rc = load_split(name, dir, NB_SPLIT_TEST, c->limit, test);
+  /* the examples must be the model's input, not merely as many bytes; a
+   * features model ([net] input = F) takes them flattened */
+  int64_t in[NB_MAX_DIMS];
+  int nd = nb_model_input_shape(m, in, NULL);
+  int64_t numel = 1;
+  for (int i = 0; i < nd; i++) numel *= in[i];
+  int same = !rc && numel == test->example_numel && (nd == 1 || nd == test->ndim);
+  for (int i = 0; same && nd > 1 && i < nd; i++) same = in[i] == test->shape[i];
+  if (!rc && !same) {
+    char want[128], got[128];
+    rc = nb_error(NB_ERR_SHAPE,
+                  "%s: the model's input is %s but %s examples are %s; change [net] input or "
+                  "pass --dataset NAME",
+                  c->model, nb_shape_str(nd, in, want, sizeof want), name,
+                  nb_shape_str(test->ndim, test->shape, got, sizeof got));
+  }
   const nb_recipe *r = nb_model_recipe(m);
   if (!rc && want_train) rc = nb_recipe_normalize(r, train);
   if (!rc) rc = nb_recipe_normalize(r, test);
@@ -295,6 +322,16 @@ int nabla_cmd_train(int argc, char **argv) {
   if (!rc && nb_model_is_text(m) && (c.micro_batches > 1 || c.device_threads))
     rc = nb_error(NB_ERR_UNSUPPORTED, "--micro-batches and --device-threads: text models take "
                                       "--place but do not train in micro-batches yet");
+  /* a flag the model's kind ignores would silently train something else */
+  if (!rc && nb_model_is_text(m) && (c.epochs || c.limit))
+    rc = nb_error(NB_ERR_INVALID_ARG,
+                  "--epochs and --limit apply to image models; %s is a text model: give "
+                  "--steps N",
+                  c.model);
+  if (!rc && !nb_model_is_text(m) && (c.steps || c.eval_every))
+    rc = nb_error(NB_ERR_INVALID_ARG,
+                  "--steps and --eval-every apply to text models; %s trains for --epochs N",
+                  c.model);
   if (!rc && nb_model_is_text(m) && nb_dist_size(dist) > 1)
     rc = nb_error(NB_ERR_UNSUPPORTED, "text models do not train across processes yet");
   if (!rc && nb_model_is_text(m)) {
