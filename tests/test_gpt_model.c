@@ -321,6 +321,100 @@ static void test_fit_text_learns_and_resumes_exactly(void **s) {
   nb_model_free(m);
 }
 
+/* Gradient accumulation and a pipeline over two devices for a text model:
+ * the tiny GPT without dropout (masks are drawn per micro-batch) trained 8
+ * steps in 2 micro-batches of 2 windows, on one device and with its
+ * transformer blocks on cpu:1, ends where whole batches of 4 end, up to
+ * float summation order: the losses within 1e-5, every variable within
+ * 1e-3 of its largest magnitude (AdamW turns the rounding noise of the
+ * key biases' zero gradients into steps of up to 1.5e-4 of it). */
+static void train_parts(nb_model *m, const int32_t *tokens, int64_t n, int micro, tu_snapshot *snap,
+                        nb_text_fit_result *res) {
+  nb_backend *be;
+  nb_state *st;
+  TU_OK(nb_backend_new("cpu", &be));
+  TU_OK(nb_state_new(be, &st));
+  nb_fit_options o = nb_fit_defaults();
+  o.micro_batches = micro;
+  o.progress = NB_PROGRESS_OFF;
+  o.log = fopen("/dev/null", "w");
+  TU_OK(nb_fit_text(m, be, st, tokens, n, &o, res));
+  fclose(o.log);
+  tu_snapshot_take(st, snap);
+  nb_state_free(st);
+  nb_backend_free(be);
+}
+
+static void assert_snapshots_close(const tu_snapshot *a, const tu_snapshot *b, const char *what) {
+  assert_int_equal(a->n, b->n);
+  for (int i = 0; i < a->n; i++) {
+    assert_string_equal(a->name[i], b->name[i]);
+    size_t k = a->bytes[i] / sizeof(float);
+    const float *x = a->v[i], *y = b->v[i];
+    float scale = 0;
+    for (size_t j = 0; j < k; j++) scale = fabsf(y[j]) > scale ? fabsf(y[j]) : scale;
+    char name[160];
+    snprintf(name, sizeof name, "%s: %s", what, a->name[i]);
+    tu_assert_close(name, x, y, k, 1e-3 * scale + 1e-30, 0.0);
+  }
+}
+
+static void test_fit_text_micro_batches(void **s) {
+  (void)s;
+  FILE *f = fopen(DATA_DIR "/tiny_gpt.cfg", "r");
+  assert_non_null(f);
+  char text[4096];
+  size_t len = fread(text, 1, sizeof text - 1, f);
+  fclose(f);
+  text[len] = '\0';
+  /* no dropout: "p = 0.1" and "dropout = 0.1" become 0.0 */
+  const char *keys[] = {"\np = 0.1", "\ndropout = 0.1"};
+  for (int k = 0; k < 2; k++) {
+    char *p = strstr(text, keys[k]);
+    assert_non_null(p);
+    memcpy(p + strlen(keys[k]) - 3, "0.0", 3);
+  }
+  nb_model *m = NULL;
+  TU_OK(nb_model_parse(text, "tiny_gpt.cfg", &m));
+  int64_t n;
+  int vocab;
+  int32_t *tokens = tiny_tokens(&n, &vocab);
+  TU_OK(nb_model_set_vocab(m, vocab));
+  tu_snapshot whole, parts, piped;
+  nb_text_fit_result r1, r2, r3;
+  train_parts(m, tokens, n, 1, &whole, &r1);
+  train_parts(m, tokens, n, 2, &parts, &r2);
+  TU_OK(nb_model_set_placement(m, "h=cpu:1"));
+  train_parts(m, tokens, n, 2, &piped, &r3);
+  print_message("tiny gpt, val loss: whole batches %.6f, 2 micro-batches %.6f, pipelined %.6f\n",
+                r1.val_loss, r2.val_loss, r3.val_loss);
+  assert_true(fabs(r2.val_loss - r1.val_loss) <= 1e-5 * fabs(r1.val_loss));
+  assert_true(fabs(r3.val_loss - r1.val_loss) <= 1e-5 * fabs(r1.val_loss));
+  assert_true(fabs(r2.train_loss - r1.train_loss) <= 1e-5 * fabs(r1.train_loss));
+  assert_snapshots_close(&parts, &whole, "2 micro-batches");
+  assert_snapshots_close(&piped, &whole, "pipelined over cpu:0 and cpu:1");
+  /* the batch must split evenly */
+  nb_backend *be;
+  nb_state *st;
+  TU_OK(nb_backend_new("cpu", &be));
+  TU_OK(nb_state_new(be, &st));
+  nb_fit_options o = nb_fit_defaults();
+  o.micro_batches = 3;
+  o.progress = NB_PROGRESS_OFF;
+  o.log = fopen("/dev/null", "w");
+  nb_text_fit_result r4;
+  assert_int_equal(nb_fit_text(m, be, st, tokens, n, &o, &r4), NB_ERR_INVALID_ARG);
+  assert_non_null(strstr(nb_last_error(), "does not split into 3 equal micro-batches"));
+  fclose(o.log);
+  nb_state_free(st);
+  nb_backend_free(be);
+  tu_snapshot_free(&whole);
+  tu_snapshot_free(&parts);
+  tu_snapshot_free(&piped);
+  free(tokens);
+  nb_model_free(m);
+}
+
 /* ---- errors ---------------------------------------------------------------------- */
 
 static const char *tiny_head = "[net]\n"      /* 1 */
@@ -412,6 +506,7 @@ int main(void) {
       cmocka_unit_test(test_gpt_char_matches_pytorch),
       cmocka_unit_test(test_tiny_gpt_matches_pytorch_and_graph_api),
       cmocka_unit_test(test_fit_text_learns_and_resumes_exactly),
+      cmocka_unit_test(test_fit_text_micro_batches),
       cmocka_unit_test(test_bad_gpt_sections),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -67,7 +67,8 @@ typedef struct nb_memory_stats {
 nb_status nb_backend_memory_stats(nb_backend *be, nb_memory_stats *out);
 
 /* Process-wide CPU thread count used by CPU kernels and BLAS (documented
- * global state). n <= 0 restores the default (all cores). */
+ * global state). n <= 0 restores the default: $OMP_NUM_THREADS when set,
+ * else all cores. */
 void nb_set_num_threads(int n);
 int nb_get_num_threads(void);
 

@@ -35,9 +35,12 @@ static void lm_free(lm_graph *s) {
 }
 
 /* The network on ids [batch, T] with the mean next-token cross-entropy
- * against targets [batch, T]; training adds the recipe's update. */
+ * against targets [batch, T]; training adds the recipe's update. With
+ * co->micro_batches M > 1 the graph is built for one micro-batch of
+ * batch / M windows and each run takes the M of them at once (gradient
+ * accumulation, or a pipeline over placed layers). */
 static nb_status lm_build(const nb_model *m, const nb_recipe *r, int training, int64_t batch,
-                          nb_backend *be, nb_state *st, lm_graph *s) {
+                          const nb_compile_options *co, nb_backend *be, nb_state *st, lm_graph *s) {
   memset(s, 0, sizeof *s);
   int64_t in[NB_MAX_DIMS];
   if (!nb_model_is_text(m) || nb_model_input_shape(m, in, &s->in_dtype) != 1)
@@ -52,9 +55,11 @@ static nb_status lm_build(const nb_model *m, const nb_recipe *r, int training, i
   s->g = nb_graph_new();
   if (!s->g) return nb_error(NB_ERR_OOM, "fit_text: out of memory");
   nb_graph *g = s->g;
-  int64_t bt[2] = {batch, s->ctx}, rows = batch * s->ctx;
-  s->x = nb_model_new_input(m, g, "ids", batch);
+  int64_t part = co->micro_batches > 1 ? batch / co->micro_batches : batch;
+  int64_t bt[2] = {part, s->ctx}, rows = part * s->ctx;
+  s->x = nb_model_new_input(m, g, "ids", part); /* marked NB_MICRO_SPLIT */
   s->y = nb_input(g, "targets", NB_I32, 2, bt);
+  nb_tensor_set_micro(s->y, NB_MICRO_SPLIT);
   nb_nn nn = {.g = g,
               .training = training,
               .seed = r->seed,
@@ -69,7 +74,7 @@ static nb_status lm_build(const nb_model *m, const nb_recipe *r, int training, i
   if (rc) return rc;
   int nd = nb_tensor_ndim(logits);
   const int64_t *ls = nb_tensor_shape(logits);
-  if (nd != 3 || ls[0] != batch || ls[1] != s->ctx) {
+  if (nd != 3 || ls[0] != part || ls[1] != s->ctx) {
     char got[128];
     nb_shape_str(nd, ls, got, sizeof got);
     return nb_error(NB_ERR_SHAPE,
@@ -85,7 +90,7 @@ static nb_status lm_build(const nb_model *m, const nb_recipe *r, int training, i
   if (rc) return nb_error(rc, "%s: loss: %s", nb_model_source(m), nb_graph_error(g));
   if (training) rc = nb_recipe_update(r, g, s->loss, &s->norm, &s->opt);
   if (rc) return rc;
-  return nb_compile(g, be, st, NULL, &s->plan);
+  return nb_compile(g, be, st, co, &s->plan);
 }
 
 /* Feeds a batch of ids and targets ([batch, T] each) and runs the plan. */
@@ -159,12 +164,13 @@ nb_status nb_evaluate_text(const nb_model *m, nb_backend *be, nb_state *st, cons
   memset(&tail, 0, sizeof tail);
   int32_t *bx = malloc((size_t)(batch * t) * sizeof *bx), *by = malloc((size_t)(batch * t) * 4);
   rc = bx && by ? NB_OK : nb_error(NB_ERR_OOM, "nb_evaluate_text: out of memory");
-  if (!rc) rc = lm_build(m, &r, 0, batch, be, st, &full);
+  nb_compile_options co = nb_compile_defaults();
+  if (!rc) rc = lm_build(m, &r, 0, batch, &co, be, st, &full);
   if (!rc && batches > 0) rc = eval_random(&full, tokens, n, batches, seed, bx, by, loss);
   if (!rc && batches == 0) {
     const int32_t *val = tokens + w.n_train;
     int64_t rem = windows % batch;
-    if (rem) rc = lm_build(m, &r, 0, rem, be, st, &tail);
+    if (rem) rc = lm_build(m, &r, 0, rem, &co, be, st, &tail);
     double sum = 0;
     for (int64_t at = 0; !rc && at < windows;) {
       lm_graph *s = windows - at >= batch ? &full : &tail;
@@ -284,8 +290,17 @@ nb_status nb_fit_text(const nb_model *m, nb_backend *be, nb_state *st, const int
   int32_t *bx = NULL, *by = NULL;
   nb_run_logs logs = {NULL, NULL};
   if (!rc) rc = check_tokens(m, tokens, n);
-  if (!rc) rc = lm_build(m, &r, 1, r.batch, be, st, &tr);
-  if (!rc) rc = lm_build(m, &r, 0, r.batch, be, st, &ev);
+  /* micro-batches: the training step only; validation runs whole batches */
+  nb_compile_options co = nb_compile_defaults(), eval_co = nb_compile_defaults();
+  co.micro_batches = o.micro_batches > 1 ? o.micro_batches : 1;
+  co.sequential = eval_co.sequential = o.sequential;
+  if (!rc && r.batch % co.micro_batches)
+    rc = nb_error(NB_ERR_INVALID_ARG,
+                  "nb_fit_text: a batch of %d windows does not split into %d equal micro-batches; "
+                  "use micro-batches that divide it or another batch size",
+                  r.batch, co.micro_batches);
+  if (!rc) rc = lm_build(m, &r, 1, r.batch, &co, be, st, &tr);
+  if (!rc) rc = lm_build(m, &r, 0, r.batch, &eval_co, be, st, &ev);
   if (!rc) rc = nb_token_windows_init(&win, tokens, n, tr.ctx, r.seed);
   size_t bt = (size_t)(r.batch * tr.ctx);
   if (!rc && (!(bx = malloc(bt * sizeof *bx)) || !(by = malloc(bt * sizeof *by))))
@@ -301,10 +316,13 @@ nb_status nb_fit_text(const nb_model *m, nb_backend *be, nb_state *st, const int
   if (!rc) rc = nb_run_logs_open(&logs, o.out_dir, o.resume != NULL, 5, log_cols);
   if (!rc) {
     char desc[256];
+    char parts[64] = "";
+    if (co.micro_batches > 1)
+      snprintf(parts, sizeof parts, " in %d micro-batches", co.micro_batches);
     fprintf(log,
-            "%lld steps of %d x %lld tokens, %s; validation every %lld steps over %d "
+            "%lld steps of %d x %lld tokens%s, %s; validation every %lld steps over %d "
             "batches\n",
-            (long long)r.steps, r.batch, (long long)tr.ctx,
+            (long long)r.steps, r.batch, (long long)tr.ctx, parts,
             nb_schedule_describe(&sched, desc, sizeof desc),
             (long long)(r.eval_every ? r.eval_every : r.steps), r.eval_batches);
   }

@@ -45,7 +45,7 @@ nb_status nabla_dist_open(int forced, int threads, nb_dist **out) {
     return rc;
   }
   int local = local_ranks();
-  if (threads == 0 && nb_dist_size(*out) > 1 && local > 1) {
+  if (threads == 0 && !getenv("OMP_NUM_THREADS") && nb_dist_size(*out) > 1 && local > 1) {
     /* nb_get_num_threads() is the cores this process may use (its
      * affinity mask): all of the machine's, or one when mpirun bound the
      * rank to a core */
@@ -62,6 +62,17 @@ const char *nabla_dist_device(const char *device, const nb_dist *d, char *buf, s
   if (local < 0) local = per_node > 0 ? nb_dist_rank(d) % per_node : nb_dist_rank(d);
   snprintf(buf, cap, "cuda:%d", local);
   return buf;
+}
+
+nb_status nabla_open_devices(const nb_model *m, nb_backend *be, nb_state *st, int threads) {
+  nb_status rc = NB_OK;
+  for (int i = 0; !rc && i <= nb_model_device_count(m); i++) {
+    nb_backend *dev = be;
+    if (i < nb_model_device_count(m)) rc = nb_state_device(st, nb_model_device(m, i), &dev);
+    if (!rc && threads > 0 && !strncmp(nb_backend_name(dev), "cpu", 3))
+      rc = nb_backend_set_threads(dev, threads);
+  }
+  return rc;
 }
 
 int nabla_dist_fail(nb_dist *d, const char *cmd) {

@@ -20,6 +20,11 @@ nb_status nabla_dist_open(int forced, int threads, nb_dist **out);
  * other name is returned as it is. buf holds the result when one is made. */
 const char *nabla_dist_device(const char *device, const nb_dist *d, char *buf, size_t cap);
 
+/* Opens the devices m's layers are placed on (in st, beside be), so that a
+ * missing one fails before any data is read, and gives every CPU device
+ * `threads` threads when threads > 0 (--device-threads). */
+nb_status nabla_open_devices(const nb_model *m, nb_backend *be, nb_state *st, int threads);
+
 /* Prints the failure of command `cmd` ("nabla train: rank R/N: ...") and
  * returns the exit code 1. When the other ranks did not fail at the same
  * point (nb_dist_failed_together), they could wait for this one forever:

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cmd_dist.h"
 #include "cmd_lora.h"
 #include "cmd_text.h"
 #include "json_str.h"
@@ -100,6 +101,7 @@ int nabla_text_train(nb_model *m, const nabla_text_args *a) {
   if (!rc) rc = nabla_vocab_save(&v, vocab_file);
   if (!rc) rc = nb_backend_new(a->device, &be);
   if (!rc) rc = a->init_from ? nabla_init_state(m, be, a->init_from, &st) : nb_state_new(be, &st);
+  if (!rc) rc = nabla_open_devices(m, be, st, a->device_threads);
   if (!rc) {
     if (v.bpe)
       fprintf(log, "%s: %zu bytes, %zu BPE tokens (%.2f bytes per token), vocabulary %d, ", path,
@@ -119,6 +121,7 @@ int nabla_text_train(nb_model *m, const nabla_text_args *a) {
     o.out_dir = out;
     o.resume = a->resume;
     o.log = log;
+    o.micro_batches = a->micro_batches;
     rc = nb_fit_text(m, be, st, ids, (int64_t)n, &o, &res);
   }
   char adapters[1100];

@@ -16,6 +16,8 @@ typedef struct nabla_text_args {
   float lr;
   uint64_t seed;
   const char *init_from; /* weights to start from, or NULL (cmd_lora.h) */
+  int micro_batches;     /* train: > 1 splits each batch (gradient accumulation, pipelines) */
+  int device_threads;    /* train: threads of each CPU device (> 0) */
 } nabla_text_args;
 
 /* Trains the text model m on the data's characters; returns the exit code. */

@@ -278,9 +278,10 @@ static nb_status load_data(const cli *c, const nb_model *m, int want_train, nb_d
 
 /* The text-model half of train and eval lives in cmd_text.c. */
 static nabla_text_args text_args(const cli *c) {
-  nabla_text_args a = {c->model,      c->weights, c->data, c->dataset,   c->out,
-                       c->resume,     c->device,  c->json, c->optimizer, c->steps,
-                       c->eval_every, c->batch,   c->lr,   c->seed,      c->init_from};
+  nabla_text_args a = {c->model,         c->weights,       c->data, c->dataset,   c->out,
+                       c->resume,        c->device,        c->json, c->optimizer, c->steps,
+                       c->eval_every,    c->batch,         c->lr,   c->seed,      c->init_from,
+                       c->micro_batches, c->device_threads};
   return a;
 }
 
@@ -319,9 +320,6 @@ int nabla_cmd_train(int argc, char **argv) {
     rc = nb_precision_parse(c.precision, &prec);
     if (!rc) rc = nb_model_set_precision(m, prec);
   }
-  if (!rc && nb_model_is_text(m) && (c.micro_batches > 1 || c.device_threads))
-    rc = nb_error(NB_ERR_UNSUPPORTED, "--micro-batches and --device-threads: text models take "
-                                      "--place but do not train in micro-batches yet");
   /* a flag the model's kind ignores would silently train something else */
   if (!rc && nb_model_is_text(m) && (c.epochs || c.limit))
     rc = nb_error(NB_ERR_INVALID_ARG,
@@ -345,14 +343,7 @@ int nabla_cmd_train(int argc, char **argv) {
   if (!rc) rc = load_data(&c, m, 1, &train, &test);
   if (!rc) rc = nb_backend_new(c.device, &be);
   if (!rc) rc = c.init_from ? nabla_init_state(m, be, c.init_from, &st) : nb_state_new(be, &st);
-  /* the devices the layers run on: opened now, so a missing one fails
-   * before the data is read into them, and given their thread counts */
-  for (int i = 0; !rc && i <= nb_model_device_count(m); i++) {
-    nb_backend *dev = be;
-    if (i < nb_model_device_count(m)) rc = nb_state_device(st, nb_model_device(m, i), &dev);
-    if (!rc && c.device_threads && !strncmp(nb_backend_name(dev), "cpu", 3))
-      rc = nb_backend_set_threads(dev, c.device_threads);
-  }
+  if (!rc) rc = nabla_open_devices(m, be, st, c.device_threads);
   rc = nb_dist_agree(dist, rc); /* a rank that failed to set up stops the others cleanly */
   if (!rc) {
     snprintf(out, sizeof out, "%s", c.out ? c.out : "runs/");

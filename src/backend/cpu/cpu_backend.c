@@ -30,8 +30,14 @@ static void build_kernels(void) {
   nb_cpu_register_half(kernels); /* wraps matmul and conv: last */
 }
 
+/* OMP_NUM_THREADS when set (its first number, as OpenMP reads "4,2"),
+ * else every core: what users of PyTorch or numpy expect the variable to
+ * do, and how one caps a process that shares the machine. */
 static int default_threads(void) {
 #ifdef _OPENMP
+  const char *env = getenv("OMP_NUM_THREADS");
+  long n = env ? strtol(env, NULL, 10) : 0;
+  if (n > 0) return n < 1024 ? (int)n : 1024;
   return omp_get_num_procs();
 #else
   return 1;
