@@ -174,19 +174,24 @@ static nb_tensor *forward(nb_graph *g, nb_tensor *x) {
   return nb_matmul(g, nb_relu(g, nb_add(g, nb_matmul(g, x, w1), b1)), w2);
 }
 
-static void mlp_build(mlp *m, nb_backend *be) {
+/* The training step in `micro` micro-batches of BATCH / micro (1: none). */
+static void mlp_build_micro(mlp *m, nb_backend *be, int micro) {
   memset(m, 0, sizeof *m);
   m->be = be;
   TU_OK(nb_state_new(be, &m->st));
-  int64_t xs[2] = {BATCH, IN}, ys[1] = {BATCH};
+  int64_t xs[2] = {BATCH, IN}, ys[1] = {BATCH / micro}, ms[2] = {BATCH / micro, IN};
   m->g = nb_graph_new();
-  m->x = nb_input(m->g, "x", NB_F32, 2, xs);
+  m->x = nb_input(m->g, "x", NB_F32, 2, ms);
   m->y = nb_input(m->g, "y", NB_I64, 1, ys);
+  nb_tensor_set_micro(m->x, NB_MICRO_SPLIT);
+  nb_tensor_set_micro(m->y, NB_MICRO_SPLIT);
   m->loss = nb_cross_entropy(m->g, forward(m->g, m->x), m->y, 0.0f);
   nb_tensor_set_output(m->loss);
   TU_OK(nb_graph_backward(m->g, m->loss));
   TU_OK(nb_optimizer_adam(m->g, 0.9f, 0.999f, 1e-8f, 0.0f, 0, &m->opt));
-  TU_OK(nb_compile(m->g, be, m->st, NULL, &m->p));
+  nb_compile_options o = nb_compile_defaults();
+  o.micro_batches = micro;
+  TU_OK(nb_compile(m->g, be, m->st, &o, &m->p));
   /* an eval plan on the same state */
   m->ge = nb_graph_new();
   m->ex = nb_input(m->ge, "x", NB_F32, 2, xs);
@@ -194,6 +199,8 @@ static void mlp_build(mlp *m, nb_backend *be) {
   nb_tensor_set_output(m->eout);
   TU_OK(nb_compile(m->ge, be, m->st, NULL, &m->pe));
 }
+
+static void mlp_build(mlp *m, nb_backend *be) { mlp_build_micro(m, be, 1); }
 
 static void mlp_free(mlp *m) {
   nb_optimizer_free(m->opt);
@@ -376,6 +383,33 @@ static void test_dropout_records(void **state) {
   assert_memory_equal(plain, bare, sizeof plain);
 }
 
+/* Gradient accumulation on one device: every micro-batch instance of the
+ * step (which share one arena) and the update record and replay, and the
+ * run is the plain CPU backend's bit for bit. */
+static void test_micro_batches_record(void **state) {
+  (void)state;
+  trace plain, rec;
+  mlp m;
+  nb_backend *be = NULL;
+  TU_OK(nb_backend_new("cpu", &be));
+  mlp_build_micro(&m, be, 4);
+  train(&m, &plain);
+  mlp_free(&m);
+  for (int s = 0; s < STEPS; s++) assert_int_equal(plain.graph[s], -1); /* no hooks */
+  mlp_build_micro(&m, mock_backend(), 4);
+  train(&m, &rec);
+  assert_same(&plain, &rec);
+  assert_int_equal(rec.graph[0], 0);
+  for (int s = 1; s < STEPS; s++) assert_int_equal(rec.graph[s], 1);
+  /* 4 micro-batch instances, the update and the eval plan at least */
+  assert_true(mock.begins >= 6);
+  assert_int_equal(mock.begins, mock.ends);
+  mlp_free(&m);
+  assert_int_equal(mock.live, 0);
+  tu_snapshot_free(&plain.snap);
+  tu_snapshot_free(&rec.snap);
+}
+
 static void test_single_launch_never_records(void **state) {
   (void)state;
   nb_backend *be = mock_backend();
@@ -406,6 +440,7 @@ int main(void) {
       cmocka_unit_test(test_records_at_second_run),
       cmocka_unit_test(test_failed_recording_falls_back),
       cmocka_unit_test(test_dropout_records),
+      cmocka_unit_test(test_micro_batches_record),
       cmocka_unit_test(test_single_launch_never_records),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

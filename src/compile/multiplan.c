@@ -219,6 +219,8 @@ nb_status nb_mp_compile(nb_plan *p) {
   }
   if (!st) st = nb_state_new(p->be, &mp->scratch);
   if (!st) mark_apart(mp, g);
+  int n_devices = 0;
+  for (int d = 0; d < mp->n_dev; d++) n_devices += device_used(mp, d);
   nb_compile_options o = p->opt;
   o.micro_batches = 1;
   for (int s = 0; !st && s < mp->n_seg; s++) {
@@ -232,9 +234,12 @@ nb_status nb_mp_compile(nb_plan *p) {
         /* nb_compile_single says "nb_compile: ..." already */
         st = nb_error(st, "%s: %s", be->name, strncmp(msg, "nb_compile: ", 12) ? msg : msg + 12);
       }
-      if (!st) {
-        /* parts run on worker threads with transfers and per-micro-batch
-         * run counters between them: no CUDA graphs (docs/cuda.md) */
+      if (!st && n_devices > 1) {
+        /* parts run on worker threads with transfers between them: no CUDA
+         * graphs (docs/cuda.md). On one device (gradient accumulation) each
+         * part records and replays like a plain plan: the parts run one at
+         * a time on the calling thread, and a part's run counter is synced
+         * before each run, so each micro-batch draws its own masks. */
         S->inst[i]->graph_state = -1;
         snprintf(S->inst[i]->graph_why, sizeof S->inst[i]->graph_why,
                  "part of a multi-device or micro-batched plan");
@@ -554,6 +559,14 @@ static size_t own_bytes(const nb_plan *q) {
 
 void nb_mp_stats(const nb_plan *p, nb_plan_stats *s) {
   const nb_mplan *mp = p->mp;
+  /* CUDA graphs: 1 when every part that can record has, 0 before, -1 if none can */
+  int can = 0, recorded = 0;
+  for (int k = 0; k < mp->n_seg; k++)
+    for (int i = 0; i < mp->seg[k].n_inst; i++) {
+      can += mp->seg[k].inst[i]->graph_state >= 0;
+      recorded += mp->seg[k].inst[i]->graph_state > 0;
+    }
+  s->graph = !can ? -1 : recorded == can;
   for (int i = 0; i < mp->n_nodes; i++) s->nodes += mp->keep[i];
   for (int k = 0; k < mp->n_seg; k++) {
     const mp_seg *S = &mp->seg[k];

@@ -375,7 +375,6 @@ nb_plan_stats nb_plan_get_stats(const nb_plan *p) {
   if (!p) return s;
   if (p->mp) {
     nb_mp_stats(p, &s);
-    s.graph = -1;
     return s;
   }
   s.devices = 1;

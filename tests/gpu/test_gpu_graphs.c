@@ -14,6 +14,10 @@
  *     run (the run counter lives on the device and the recording advances
  *     it), the masks of the runs without graphs, also after
  *     nb_plan_set_step;
+ *   - an MLP with dropout trained with Adam records, whole and in 4
+ *     micro-batches (gradient accumulation: one graph per micro-batch
+ *     instance, sharing one arena, and one for the update), with the
+ *     losses of the runs without graphs;
  * and prints the ms per training step both ways. The reason a plan is not
  * recorded goes to stderr (NABLA_CUDA_VERBOSE=1 is set for the graphs-on
  * run).
@@ -55,6 +59,8 @@ typedef struct {
   int drop_graph;
   float mlp_loss[DROP_STEPS]; /* an MLP with dropout trained with Adam */
   int mlp_graph;
+  float micro_loss[DROP_STEPS]; /* the same in 4 micro-batches (gradient accumulation) */
+  int micro_graph;
   double ms_step, ms_run; /* per step with uploads; per run alone */
   int ok;                 /* the session ran to the end */
 } session;
@@ -130,15 +136,19 @@ static nb_status run_dropout(nb_backend *be, nb_state *st, session *s) {
 
 /* An MLP with dropout(0.5) between its layers trained DROP_STEPS Adam steps
  * on one synthetic batch: a whole training step with dropout, recorded
- * with graphs on, must give the losses of the runs without graphs. */
-static nb_status train_dropout_mlp(nb_backend *be, nb_state *st, session *s) {
+ * with graphs on, must give the losses of the runs without graphs. With
+ * micro = 4 the step runs as 4 micro-batches of 8 (one graph per
+ * micro-batch and one for the update). */
+static nb_status train_dropout_mlp(nb_backend *be, nb_state *st, session *s, int micro) {
   nb_graph *g = nb_graph_new();
-  int64_t xs[2] = {32, 64}, ys[1] = {32}, w1s[2] = {64, 128}, w2s[2] = {128, 10};
+  int64_t xs[2] = {32 / micro, 64}, ys[1] = {32 / micro}, w1s[2] = {64, 128}, w2s[2] = {128, 10};
   nb_tensor *x = nb_input(g, "x", NB_F32, 2, xs), *y = nb_input(g, "y", NB_I64, 1, ys);
+  nb_tensor_set_micro(x, NB_MICRO_SPLIT);
+  nb_tensor_set_micro(y, NB_MICRO_SPLIT);
   nb_init u = {NB_INIT_UNIFORM, -0.2f, 0.2f, 3};
-  nb_tensor *w1 = nb_param(g, "drop_mlp.w1", 2, w1s, u);
+  nb_tensor *w1 = nb_param(g, micro > 1 ? "micro_mlp.w1" : "drop_mlp.w1", 2, w1s, u);
   u.seed = 4;
-  nb_tensor *w2 = nb_param(g, "drop_mlp.w2", 2, w2s, u);
+  nb_tensor *w2 = nb_param(g, micro > 1 ? "micro_mlp.w2" : "drop_mlp.w2", 2, w2s, u);
   nb_tensor *h = nb_dropout(g, nb_relu(g, nb_matmul(g, x, w1)), 0.5f, 99, 1);
   nb_tensor *loss = nb_cross_entropy(g, nb_matmul(g, h, w2), y, 0.0f);
   nb_tensor_set_output(loss);
@@ -146,7 +156,9 @@ static nb_status train_dropout_mlp(nb_backend *be, nb_state *st, session *s) {
   nb_plan *p = NULL;
   nb_status rc = nb_graph_backward(g, loss);
   if (!rc) rc = nb_optimizer_adam(g, 0.9f, 0.999f, 1e-8f, 0.0f, 0, &opt);
-  if (!rc) rc = nb_compile(g, be, st, NULL, &p);
+  nb_compile_options o = nb_compile_defaults();
+  o.micro_batches = micro;
+  if (!rc) rc = nb_compile(g, be, st, &o, &p);
   float xv[32 * 64];
   int64_t yv[32];
   for (int i = 0; i < 32 * 64; i++) xv[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
@@ -156,9 +168,10 @@ static nb_status train_dropout_mlp(nb_backend *be, nb_state *st, session *s) {
   for (int step = 1; step <= DROP_STEPS && !rc; step++) {
     rc = nb_optimizer_feed(opt, p, step, 1e-2f);
     if (!rc) rc = nb_plan_run(p);
-    if (!rc) rc = nb_plan_get(p, loss, &s->mlp_loss[step - 1], sizeof(float));
+    float *l = micro > 1 ? &s->micro_loss[step - 1] : &s->mlp_loss[step - 1];
+    if (!rc) rc = nb_plan_get(p, loss, l, sizeof(float));
   }
-  if (!rc) s->mlp_graph = graph_of(p);
+  if (!rc) *(micro > 1 ? &s->micro_graph : &s->mlp_graph) = graph_of(p);
   nb_optimizer_free(opt);
   nb_plan_free(p);
   nb_graph_free(g);
@@ -260,8 +273,12 @@ static void run_session(const nb_model *m, const char *graphs, session *s) {
     if (rc) printf("%s: the dropout plan: %s\n", s->label, nb_last_error());
   }
   if (!rc) {
-    rc = train_dropout_mlp(be, st, s);
+    rc = train_dropout_mlp(be, st, s, 1);
     if (rc) printf("%s: the MLP with dropout: %s\n", s->label, nb_last_error());
+  }
+  if (!rc) {
+    rc = train_dropout_mlp(be, st, s, 4);
+    if (rc) printf("%s: the MLP with dropout in micro-batches: %s\n", s->label, nb_last_error());
   }
   s->ok = !rc;
   free(x);
@@ -406,6 +423,15 @@ int main(void) {
            (double)S[2].mlp_loss[DROP_STEPS - 1], mlp_noise, mlp_got);
     EXPECT(S[2].mlp_graph == 1, "the MLP with dropout has graph = %d, want 1", S[2].mlp_graph);
     expect_close("MLP-with-dropout losses", mlp_got, mlp_noise);
+    /* gradient accumulation: each micro-batch instance and the update recorded */
+    double micro_noise = max_rel(S[0].micro_loss, S[1].micro_loss, DROP_STEPS);
+    double micro_got = max_rel(S[0].micro_loss, S[2].micro_loss, DROP_STEPS);
+    printf("the same in 4 micro-batches: graph = %d (want 1), losses %.5f .. %.5f, off vs off "
+           "%.3g, off vs on %.3g\n",
+           S[2].micro_graph, (double)S[2].micro_loss[0], (double)S[2].micro_loss[DROP_STEPS - 1],
+           micro_noise, micro_got);
+    EXPECT(S[2].micro_graph == 1, "the micro-batched MLP has graph = %d, want 1", S[2].micro_graph);
+    expect_close("micro-batched MLP losses", micro_got, micro_noise);
   }
   if (S[0].ok && S[2].ok) {
     printf("ms per training step (batch %d, %d steps; set inputs + lr, run):  off %.3f  on %.3f  "

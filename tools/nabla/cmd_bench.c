@@ -240,7 +240,9 @@ int nabla_cmd_bench(int argc, char **argv) {
       printf("%-9s %10.1f images/s  %8.3f ms/step  arena %.1f MiB (naive %.1f MiB), %d kernels%s\n",
              train ? "training" : "inference", (double)batch / sec, 1e3 * sec,
              (double)s.arena_bytes / 1048576.0, (double)s.naive_bytes / 1048576.0, s.kernels,
-             s.graph > 0 ? " in one CUDA graph" : "");
+             s.graph <= 0 ? ""
+             : parts > 1  ? " in CUDA graphs"
+                          : " in one CUDA graph");
     }
     bench_free(&b);
   }
