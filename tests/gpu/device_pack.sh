@@ -31,4 +31,7 @@ if [ -n "$data" ]; then
 else
   echo "no MNIST found: the training step of run.sh will be skipped there"
 fi
+# what the binaries were built from, so device_run.sh can tell a stale pack
+bash tests/gpu/source_hash.sh >.gpupack/SOURCE_HASH
+git rev-parse --short HEAD >.gpupack/COMMIT 2>/dev/null || true
 du -sh .gpupack

@@ -10,6 +10,15 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 [ -f .gpupack/prebuilt.tar.xz ] || { echo "no .gpupack/prebuilt.tar.xz: run tests/gpu/device_pack.sh first"; exit 1; }
+# a pack built from other sources than this tree tests the wrong code
+packed=$(cat .gpupack/SOURCE_HASH 2>/dev/null || echo unknown)
+here=$(bash tests/gpu/source_hash.sh)
+echo "pack: commit $(cat .gpupack/COMMIT 2>/dev/null || echo unknown), sources $packed"
+if [ "$packed" != "$here" ]; then
+  echo "WARNING: .gpupack was built from other sources than this tree ($here): run"
+  echo "         tests/gpu/device_pack.sh again where nabla builds, then carry .gpupack"
+  [ "${ALLOW_STALE:-0}" = 1 ] || { echo "(ALLOW_STALE=1 runs it anyway)"; exit 3; }
+fi
 bin=/tmp/nabla-gpu
 rm -rf "$bin" && mkdir -p "$bin" && tar xJf .gpupack/prebuilt.tar.xz -C "$bin" || exit 1
 if [ -d .gpupack/data ]; then
