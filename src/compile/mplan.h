@@ -26,6 +26,8 @@ typedef struct mp_seg {
   nb_plan **inst;   /* one compiled plan per instance (own arena each) */
   nb_tensor *first; /* accumulators: 1 for the instance that starts the sums */
   int n_acc;        /* accumulators it feeds */
+  int *lend;        /* pipeline.c: the instance whose arena each instance runs in
+                       (itself: its own); NULL: every instance its own */
 } mp_seg;
 
 /* A value that moves between segments: src's node (an output there) into
@@ -99,11 +101,19 @@ typedef struct nb_mplan {
  * (each device starts a new micro-batch only while few enough are open on
  * it); keeps the level order if that order cannot be built. */
 nb_status nb_mp_schedule_1f1b(nb_mplan *mp);
-/* pipeline.c: lets micro-batch instances of a segment run in the arena of
- * an earlier instance whose in-place readers all ran before them, and the
- * plans of a device share one workspace. After the task order is final and
- * before same-device hand-overs are aliased. */
-nb_status nb_mp_share_memory(nb_mplan *mp);
+/* pipeline.c: decides which micro-batch instances of a segment run in the
+ * arena of an earlier instance whose in-place readers all ran before them
+ * (seg->lend). After the task order is final, before the instances are
+ * compiled. */
+nb_status nb_mp_plan_arenas(nb_mplan *mp);
+/* pipeline.c: right after instance i of segment s is compiled, runs it in
+ * its lender's arena and in the workspace of the segment's first instance,
+ * giving its own back: compiling holds at most one arena more than the plan
+ * keeps. */
+nb_status nb_mp_take_memory(nb_mplan *mp, int s, int i);
+/* pipeline.c: the plans of a device share its largest workspace. After every
+ * instance is compiled, before same-device hand-overs are aliased. */
+nb_status nb_mp_share_workspaces(nb_mplan *mp);
 
 /* place.c: fills mp->node_dev for the kept nodes (mp->keep), opening the
  * devices through the state; p->be is device 0. */

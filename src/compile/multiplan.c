@@ -219,6 +219,11 @@ nb_status nb_mp_compile(nb_plan *p) {
   }
   if (!st) st = nb_state_new(p->be, &mp->scratch);
   if (!st) mark_apart(mp, g);
+  /* the order first, and from it which instances share arenas: one that
+   * runs in an earlier one's arena gives its own back once compiled */
+  if (!st) st = make_tasks(mp);
+  if (!st && p->opt.schedule == NB_SCHEDULE_1F1B) st = nb_mp_schedule_1f1b(mp);
+  if (!st && p->opt.reuse_memory) st = nb_mp_plan_arenas(mp);
   int n_devices = 0;
   for (int d = 0; d < mp->n_dev; d++) n_devices += device_used(mp, d);
   nb_compile_options o = p->opt;
@@ -248,11 +253,10 @@ nb_status nb_mp_compile(nb_plan *p) {
         float first = i == 0 ? 1.0f : 0.0f;
         st = nb_plan_set_input(S->inst[i], S->first, &first, sizeof first);
       }
+      if (!st && p->opt.reuse_memory) st = nb_mp_take_memory(mp, s, i);
     }
   }
-  if (!st) st = make_tasks(mp);
-  if (!st && p->opt.schedule == NB_SCHEDULE_1F1B) st = nb_mp_schedule_1f1b(mp);
-  if (!st && p->opt.reuse_memory) st = nb_mp_share_memory(mp);
+  if (!st && p->opt.reuse_memory) st = nb_mp_share_workspaces(mp);
   if (!st) st = alias_handovers(mp);
   if (!st) st = start_workers(mp);
   return st;
@@ -277,6 +281,7 @@ void nb_mp_free(nb_mplan *mp) {
     mp_seg *S = &mp->seg[s];
     for (int i = 0; S->inst && i < S->n_inst; i++) nb_plan_free(S->inst[i]);
     free(S->inst);
+    free(S->lend);
     free(S->map);
     nb_graph_free(S->g);
   }

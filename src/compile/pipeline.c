@@ -175,9 +175,11 @@ static int last_reader(const nb_mplan *mp, int s, int i) {
 
 /* Instance i of a segment takes the arena of the first earlier instance
  * whose readers all ran before i starts (greedy interval colouring in task
- * order). Per device, every plan shares the largest workspace: a device
- * runs one task at a time, and a workspace only lives inside a launch. */
-nb_status nb_mp_share_memory(nb_mplan *mp) {
+ * order). Decided before the instances are compiled, so that each gives its
+ * arena back as soon as it exists (nb_mp_take_memory): compiling M
+ * instances then never holds M arenas, which on a GPU would decide whether
+ * the plan fits at all. */
+nb_status nb_mp_plan_arenas(nb_mplan *mp) {
   int M = mp->M;
   int *owner = malloc((size_t)(M > 0 ? M : 1) * sizeof *owner);
   int *free_after = malloc((size_t)(M > 0 ? M : 1) * sizeof *free_after);
@@ -193,26 +195,53 @@ nb_status nb_mp_share_memory(nb_mplan *mp) {
     int ok = 1, n_slot = 0;
     for (int i = 0; ok && i < S->n_inst; i++) ok = last_reader(mp, s, i) >= 0;
     if (!ok) continue;
-    for (int i = 0; !st && i < S->n_inst; i++) {
+    S->lend = malloc((size_t)S->n_inst * sizeof *S->lend);
+    if (!S->lend) {
+      st = nb_error(NB_ERR_OOM, "nb_compile: out of memory");
+      break;
+    }
+    for (int i = 0; i < S->n_inst; i++) {
       int start = task_index(mp, s, i), slot = -1;
       for (int k = 0; k < n_slot && slot < 0; k++)
         if (free_after[k] < start) slot = k;
       if (slot < 0) {
         slot = n_slot++;
         owner[slot] = i;
-      } else if (S->inst[owner[slot]]->arena &&
-                 S->inst[i]->arena_bytes <= S->inst[owner[slot]]->arena_bytes) {
-        st = nb_plan_borrow_memory(S->inst[i], S->inst[owner[slot]]->arena, NULL, 0);
       }
+      S->lend[i] = owner[slot];
       free_after[slot] = last_reader(mp, s, i);
     }
   }
+  free(owner);
+  free(free_after);
+  return st;
+}
+
+/* The instances of a segment are one graph compiled M times: the same
+ * arena and workspace sizes, so the checks below only guard the borrow. */
+nb_status nb_mp_take_memory(nb_mplan *mp, int s, int i) {
+  const mp_seg *S = &mp->seg[s];
+  nb_plan *q = S->inst[i], *lender = S->inst[S->lend ? S->lend[i] : i], *first = S->inst[0];
+  void *arena = NULL, *ws = NULL;
+  if (lender != q && lender->arena && q->arena_bytes <= lender->arena_bytes) arena = lender->arena;
+  if (first != q && first->workspace && q->workspace_bytes <= first->workspace_bytes)
+    ws = first->workspace;
+  if (!arena && !ws) return NB_OK;
+  return nb_plan_borrow_memory(q, arena, ws, ws ? first->workspace_bytes : 0);
+}
+
+/* Per device, every plan shares the largest workspace: a device runs one
+ * task at a time, and a workspace only lives inside a launch. */
+nb_status nb_mp_share_workspaces(nb_mplan *mp) {
+  nb_status st = NB_OK;
   for (int d = 0; !st && d < mp->n_dev; d++) {
     nb_plan *big = NULL;
     for (int s = 0; s < mp->n_seg; s++)
       for (int i = 0; mp->seg[s].dev == d && i < mp->seg[s].n_inst; i++) {
         nb_plan *q = mp->seg[s].inst[i];
-        if (q->workspace && (!big || q->workspace_bytes > big->workspace_bytes)) big = q;
+        if (q->workspace && !q->workspace_borrowed &&
+            (!big || q->workspace_bytes > big->workspace_bytes))
+          big = q;
       }
     for (int s = 0; big && !st && s < mp->n_seg; s++)
       for (int i = 0; !st && mp->seg[s].dev == d && i < mp->seg[s].n_inst; i++)
@@ -220,7 +249,5 @@ nb_status nb_mp_share_memory(nb_mplan *mp) {
           st =
               nb_plan_borrow_memory(mp->seg[s].inst[i], NULL, big->workspace, big->workspace_bytes);
   }
-  free(owner);
-  free(free_after);
   return st;
 }
