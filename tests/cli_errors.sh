@@ -41,6 +41,14 @@ if [ -f "$mnist/t10k-images-idx3-ubyte.gz" ] &&
   expect_error "resume with nothing left to train" "has trained 1 epochs already, the run asks for 1" \
     "$nabla" train "$root/models/mnist_cnn.cfg" --data "$mnist" --limit 128 --epochs 1 \
     --resume "$tmp/ok/checkpoint.safetensors" --out "$tmp/ok2"
+  # another batch size would continue with another data order
+  expect_error "resume with another batch" "trained with batches of 64 examples, this run asks for 32; give --batch 64" \
+    "$nabla" train "$root/models/mnist_cnn.cfg" --data "$mnist" --limit 128 --epochs 2 --batch 32 \
+    --resume "$tmp/ok/checkpoint.safetensors" --out "$tmp/ok2"
+  # another optimizer: its moments are not in the checkpoint (the path said once)
+  expect_error "resume with another optimizer" "^nabla train: resume from [^:]*checkpoint.safetensors: tensor .*(resume with the model file, optimizer" \
+    "$nabla" train "$root/models/mnist_cnn.cfg" --data "$mnist" --limit 128 --epochs 2 --optimizer sgd \
+    --resume "$tmp/ok/checkpoint.safetensors" --out "$tmp/ok2"
 fi
 if [ -f "$mnist/t10k-images-idx3-ubyte.gz" ]; then
   # a model whose input is not the data's examples, even with as many values
@@ -91,6 +99,14 @@ expect_error "missing text" "/nonexistent: no such file or folder (--data takes 
   "$nabla" train "$root/tests/data/tiny_gpt.cfg" --data /nonexistent
 expect_error "corrupt text checkpoint" "w.safetensors" "$nabla" train "$root/tests/data/tiny_gpt.cfg" \
   --data "$root/tests/data/tiny_text.txt" --resume "$tmp/w.safetensors" --out "$tmp/text"
+if "$nabla" train "$root/tests/data/tiny_gpt.cfg" --data "$root/tests/data/tiny_text.txt" --steps 2 \
+  --out "$tmp/text_ok" >/dev/null 2>&1; then
+  expect_error "text resume with another batch" "trained with batches of 4 windows, this run asks for 2" \
+    "$nabla" train "$root/tests/data/tiny_gpt.cfg" --data "$root/tests/data/tiny_text.txt" --steps 4 \
+    --batch 2 --resume "$tmp/text_ok/checkpoint.safetensors" --out "$tmp/text_ok2"
+else
+  bad "tiny GPT training for the resume checks"
+fi
 printf '' >"$tmp/empty.txt"
 expect_error "empty text" "empty.txt: the text is empty" "$nabla" train "$root/tests/data/tiny_gpt.cfg" \
   --data "$tmp/empty.txt" --out "$tmp/text"

@@ -155,6 +155,7 @@ nb_status nb_safetensors_read(nb_safetensors *f, int i, void *dst, size_t bytes)
 #define NB_CKPT_RNG         "rng"            /* trainer's nb_rng (nb_kv_set_rng) */
 #define NB_CKPT_DATA_POS    "data_position"  /* samples consumed in the current epoch */
 #define NB_CKPT_MODEL       "model"          /* model file the state was built from */
+#define NB_CKPT_BATCH       "batch"          /* examples (windows) per optimizer step */
 #define NB_CKPT_FORMAT_NAME "nabla.checkpoint"
 
 /* Saves every variable of `st` and the entries of `meta` (may be NULL)

@@ -177,11 +177,12 @@ nb_status nb_evaluate(const nb_model *m, nb_backend *be, nb_state *st, const nb_
 /* ---- logs and checkpoints ----------------------------------------------------------- */
 
 static nb_status save_checkpoint(const char *path, const nb_state *st, const nb_model *m,
-                                 int64_t step, int64_t epoch, uint64_t plan_step,
+                                 int64_t batch, int64_t step, int64_t epoch, uint64_t plan_step,
                                  const nb_loader_pos *pos) {
   nb_kv *kv = NULL;
   nb_status rc = nb_kv_new(&kv);
   if (!rc) rc = nb_kv_set_i64(kv, NB_CKPT_STEP, step);
+  if (!rc) rc = nb_kv_set_i64(kv, NB_CKPT_BATCH, batch);
   if (!rc) rc = nb_kv_set_i64(kv, NB_CKPT_EPOCH, epoch);
   if (!rc) rc = nb_kv_set_i64(kv, NB_CKPT_PLAN_STEP, (int64_t)plan_step);
   if (!rc) rc = nb_kv_set_i64(kv, "loader_epoch", pos->epoch);
@@ -199,11 +200,17 @@ typedef struct {
   nb_loader_pos pos;
 } resume_point;
 
-static nb_status load_checkpoint(const char *path, nb_state *st, resume_point *rp) {
+static nb_status load_checkpoint(const char *path, nb_state *st, int64_t batch, resume_point *rp) {
   nb_kv *kv = NULL;
   nb_status rc = nb_checkpoint_load(path, st, 0, &kv);
+  if (rc) return nb_run_resume_error(rc, path);
+  rc = nb_run_check_batch(kv, path, batch, "examples");
+  if (rc) {
+    nb_kv_free(kv);
+    return rc;
+  }
   int64_t plan_step = 0;
-  if (!rc) rc = nb_kv_get_i64(kv, NB_CKPT_STEP, &rp->step);
+  rc = nb_kv_get_i64(kv, NB_CKPT_STEP, &rp->step);
   if (!rc) rc = nb_kv_get_i64(kv, NB_CKPT_EPOCH, &rp->epoch);
   if (!rc) rc = nb_kv_get_i64(kv, NB_CKPT_PLAN_STEP, &plan_step);
   if (!rc) rc = nb_kv_get_i64(kv, "loader_epoch", &rp->pos.epoch);
@@ -313,7 +320,7 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
   if (!rc && o.resume) {
     /* rank 0 reads the checkpoint; the others get its position here and
      * its variables below, so only rank 0 needs the file */
-    if (lead) rc = load_checkpoint(o.resume, st, &rp);
+    if (lead) rc = load_checkpoint(o.resume, st, r.batch, &rp);
     rc = nb_dist_agree(dist, rc);
     if (!rc && ranks > 1) rc = nb_dist_broadcast(dist, &rp, sizeof rp, 0);
     if (!rc) rc = nb_loader_set_pos(loader, &rp.pos);
@@ -436,7 +443,8 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
       rc = nb_loader_get_pos(loader, &pos);
       snprintf(res->checkpoint, sizeof res->checkpoint, "%s/checkpoint.safetensors", o.out_dir);
       if (!rc)
-        rc = save_checkpoint(res->checkpoint, st, m, step, epoch + 1, nb_plan_step(s.plan), &pos);
+        rc = save_checkpoint(res->checkpoint, st, m, r.batch, step, epoch + 1, nb_plan_step(s.plan),
+                             &pos);
     }
     rc = nb_dist_agree(dist, rc); /* rank 0's logs and checkpoint */
   }

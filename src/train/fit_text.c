@@ -198,10 +198,12 @@ nb_status nb_evaluate_text(const nb_model *m, nb_backend *be, nb_state *st, cons
  * step (schedule, bias corrections), the plan's step (dropout masks) and
  * the training-window generator. Validation windows come from the seed. */
 static nb_status save_checkpoint(const char *path, const nb_state *st, const nb_model *m,
-                                 int64_t step, uint64_t plan_step, const nb_token_windows *w) {
+                                 int64_t batch, int64_t step, uint64_t plan_step,
+                                 const nb_token_windows *w) {
   nb_kv *kv = NULL;
   nb_status rc = nb_kv_new(&kv);
   if (!rc) rc = nb_kv_set_i64(kv, NB_CKPT_STEP, step);
+  if (!rc) rc = nb_kv_set_i64(kv, NB_CKPT_BATCH, batch);
   if (!rc) rc = nb_kv_set_i64(kv, NB_CKPT_PLAN_STEP, (int64_t)plan_step);
   if (!rc) rc = nb_kv_set_rng(kv, "windows_rng", &w->rng[NB_TOKENS_TRAIN]);
   if (!rc) rc = nb_kv_set_i64(kv, "windows_block", w->block);
@@ -211,12 +213,18 @@ static nb_status save_checkpoint(const char *path, const nb_state *st, const nb_
   return rc;
 }
 
-static nb_status load_checkpoint(const char *path, nb_state *st, nb_token_windows *w, int64_t *step,
-                                 uint64_t *plan_step) {
+static nb_status load_checkpoint(const char *path, nb_state *st, int64_t batch, nb_token_windows *w,
+                                 int64_t *step, uint64_t *plan_step) {
   nb_kv *kv = NULL;
   int64_t ps = 0, block = 0;
   nb_status rc = nb_checkpoint_load(path, st, 0, &kv);
-  if (!rc) rc = nb_kv_get_i64(kv, NB_CKPT_STEP, step);
+  if (rc) return nb_run_resume_error(rc, path);
+  rc = nb_run_check_batch(kv, path, batch, "windows");
+  if (rc) {
+    nb_kv_free(kv);
+    return rc;
+  }
+  rc = nb_kv_get_i64(kv, NB_CKPT_STEP, step);
   if (!rc) rc = nb_kv_get_i64(kv, NB_CKPT_PLAN_STEP, &ps);
   if (!rc) rc = nb_kv_get_i64(kv, "windows_block", &block);
   if (!rc) rc = nb_kv_get_rng(kv, "windows_rng", &w->rng[NB_TOKENS_TRAIN]);
@@ -309,7 +317,7 @@ nb_status nb_fit_text(const nb_model *m, nb_backend *be, nb_state *st, const int
   int64_t step = 0;
   if (!rc && o.resume) {
     uint64_t plan_step = 0;
-    rc = load_checkpoint(o.resume, st, &win, &step, &plan_step);
+    rc = load_checkpoint(o.resume, st, r.batch, &win, &step, &plan_step);
     if (!rc) nb_plan_set_step(tr.plan, plan_step);
     if (!rc) fprintf(log, "resumed from %s at step %lld\n", o.resume, (long long)step);
   }
@@ -387,7 +395,7 @@ nb_status nb_fit_text(const nb_model *m, nb_backend *be, nb_state *st, const int
     rc = log_point(&logs, step, lr, res->train_loss, res->val_loss, tps);
     if (!rc && o.out_dir) {
       snprintf(res->checkpoint, sizeof res->checkpoint, "%s/checkpoint.safetensors", o.out_dir);
-      rc = save_checkpoint(res->checkpoint, st, m, step, nb_plan_step(tr.plan), &win);
+      rc = save_checkpoint(res->checkpoint, st, m, r.batch, step, nb_plan_step(tr.plan), &win);
     }
   }
   /* a resumed run that had nothing left still reports where it stands */

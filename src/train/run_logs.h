@@ -17,6 +17,17 @@ nb_status nb_run_logs_open(nb_run_logs *l, const char *dir, int resuming, int n,
                            const char *const *cols);
 void nb_run_logs_close(nb_run_logs *l);
 
+/* The error of a failed resume from checkpoint `path` (status rc, message
+ * nb_last_error()): "resume from PATH: ..." without saying the path twice,
+ * and, when the checkpoint's variables do not match the run's, what to do
+ * about it. Returns rc. */
+nb_status nb_run_resume_error(nb_status rc, const char *path);
+
+/* Checks the checkpoint's batch (NB_CKPT_BATCH, absent in older files)
+ * against this run's: another batch size would quietly continue with
+ * another data order and schedule. `unit` names what a batch counts. */
+nb_status nb_run_check_batch(const nb_kv *kv, const char *path, int64_t batch, const char *unit);
+
 /* Seconds on a monotonic clock. */
 double nb_run_clock(void);
 
