@@ -3,7 +3,7 @@
 # step of 64 in 4 micro-batches (gradient accumulation, 1F1B) plans about
 # the memory of one step of 16, not of 64; the thread count follows
 # OMP_NUM_THREADS; bad values fail with one line; a text model trains in
-# micro-batches. Usage: cli_bench_micro.sh path/to/nabla repo_root
+# micro-batches; bad numbers fail with one line. Usage: cli_bench_micro.sh path/to/nabla repo_root
 set -u
 nabla=$1
 root=$2
@@ -35,6 +35,10 @@ expect_error "micro-batches that do not divide the batch" "does not divide the b
   "$nabla" bench "$model" --batch 64 --micro-batches 3 "${quick[@]}"
 expect_error "unknown schedule" "takes 1f1b or gpipe" \
   "$nabla" bench "$model" --schedule fifo "${quick[@]}"
+expect_error "a batch that is not a number" "--batch expects a whole number >= 0, got 'abc'" \
+  "$nabla" bench "$model" --batch abc "${quick[@]}"
+expect_error "no windows" "--windows expects a whole number >= 1, got '0'" \
+  "$nabla" bench "$model" --threads 1 --windows 0
 
 # a text model in micro-batches: gradient accumulation and a pipeline
 for args in "--micro-batches 2" "--micro-batches 2 --place h=cpu:1 --device-threads 1"; do

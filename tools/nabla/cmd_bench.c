@@ -171,7 +171,17 @@ int nabla_cmd_bench(int argc, char **argv) {
       fprintf(stderr, "nabla bench: %s needs a value (see --help)\n", a);
       return 2;
     }
-    long long n = strtoll(v, NULL, 10);
+    /* the numeric options: a whole number at least `least` */
+    static const char *const counts[] = {"--batch", "--threads", "--windows", "--steps",
+                                         "--micro-batches"};
+    static const int least[] = {0, 0, 1, 1, 0};
+    char *end = NULL;
+    long long n = strtoll(v, &end, 10);
+    for (int k = 0; k < 5; k++)
+      if (!strcmp(a, counts[k]) && (end == v || *end || n < least[k] || n > 1 << 30)) {
+        fprintf(stderr, "nabla bench: %s expects a whole number >= %d, got '%s'\n", a, least[k], v);
+        return 2;
+      }
     if (!strcmp(a, "--device"))
       device = v;
     else if (!strcmp(a, "--precision"))
@@ -199,8 +209,9 @@ int nabla_cmd_bench(int argc, char **argv) {
     }
     i++;
   }
-  if (!model || batch < 0 || windows < 1 || steps < 1 || co.micro_batches < 0) {
-    fprintf(stderr, "usage: nabla bench MODEL [--batch B] [--threads T] (see --help)\n");
+  if (!model) {
+    fprintf(stderr, "nabla bench: no MODEL given (usage: nabla bench MODEL [--batch B] ...; see "
+                    "--help)\n");
     return 2;
   }
   nb_set_num_threads(threads);
