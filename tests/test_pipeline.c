@@ -225,10 +225,71 @@ static void test_one_device(void **state) {
   result_free(&one);
 }
 
+/* A small CNN split after its convolutions (conv + ReLU + pool on cpu:0,
+ * the head on cpu:1), without micro-batches: the ReLU gradient masks
+ * (gt(y, 0)) and the optimizer's terms of the parameters are computed next
+ * to their readers in the backward segment and fuse there, as on one
+ * device, instead of being materialized in the forward segment and handed
+ * over (partition.c): the same kernel count as one device, and on cpu:0
+ * only the forward activations kept for the backward pass. */
+static void cnn_plan(const char *head, nb_plan_stats *stats, size_t *arena0) {
+  nb_backend *be;
+  nb_state *st;
+  TU_OK(nb_backend_new("cpu", &be));
+  TU_OK(nb_state_new(be, &st));
+  int64_t xs[4] = {8, 1, 12, 12}, ys = 8;
+  nb_graph *g = nb_graph_new();
+  nb_tensor *x = nb_input(g, "x", NB_F32, 4, xs), *y = nb_input(g, "y", NB_I64, 1, &ys);
+  nb_nn nn = {.g = g, .training = 1, .seed = 5};
+  nb_conv2d_params cp = nb_conv2d_defaults();
+  nb_pool2d_params pp = nb_pool2d_defaults(2, 2);
+  if (head) TU_OK(nb_graph_set_device(g, "cpu:0"));
+  nb_tensor *h = nb_max_pool2d(g, nb_relu(g, nb_nn_conv2d(&nn, "c1", x, 8, 3, 3, &cp, 1)), &pp);
+  TU_OK(nb_graph_set_device(g, head));
+  h = nb_nn_linear(&nn, "fc", nb_nn_flatten(&nn, h), OUT, 1);
+  TU_OK(nb_graph_set_device(g, NULL));
+  nb_tensor *loss = nb_cross_entropy(g, h, y, 0.0f);
+  nb_tensor_set_output(loss);
+  TU_OK(nb_graph_backward(g, loss));
+  nb_optimizer *opt;
+  TU_OK(nb_optimizer_adam(g, 0.9f, 0.999f, 1e-8f, 0.0f, 0, &opt));
+  nb_plan *plan;
+  TU_OK(nb_compile(g, be, st, NULL, &plan));
+  *stats = nb_plan_get_stats(plan);
+  if (getenv("NB_TEST_VERBOSE")) TU_OK(nb_plan_print_placement(plan, stderr));
+  nb_plan_device info;
+  TU_OK(nb_plan_device_info(plan, 0, &info));
+  *arena0 = info.arena_bytes;
+  nb_plan_free(plan);
+  nb_optimizer_free(opt);
+  nb_graph_free(g);
+  nb_state_free(st);
+  nb_backend_free(be);
+}
+
+static void test_split_fuses_like_one_device(void **state) {
+  (void)state;
+  nb_plan_stats one, split;
+  size_t a1, a0;
+  cnn_plan(NULL, &one, &a1);
+  cnn_plan("cpu:1", &split, &a0);
+  if (getenv("NB_TEST_VERBOSE"))
+    fprintf(stderr, "one device: %d kernels, arena %zu; split: %d kernels, cpu:0 %zu\n",
+            one.kernels, one.arena_bytes, split.kernels, a0);
+  assert_int_equal(split.devices, 2);
+  assert_int_equal(split.kernels, one.kernels);
+  /* cpu:0 keeps conv1's ReLU output [8, 8, 10, 10] and the pooled
+   * [8, 8, 5, 5] (each rounded up to 64 bytes) for its backward segment,
+   * and runs both segments in one arena no larger than one device's */
+  size_t kept = 8 * 8 * 10 * 10 * 4 + 8 * 8 * 5 * 5 * 4;
+  assert_true(a0 <= kept + one.arena_bytes);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_chain_1f1b_equals_gpipe),
       cmocka_unit_test(test_one_device),
+      cmocka_unit_test(test_split_fuses_like_one_device),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -159,18 +159,21 @@ static void check_plan(const nb_plan *plan, nb_tensor *const *outs, int n_out) {
   }
   /* every input read in place (a hand-over aliased into another plan's
    * memory) must be read while that memory still holds the producer's
-   * data: the last task of the device that ran in that arena before the
-   * reader is the producing instance, or the producer kept it apart */
+   * data: it lies in a kept buffer, never an arena (which every plan of
+   * the device overwrites), and the last task before the reader whose
+   * kept buffer holds it is the producing instance; or the producer kept
+   * it apart */
   for (int t = 0; t < mp->n_task; t++) {
     const mp_task *T = &mp->task[t];
     const nb_plan *q = mp->seg[T->seg].inst[T->inst];
     for (int i = 0; i < q->n_nodes; i++) {
       const nb_node_info *in = &q->info[i];
       if (!in->keep || in->kind != NB_STORE_INPUT || !in->aliased) continue;
-      int last = -1; /* last task before t whose plan's arena holds the pointer */
+      int last = -1; /* last task before t whose plan's kept buffer holds the pointer */
       for (int u = 0; u < t; u++) {
         const nb_plan *r = mp->seg[mp->task[u].seg].inst[mp->task[u].inst];
-        if (in_range(in->own, r->arena, r->arena_bytes)) last = u;
+        assert_false(in_range(in->own, r->arena, r->arena_bytes));
+        if (in_range(in->own, r->kept, r->kept_bytes)) last = u;
       }
       int apart = 0;
       for (int s = 0; s < mp->n_seg && !apart; s++)
@@ -223,6 +226,7 @@ static void check_plan(const nb_plan *plan, nb_tensor *const *outs, int n_out) {
         for (int t = 0; t < mp->n_task; t++) {
           const nb_plan *r = mp->seg[mp->task[t].seg].inst[mp->task[t].inst];
           assert_false(in_range(d, r->arena, r->arena_bytes));
+          assert_false(in_range(d, r->kept, r->kept_bytes));
         }
       }
     }

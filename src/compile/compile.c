@@ -143,6 +143,7 @@ nb_status nb_compile_single(nb_graph *g, nb_backend *be, nb_state *st, nb_state 
   if (!s) s = nb_pass_schedule(p);
   if (!s) s = nb_pass_memplan(p);
   if (!s && p->arena_bytes) s = be->vt->alloc(be, p->arena_bytes, &p->arena);
+  if (!s && p->kept_bytes) s = be->vt->alloc(be, p->kept_bytes, &p->kept);
   if (!s && p->apart_bytes) s = be->vt->alloc(be, p->apart_bytes, &p->apart);
   if (!s) s = bind_launches(p);
   /* A debugging aid, read once per plan: per-launch timings (plan.c). */
@@ -179,22 +180,23 @@ nb_status nb_plan_alias_input(nb_plan *p, const nb_tensor *input, void *data) {
   return NB_OK;
 }
 
-nb_status nb_plan_borrow_memory(nb_plan *p, void *arena, void *workspace, size_t ws_bytes) {
-  if (workspace && ws_bytes < p->workspace_bytes)
-    return nb_error(NB_ERR_INTERNAL, "borrow: workspace of %zu bytes, the plan needs %zu", ws_bytes,
-                    p->workspace_bytes);
+/* Replaces the buffer *own (borrowed or not) by `lent`. */
+static void take(nb_plan *p, void **own, int *borrowed, void *lent) {
+  if (!lent || lent == *own) return;
+  if (*own && !*borrowed) p->be->vt->free(p->be, *own);
+  *own = lent;
+  *borrowed = 1;
+}
+
+nb_status nb_plan_borrow_memory(nb_plan *p, nb_plan_loan loan) {
+  if (loan.workspace && loan.ws_bytes < p->workspace_bytes)
+    return nb_error(NB_ERR_INTERNAL, "borrow: workspace of %zu bytes, the plan needs %zu",
+                    loan.ws_bytes, p->workspace_bytes);
   nb_plan_graph_drop(p); /* a recording holds the old pointers */
-  if (arena && arena != p->arena) {
-    if (p->arena && !p->arena_borrowed) p->be->vt->free(p->be, p->arena);
-    p->arena = arena;
-    p->arena_borrowed = 1;
-  }
-  if (workspace && workspace != p->workspace) {
-    if (p->workspace && !p->workspace_borrowed) p->be->vt->free(p->be, p->workspace);
-    p->workspace = workspace;
-    p->workspace_bytes = ws_bytes;
-    p->workspace_borrowed = 1;
-  }
+  take(p, &p->arena, &p->arena_borrowed, loan.arena);
+  take(p, &p->kept, &p->kept_borrowed, loan.kept);
+  take(p, &p->workspace, &p->workspace_borrowed, loan.workspace);
+  if (loan.workspace) p->workspace_bytes = loan.ws_bytes;
   for (int s = 0; s < p->n_launch; s++) {
     nb_launch *l = &p->launch[s];
     for (int k = 0; k < l->n_ins; k++) l->in[k] = nb_plan_data(p, l->ins[k]);
@@ -229,6 +231,7 @@ void nb_plan_free(nb_plan *p) {
   free(p->launch);
   free(p->info);
   if (p->arena && !p->arena_borrowed) be->vt->free(be, p->arena);
+  if (p->kept && !p->kept_borrowed) be->vt->free(be, p->kept);
   if (p->apart) be->vt->free(be, p->apart);
   if (p->workspace && !p->workspace_borrowed) be->vt->free(be, p->workspace);
   if (p->counter) be->vt->free(be, p->counter);

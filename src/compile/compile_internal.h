@@ -15,6 +15,13 @@ typedef enum nb_storage_kind {
   NB_STORE_VIEW,     /* aliases its base */
 } nb_storage_kind;
 
+/* The buffers of a plan's intermediates (memplan.c). */
+typedef enum nb_region {
+  NB_REGION_ARENA, /* intermediates that die within the run */
+  NB_REGION_KEPT,  /* hand-overs another plan reads after the run */
+  NB_REGION_APART, /* results the caller reads after the run */
+} nb_region;
+
 typedef struct nb_node_info {
   int keep;        /* needed by an output or an assign */
   int output;      /* marked with nb_tensor_set_output() when compiled */
@@ -40,9 +47,10 @@ typedef struct nb_node_info {
   /* an input whose `own` points at another plan's data (nb_plan_alias_input):
    * its buffer was freed, and `own` is not this plan's to free */
   int aliased;
-  /* an arena node stored in the plan's `apart` buffer instead (a result
-   * flagged NB_FLAG_APART, or the storage of one): offset is into that */
-  int apart;
+  /* where an arena node lives: the arena (its temporaries), or, for a
+   * result flagged NB_FLAG_KEPT or NB_FLAG_APART (or the storage of one),
+   * the plan's `kept` or `apart` buffer; offset is into that */
+  nb_region region;
 } nb_node_info;
 
 typedef struct nb_launch {
@@ -71,12 +79,13 @@ struct nb_plan {
   size_t arena_bytes, naive_bytes;
   void *workspace;
   size_t workspace_bytes;
-  /* results kept apart from the arena (NB_FLAG_APART), never reused */
-  void *apart;
-  size_t apart_bytes;
-  /* arena / workspace lent by another plan (nb_plan_borrow_memory): not
-   * this plan's to free */
-  int arena_borrowed, workspace_borrowed;
+  /* results outside the arena: hand-overs (NB_FLAG_KEPT) and what the
+   * caller reads (NB_FLAG_APART); neither is reused within a run */
+  void *kept, *apart;
+  size_t kept_bytes, apart_bytes;
+  /* arena / kept buffer / workspace lent by another plan
+   * (nb_plan_borrow_memory): not this plan's to free */
+  int arena_borrowed, kept_borrowed, workspace_borrowed;
   uint64_t step;
   int n_inplace, n_fused, n_epilogues;
   /* NABLA_PROFILE set (not "0") at compile time: seconds spent in each
@@ -134,14 +143,21 @@ void nb_plan_print_profile(const nb_plan *p);
 /* First byte of `t`'s data in the plan (after compile). */
 void *nb_plan_data(const nb_plan *p, const nb_tensor *t);
 
-/* Makes p run in `arena` (another plan's, of at least p->arena_bytes, or
- * NULL to keep its own) and `workspace` (NULL: keep its own; else at least
- * `ws_bytes` >= p->workspace_bytes), freeing what p had. The lender must
- * outlive p, and the two must never run at the same time or hold values
- * the other still needs: a pipelined plan lends the arena of one micro-batch
- * instance to a later one once every reader of the first is done
- * (multiplan.c). */
-nb_status nb_plan_borrow_memory(nb_plan *p, void *arena, void *workspace, size_t ws_bytes);
+/* Memory one plan lends another (NULL: keep one's own): an arena and a
+ * kept buffer of at least the borrower's sizes, a workspace of ws_bytes. */
+typedef struct nb_plan_loan {
+  void *arena, *kept, *workspace;
+  size_t ws_bytes;
+} nb_plan_loan;
+
+/* Makes p run in the loan's memory, freeing what p had in its place. The
+ * lender must outlive p, and the two must never run at the same time or
+ * hold values the other still needs: the plans of one device share one
+ * arena (a device runs one plan at a time, and an arena holds only values
+ * that die within the run), and a micro-batch instance takes the kept
+ * buffer of an earlier one once every reader of the first is done
+ * (pipeline.c). */
+nb_status nb_plan_borrow_memory(nb_plan *p, nb_plan_loan loan);
 
 /* Frees the plan's CUDA graph, if any (plan.c); a recorded plan records
  * anew at its next run (after its pointers changed: nb_plan_alias_input). */

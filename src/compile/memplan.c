@@ -217,7 +217,7 @@ static int pick_inplace(const nb_plan *p, const nb_launch *l, int s) {
   for (int k = 0; k < l->group->n_ext; k++) {
     const nb_tensor *x = l->group->ext[k];
     const nb_node_info *xi = &p->info[x->id];
-    if (x->base || xi->kind != NB_STORE_ARENA || xi->apart || xi->last_use != s) continue;
+    if (x->base || xi->kind != NB_STORE_ARENA || xi->region || xi->last_use != s) continue;
     if (xi->bytes != p->info[out->id].bytes || x->dtype != out->dtype) continue;
     if (nb_tensor_numel(x) != nb_tensor_numel(out)) continue;
     int shared = 0;
@@ -241,7 +241,7 @@ static void assign_in_place(nb_plan *p) {
     if (!p->info[i].keep || a->op != NB_OP_ASSIGN) continue;
     const nb_tensor *var = a->in[0], *val = a->in[1];
     nb_node_info *vi = &p->info[val->id], *si = &p->info[var->id];
-    if (val->base || vi->kind != NB_STORE_ARENA || !vi->fused || vi->producer || vi->apart)
+    if (val->base || vi->kind != NB_STORE_ARENA || !vi->fused || vi->producer || vi->region)
       continue;
     if (si->kind != NB_STORE_STATE || val->dtype != var->dtype) continue;
     if (!nb_tensor_is_contiguous(val) || !nb_tensor_is_contiguous(var)) continue;
@@ -283,11 +283,16 @@ nb_status nb_pass_memplan(nb_plan *p) {
   }
   for (int s = 0; s <= p->n_launch; s++) release_head[s] = -1;
   p->naive_bytes = 0;
-  /* results kept apart: their storage goes to the apart buffer */
-  for (int i = 0; i < g->n_nodes; i++)
-    if (p->info[i].keep && (g->nodes[i]->flags & NB_FLAG_APART))
-      p->info[nb_storage_of(g->nodes[i])->id].apart = 1;
-  size_t apart_end = 0;
+  /* results read after the run: their storage goes to the kept or the
+   * apart buffer (what the caller reads wins over a hand-over) */
+  for (int i = 0; i < g->n_nodes; i++) {
+    unsigned f = g->nodes[i]->flags;
+    nb_node_info *o = &p->info[nb_storage_of(g->nodes[i])->id];
+    if (!p->info[i].keep) continue;
+    if (f & NB_FLAG_APART) o->region = NB_REGION_APART;
+    if ((f & NB_FLAG_KEPT) && o->region == NB_REGION_ARENA) o->region = NB_REGION_KEPT;
+  }
+  size_t end[3] = {0, 0, 0}; /* bump ends of the kept and apart buffers */
   for (int i = 0; i < g->n_nodes; i++) {
     nb_node_info *in = &p->info[i];
     in->inplace_of = -1;
@@ -307,10 +312,10 @@ nb_status nb_pass_memplan(nb_plan *p) {
   for (int s = 0; s < p->n_launch && st == NB_OK; s++) {
     const nb_launch *l = &p->launch[s];
     nb_node_info *oi = &p->info[l->node->id];
-    if (oi->kind == NB_STORE_ARENA && oi->apart) {
-      /* alive until the caller reads it after the run: never released */
-      oi->offset = apart_end;
-      apart_end += oi->bytes;
+    if (oi->kind == NB_STORE_ARENA && oi->region) {
+      /* alive until read after the run: never released */
+      oi->offset = end[oi->region];
+      end[oi->region] += oi->bytes;
     } else if (oi->kind == NB_STORE_ARENA) {
       int victim = p->opt.inplace && p->opt.reuse_memory ? pick_inplace(p, l, s) : -1;
       if (victim >= 0) {
@@ -334,7 +339,8 @@ nb_status nb_pass_memplan(nb_plan *p) {
         st = nb_error(NB_ERR_OOM, "memplan: out of memory");
   }
   p->arena_bytes = f.end;
-  p->apart_bytes = apart_end;
+  p->kept_bytes = end[NB_REGION_KEPT];
+  p->apart_bytes = end[NB_REGION_APART];
   free(f.b);
   free(release_head);
   free(release_next);

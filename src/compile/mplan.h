@@ -26,8 +26,8 @@ typedef struct mp_seg {
   nb_plan **inst;   /* one compiled plan per instance (own arena each) */
   nb_tensor *first; /* accumulators: 1 for the instance that starts the sums */
   int n_acc;        /* accumulators it feeds */
-  int *lend;        /* pipeline.c: the instance whose arena each instance runs in
-                       (itself: its own); NULL: every instance its own */
+  int *lend;        /* pipeline.c: the instance whose kept buffer each instance
+                       uses (itself: its own); NULL: every instance its own */
 } mp_seg;
 
 /* A value that moves between segments: src's node (an output there) into
@@ -101,19 +101,21 @@ typedef struct nb_mplan {
  * (each device starts a new micro-batch only while few enough are open on
  * it); keeps the level order if that order cannot be built. */
 nb_status nb_mp_schedule_1f1b(nb_mplan *mp);
-/* pipeline.c: decides which micro-batch instances of a segment run in the
- * arena of an earlier instance whose in-place readers all ran before them
- * (seg->lend). After the task order is final, before the instances are
- * compiled. */
-nb_status nb_mp_plan_arenas(nb_mplan *mp);
-/* pipeline.c: right after instance i of segment s is compiled, runs it in
- * its lender's arena and in the workspace of the segment's first instance,
- * giving its own back: compiling holds at most one arena more than the plan
- * keeps. */
+/* pipeline.c: decides which micro-batch instances of a segment use the
+ * kept buffer (hand-overs) of an earlier instance whose in-place readers
+ * all ran before them (seg->lend). After the task order is final, before
+ * the instances are compiled. */
+nb_status nb_mp_plan_sharing(nb_mplan *mp);
+/* pipeline.c: right after instance i of segment s is compiled, gives its
+ * own memory back where it can run in another's: its lender's kept buffer,
+ * and the arena and workspace of its device's largest plan so far, so
+ * compiling holds little more than the plan keeps. */
 nb_status nb_mp_take_memory(nb_mplan *mp, int s, int i);
-/* pipeline.c: the plans of a device share its largest workspace. After every
- * instance is compiled, before same-device hand-overs are aliased. */
-nb_status nb_mp_share_workspaces(nb_mplan *mp);
+/* pipeline.c: every plan of a device runs in the device's largest arena and
+ * workspace (a device runs one plan at a time, and both hold only values
+ * that die within a run). After every instance is compiled, before
+ * same-device hand-overs are aliased. */
+nb_status nb_mp_share_scratch(nb_mplan *mp);
 
 /* place.c: fills mp->node_dev for the kept nodes (mp->keep), opening the
  * devices through the state; p->be is device 0. */

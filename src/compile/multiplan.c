@@ -116,14 +116,24 @@ static nb_status make_tasks(nb_mplan *mp) {
 static void *worker_main(void *arg);
 static int home_of(const nb_mplan *mp, const nb_tensor *t);
 
-/* The results the caller reads after a run (nb_plan_get) stay in each
- * micro-batch instance's own buffer, since instances share arenas. */
-static void mark_apart(nb_mplan *mp, const nb_graph *g) {
+/* Where each part keeps what is read after its run, outside its arena
+ * (which the plans of a device share): the results the caller reads
+ * (nb_plan_get) of a micro-batch instance in a buffer of its own
+ * (NB_FLAG_APART), everything else another part reads in the kept buffer,
+ * which later micro-batch instances reuse (NB_FLAG_KEPT). */
+static void mark_results(nb_mplan *mp, const nb_graph *g) {
   for (int i = 0; i < g->n_nodes; i++) {
     const nb_tensor *t = g->nodes[i];
     if (!mp->keep[i] || !(t->flags & NB_FLAG_OUTPUT)) continue;
     int s = home_of(mp, t);
     if (s >= 0 && mp->seg[s].n_inst > 1) mp->seg[s].map[i]->flags |= NB_FLAG_APART;
+  }
+  for (int s = 0; s < mp->n_seg; s++) {
+    nb_graph *sg = mp->seg[s].g;
+    for (int k = 0; k < nb_graph_node_count(sg); k++) {
+      nb_tensor *t = nb_graph_node(sg, k);
+      if ((t->flags & NB_FLAG_OUTPUT) && !(t->flags & NB_FLAG_APART)) t->flags |= NB_FLAG_KEPT;
+    }
   }
 }
 
@@ -218,12 +228,12 @@ nb_status nb_mp_compile(nb_plan *p) {
       st = nb_state_bind(p->st, mp->dev[mp->node_dev[i]], t, &v);
   }
   if (!st) st = nb_state_new(p->be, &mp->scratch);
-  if (!st) mark_apart(mp, g);
+  if (!st) mark_results(mp, g);
   /* the order first, and from it which instances share arenas: one that
    * runs in an earlier one's arena gives its own back once compiled */
   if (!st) st = make_tasks(mp);
   if (!st && p->opt.schedule == NB_SCHEDULE_1F1B) st = nb_mp_schedule_1f1b(mp);
-  if (!st && p->opt.reuse_memory) st = nb_mp_plan_arenas(mp);
+  if (!st && p->opt.reuse_memory) st = nb_mp_plan_sharing(mp);
   int n_devices = 0;
   for (int d = 0; d < mp->n_dev; d++) n_devices += device_used(mp, d);
   nb_compile_options o = p->opt;
@@ -256,7 +266,7 @@ nb_status nb_mp_compile(nb_plan *p) {
       if (!st && p->opt.reuse_memory) st = nb_mp_take_memory(mp, s, i);
     }
   }
-  if (!st && p->opt.reuse_memory) st = nb_mp_share_workspaces(mp);
+  if (!st && p->opt.reuse_memory) st = nb_mp_share_scratch(mp);
   if (!st) st = alias_handovers(mp);
   if (!st) st = start_workers(mp);
   return st;
@@ -556,10 +566,11 @@ static int per_run(const nb_mplan *mp, const mp_xfer *x) {
   return a > b ? a : b;
 }
 
-/* The memory a part holds itself: its arena unless it borrows another
- * instance's, and its results kept apart. */
+/* The memory a part holds itself: its arena and kept buffer unless it
+ * borrows another's, and its results kept apart. */
 static size_t own_bytes(const nb_plan *q) {
-  return (q->arena_borrowed ? 0 : q->arena_bytes) + q->apart_bytes;
+  return (q->arena_borrowed ? 0 : q->arena_bytes) + (q->kept_borrowed ? 0 : q->kept_bytes) +
+         q->apart_bytes;
 }
 
 void nb_mp_stats(const nb_plan *p, nb_plan_stats *s) {

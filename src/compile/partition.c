@@ -30,6 +30,7 @@
  * storage. The sending node is marked as an output so its data survives
  * until it is sent. */
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -229,6 +230,47 @@ static void find_levels(const nb_plan *p, nb_mplan *mp) {
         }
     }
     if (best > lv[i]) lv[i] = best;
+  }
+  /* A cheap elementwise value that the rule above puts in an earlier
+   * segment than all its readers (ReLU's gradient mask gt(y, 0) next to
+   * y in the forward pass, an optimizer's b1 * m next to the parameters)
+   * would be materialized there and handed over; computed just before its
+   * readers instead, it fuses into their kernels. Only when that keeps
+   * nothing else alive longer: each input is a leaf or is read at that
+   * level anyway. Last node first, so chains move together. */
+  for (int i = n - 1; i >= 0; i--) {
+    const nb_tensor *t = g->nodes[i];
+    if (ph[i] < 0 || (t->flags & NB_FLAG_OUTPUT) || t->base ||
+        nb_op_def_get(t->op)->fusion != NB_FUSE_ELEMWISE)
+      continue;
+    int best = -1;
+    for (int j = i + 1; j < n; j++) {
+      const nb_tensor *r = g->nodes[j];
+      if (ph[j] != ph[i] && ph[j] >= 0) {
+        for (int k = 0; k < r->n_in && best != INT_MIN; k++)
+          if (mp_owner(r->in[k]) == t) best = INT_MIN; /* read in another phase: stays */
+        continue;
+      }
+      for (int k = 0; k < r->n_in && ph[j] >= 0; k++)
+        if (mp_owner(r->in[k]) == t) {
+          int l = lv[j] - (d[j] != d[i]);
+          if (best < 0 || l < best) best = l;
+          break;
+        }
+    }
+    if (best <= lv[i]) continue;
+    int ok = 1;
+    for (int k = 0; ok && k < t->n_in; k++) {
+      const nb_tensor *o = mp_owner(t->in[k]);
+      if (!mp_is_computed(o)) continue;
+      ok = 0; /* a computed input: only if another reader on t's device needs it that late */
+      for (int j = o->id + 1; !ok && j < n; j++) {
+        const nb_tensor *r = g->nodes[j];
+        if (r == t || ph[j] != ph[i] || d[j] != d[i] || lv[j] < best) continue;
+        for (int q = 0; !ok && q < r->n_in; q++) ok = mp_owner(r->in[q]) == o;
+      }
+    }
+    if (ok) lv[i] = best;
   }
   /* a recomputed view (readers name its base as the owner) goes with its base */
   for (int i = 0; i < n; i++) {

@@ -1,18 +1,19 @@
 /* The memory side of pipelining: the order in which each device runs its
- * micro-batch tasks (1F1B), and the arenas that the micro-batch instances
- * of a segment then share.
+ * micro-batch tasks (1F1B), and the memory the parts of a plan then share.
  *
- * Every micro-batch instance of a segment is a plan of its own, with its
- * own arena, and an instance's arena holds two kinds of values: the
- * temporaries of its run, dead when it ends, and its results that later
- * segments of the same device read in place (the forward activations that
- * the backward pass of the same micro-batch reads). Results the caller
- * reads after the run are kept apart (NB_FLAG_APART, memplan.c). So once
- * the last same-device reader of instance i has run, instance j > i may run
- * in i's arena. With M micro-batches:
+ * Every part (a segment, or one micro-batch instance of it) is a plan of
+ * its own, and keeps three kinds of values in three buffers (memplan.c):
+ * the temporaries of its run, dead when it ends, in its arena; its results
+ * that later parts of the same device read in place (the forward
+ * activations that the backward pass of the same micro-batch reads) in its
+ * kept buffer (NB_FLAG_KEPT); the results the caller reads after the run
+ * in its apart buffer (NB_FLAG_APART). A device runs one part at a time, so
+ * all its parts share one arena, the largest. And once the last
+ * same-device reader of instance i has run, instance j > i may use i's
+ * kept buffer. With M micro-batches:
  *
  *   - GPipe runs every forward before any backward: the first device keeps
- *     the activations of all M micro-batches, M arenas;
+ *     the activations of all M micro-batches, M kept buffers;
  *   - 1F1B (PipeDream-flush, Megatron-LM's default) starts the backward of
  *     micro-batch i as soon as it can, and a device starts a new
  *     micro-batch only while fewer than (its last level - its first
@@ -173,13 +174,13 @@ static int last_reader(const nb_mplan *mp, int s, int i) {
   return last;
 }
 
-/* Instance i of a segment takes the arena of the first earlier instance
- * whose readers all ran before i starts (greedy interval colouring in task
- * order). Decided before the instances are compiled, so that each gives its
- * arena back as soon as it exists (nb_mp_take_memory): compiling M
- * instances then never holds M arenas, which on a GPU would decide whether
- * the plan fits at all. */
-nb_status nb_mp_plan_arenas(nb_mplan *mp) {
+/* Instance i of a segment takes the kept buffer of the first earlier
+ * instance whose readers all ran before i starts (greedy interval colouring
+ * in task order). Decided before the instances are compiled, so that each
+ * gives its buffer back as soon as it exists (nb_mp_take_memory):
+ * compiling M instances then never holds M of them, which on a GPU would
+ * decide whether the plan fits at all. */
+nb_status nb_mp_plan_sharing(nb_mplan *mp) {
   int M = mp->M;
   int *owner = malloc((size_t)(M > 0 ? M : 1) * sizeof *owner);
   int *free_after = malloc((size_t)(M > 0 ? M : 1) * sizeof *free_after);
@@ -217,37 +218,60 @@ nb_status nb_mp_plan_arenas(nb_mplan *mp) {
   return st;
 }
 
-/* The instances of a segment are one graph compiled M times: the same
- * arena and workspace sizes, so the checks below only guard the borrow. */
-nb_status nb_mp_take_memory(nb_mplan *mp, int s, int i) {
-  const mp_seg *S = &mp->seg[s];
-  nb_plan *q = S->inst[i], *lender = S->inst[S->lend ? S->lend[i] : i], *first = S->inst[0];
-  void *arena = NULL, *ws = NULL;
-  if (lender != q && lender->arena && q->arena_bytes <= lender->arena_bytes) arena = lender->arena;
-  if (first != q && first->workspace && q->workspace_bytes <= first->workspace_bytes)
-    ws = first->workspace;
-  if (!arena && !ws) return NB_OK;
-  return nb_plan_borrow_memory(q, arena, ws, ws ? first->workspace_bytes : 0);
+/* Of the plans of device d compiled so far, the one that owns the largest
+ * arena (workspace = 0) or workspace (1); NULL if none owns one. */
+static nb_plan *largest(const nb_mplan *mp, int d, int workspace) {
+  nb_plan *big = NULL;
+  for (int s = 0; s < mp->n_seg; s++)
+    for (int i = 0; mp->seg[s].dev == d && i < mp->seg[s].n_inst; i++) {
+      nb_plan *q = mp->seg[s].inst[i];
+      if (!q) continue;
+      int owns =
+          workspace ? q->workspace && !q->workspace_borrowed : q->arena && !q->arena_borrowed;
+      size_t n = workspace ? q->workspace_bytes : q->arena_bytes;
+      if (owns && (!big || n > (workspace ? big->workspace_bytes : big->arena_bytes))) big = q;
+    }
+  return big;
 }
 
-/* Per device, every plan shares the largest workspace: a device runs one
- * task at a time, and a workspace only lives inside a launch. */
-nb_status nb_mp_share_workspaces(nb_mplan *mp) {
+/* The loan that lets q run in `big`'s arena and workspace, where they are
+ * large enough. */
+static void scratch_loan(nb_plan *q, const nb_plan *arena, const nb_plan *ws, nb_plan_loan *l) {
+  if (arena && arena != q && arena->arena_bytes >= q->arena_bytes && q->arena)
+    l->arena = arena->arena;
+  if (ws && ws != q && ws->workspace_bytes >= q->workspace_bytes && q->workspace) {
+    l->workspace = ws->workspace;
+    l->ws_bytes = ws->workspace_bytes;
+  }
+}
+
+nb_status nb_mp_take_memory(nb_mplan *mp, int s, int i) {
+  const mp_seg *S = &mp->seg[s];
+  nb_plan *q = S->inst[i], *lender = S->inst[S->lend ? S->lend[i] : i];
+  nb_plan_loan l = {0};
+  /* the instances of a segment are one graph compiled M times: the same
+   * sizes, so the check only guards the borrow */
+  if (lender != q && lender->kept && q->kept_bytes <= lender->kept_bytes) l.kept = lender->kept;
+  /* the largest arena and workspace compiled so far on this device, other
+   * than q's own: q gives its own back if it fits in them */
+  S->inst[i] = NULL;
+  nb_plan *arena = largest(mp, S->dev, 0), *ws = largest(mp, S->dev, 1);
+  S->inst[i] = q;
+  scratch_loan(q, arena, ws, &l);
+  if (!l.arena && !l.kept && !l.workspace) return NB_OK;
+  return nb_plan_borrow_memory(q, l);
+}
+
+nb_status nb_mp_share_scratch(nb_mplan *mp) {
   nb_status st = NB_OK;
   for (int d = 0; !st && d < mp->n_dev; d++) {
-    nb_plan *big = NULL;
-    for (int s = 0; s < mp->n_seg; s++)
-      for (int i = 0; mp->seg[s].dev == d && i < mp->seg[s].n_inst; i++) {
-        nb_plan *q = mp->seg[s].inst[i];
-        if (q->workspace && !q->workspace_borrowed &&
-            (!big || q->workspace_bytes > big->workspace_bytes))
-          big = q;
+    nb_plan *arena = largest(mp, d, 0), *ws = largest(mp, d, 1);
+    for (int s = 0; !st && s < mp->n_seg; s++)
+      for (int i = 0; !st && mp->seg[s].dev == d && i < mp->seg[s].n_inst; i++) {
+        nb_plan_loan l = {0};
+        scratch_loan(mp->seg[s].inst[i], arena, ws, &l);
+        if (l.arena || l.workspace) st = nb_plan_borrow_memory(mp->seg[s].inst[i], l);
       }
-    for (int s = 0; big && !st && s < mp->n_seg; s++)
-      for (int i = 0; !st && mp->seg[s].dev == d && i < mp->seg[s].n_inst; i++)
-        if (mp->seg[s].inst[i] != big && mp->seg[s].inst[i]->workspace)
-          st =
-              nb_plan_borrow_memory(mp->seg[s].inst[i], NULL, big->workspace, big->workspace_bytes);
   }
   return st;
 }

@@ -15,7 +15,10 @@ void *nb_plan_data(const nb_plan *p, const nb_tensor *t) {
   unsigned char *base;
   switch (in->kind) {
   case NB_STORE_ARENA:
-    base = (unsigned char *)(in->apart ? p->apart : p->arena) + in->offset;
+    base = (unsigned char *)(in->region == NB_REGION_APART  ? p->apart
+                             : in->region == NB_REGION_KEPT ? p->kept
+                                                            : p->arena) +
+           in->offset;
     break;
   case NB_STORE_INPUT:
   case NB_STORE_CONSTANT:
@@ -379,7 +382,7 @@ nb_plan_stats nb_plan_get_stats(const nb_plan *p) {
   }
   s.devices = 1;
   s.graph = p->graph_state > 0 ? 1 : p->graph_state < 0 || !p->be->vt->graph_begin ? -1 : 0;
-  s.arena_bytes = p->arena_bytes + p->apart_bytes;
+  s.arena_bytes = p->arena_bytes + p->kept_bytes + p->apart_bytes;
   s.naive_bytes = p->naive_bytes;
   for (int i = 0; i < p->n_nodes; i++) s.nodes += p->info[i].keep;
   s.kernels = p->n_launch;

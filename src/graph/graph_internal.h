@@ -123,6 +123,11 @@ enum {
    * the run: the compiler stores it outside the arena, because the
    * instances of one micro-batch segment share their arenas (multiplan.c) */
   NB_FLAG_APART = 1u << 6,
+  /* a pipelined plan's hand-over: a result another segment reads after this
+   * one's run. Stored outside the arena, whose temporaries every plan of
+   * the device shares (multiplan.c); the instances of a segment share
+   * their kept buffers once the readers are done (pipeline.c). */
+  NB_FLAG_KEPT = 1u << 7,
 };
 
 /* Most distinct devices one graph places nodes on (placement.c). */
