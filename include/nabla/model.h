@@ -250,7 +250,11 @@ nb_tensor *nb_model_new_input(const nb_model *m, nb_graph *g, const char *name, 
 /* Builds the network on x ([batch, input...]) into nn->g and sets *logits to
  * its output ([batch, classes] for a classifier). nn->training selects batch
  * statistics and active dropout. A shape error names the layer and its line
- * in the model file; the graph keeps its own error as well. */
+ * in the model file; the graph keeps its own error as well. Placed layers
+ * (nb_model_set_placement, `device` keys) build under their device; an
+ * unplaced one under the previous layer's, and the ones before the first
+ * placed layer under the graph's device scope (nb_graph_set_device): the
+ * trainers set it to their backend, where the input is fed. */
 nb_status nb_model_build(const nb_model *m, const nb_nn *nn, nb_tensor *x, nb_tensor **logits);
 /* Positions a token-sequence model takes ([net] input = T, or fewer when
  * its [positional] table is shorter); 0 for other models. */

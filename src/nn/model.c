@@ -242,9 +242,13 @@ static nb_status build(const nb_model *m, const nb_nn *nn, nb_tensor *x, nb_tens
   int depth = 0;
   nb_tensor *h = x;
   /* placement: a layer with a device builds under its scope; the others
-   * under the caller's, so unplaced layers follow their input (place.c) */
-  char scope[16];
+   * run where their input comes from: the previous layer's device, and
+   * for the layers before the first placed one the caller's scope (the
+   * trainers set it to their backend: the model input is fed there). With
+   * no scope they are left to the compiler's rules (place.c). */
+  char scope[16], cur[16];
   snprintf(scope, sizeof scope, "%s", nb_graph_device(g));
+  snprintf(cur, sizeof cur, "%s", scope);
   /* recomputation: each outermost residual block is a segment (the
    * transformer blocks open their own, model_gpt.c), and so is each run of
    * layers marked `recompute = yes`, a marked [residual] counting as its
@@ -255,7 +259,8 @@ static nb_status build(const nb_model *m, const nb_nn *nn, nb_tensor *x, nb_tens
   for (int i = 0; i < m->n_layers; i++) {
     const nb_model_layer *l = &m->layers[i];
     int first = nb_graph_node_count(g);
-    nb_graph_set_device(g, l->device[0] ? l->device : scope);
+    if (l->device[0]) snprintf(cur, sizeof cur, "%s", l->device);
+    nb_graph_set_device(g, cur);
     int marked = nn->training && l->recompute, block = l->kind == NB_LAYER_RESIDUAL;
     if (!nb_graph_recompute_open(g) && (marked || (block && nn->recompute && depth == 0))) {
       segment = nb_graph_recompute_begin(g) == NB_OK ? (block ? 1 : 2) : 0;
@@ -324,7 +329,10 @@ static nb_status scratch_build(const nb_model *m, int64_t batch, int training, i
   /* a training step as nb_fit builds it: in the recipe's precision */
   nb_status st =
       nb_graph_set_autocast(*g, training ? nb_precision_dtype(m->recipe.precision) : NB_F32);
+  /* placed layers: the first ones run on cpu, where nb_model_summary compiles */
+  if (!st && nb_model_device_count(m)) st = nb_graph_set_device(*g, "cpu");
   if (!st) st = build(m, &nn, *x, y, rec);
+  if (!st) st = nb_graph_set_device(*g, NULL);
   if (!st) st = nb_graph_set_autocast(*g, NB_F32);
   if (st) {
     nb_graph_free(*g);
@@ -490,8 +498,20 @@ nb_status nb_recipe_update_dist(const nb_recipe *r, nb_graph *g, nb_tensor *loss
 
 /* Appends loss, backward and the recipe's optimizer to g and compiles it for
  * the CPU, to report what one training step plans. */
+/* Each device's share of a placed training step. */
+typedef struct {
+  int n;
+  char name[8][32];
+  size_t arena[8];
+  int kernels[8];
+} device_shares;
+
+/* Compiles the training step of g (forward already built, y its output)
+ * for the CPU and fills its statistics, and, when shares is not NULL, the
+ * share of each device the layers are placed on (the first 8). */
 static nb_status plan_step(const nb_model *m, nb_graph *g, nb_tensor *y, int64_t batch,
-                           nb_plan_stats *stats, int *n_vars, size_t *state_bytes) {
+                           nb_plan_stats *stats, int *n_vars, size_t *state_bytes,
+                           device_shares *shares) {
   const nb_recipe *r = &m->recipe;
   int nd = nb_tensor_ndim(y);
   int64_t classes = nb_tensor_shape(y)[nd - 1], rows = nb_tensor_numel(y) / classes;
@@ -511,6 +531,15 @@ static nb_status plan_step(const nb_model *m, nb_graph *g, nb_tensor *y, int64_t
   st = nb_backend_new("cpu", &be);
   if (!st) st = nb_state_new(be, &state);
   if (!st) st = nb_compile(g, be, state, NULL, &plan);
+  for (int d = 0; !st && shares && d < nb_plan_device_count(plan) && d < 8; d++) {
+    nb_plan_device info;
+    st = nb_plan_device_info(plan, d, &info);
+    if (st) break;
+    snprintf(shares->name[d], sizeof shares->name[d], "%s", info.name);
+    shares->arena[d] = info.arena_bytes;
+    shares->kernels[d] = info.kernels;
+    shares->n = d + 1;
+  }
   if (!st) {
     *stats = nb_plan_get_stats(plan);
     *n_vars = nb_state_count(state);
@@ -575,13 +604,18 @@ nb_status nb_model_summary(const nb_model *m, int64_t batch, FILE *f) {
   nb_plan_stats s = {0};
   int n_vars = 0;
   size_t state_bytes = 0;
-  st = plan_step(m, g, y, batch, &s, &n_vars, &state_bytes);
+  device_shares shares = {0};
+  st = plan_step(m, g, y, batch, &s, &n_vars, &state_bytes, &shares);
   if (!st) {
     fprintf(f, "training step (forward + backward + %s, batch %lld, cpu): %d nodes, %d kernels\n",
             nb_recipe_optimizer_name(m->recipe.optimizer), (long long)batch, s.nodes, s.kernels);
     fprintf(f, "  intermediates: arena %s, naive %s (%.1f%%)\n", mib(s.arena_bytes, b1, sizeof b1),
             mib(s.naive_bytes, b2, sizeof b2),
             s.naive_bytes ? 100.0 * (double)s.arena_bytes / (double)s.naive_bytes : 0.0);
+    /* placed layers: what each device holds (logical CPU devices here) */
+    for (int d = 0; s.devices > 1 && d < shares.n; d++)
+      fprintf(f, "    on %-6s arena %s, %d kernels\n", shares.name[d],
+              mib(shares.arena[d], b1, sizeof b1), shares.kernels[d]);
     fprintf(f, "  state: %d variables, %s (parameters, optimizer moments, running statistics)\n",
             n_vars, mib(state_bytes, b1, sizeof b1));
   }
@@ -594,7 +628,7 @@ nb_status nb_model_summary(const nb_model *m, int64_t batch, FILE *f) {
     nb_plan_stats s2 = {0};
     int other = !m->recipe.recompute;
     st = scratch_build(m, batch, 1, other, &g2, &x, &y, NULL);
-    if (!st) st = plan_step(m, g2, y, batch, &s2, &n_vars, &state_bytes);
+    if (!st) st = plan_step(m, g2, y, batch, &s2, &n_vars, &state_bytes, NULL);
     if (!st)
       fprintf(f, "  %s: arena %s, %d kernels\n",
               other ? "recomputing blocks in the backward pass (--recompute)"

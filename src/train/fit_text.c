@@ -69,7 +69,10 @@ static nb_status lm_build(const nb_model *m, const nb_recipe *r, int training, i
   nb_status rc = nb_graph_status(g);
   /* mixed precision: the network's matmuls and convolutions (autocast) */
   if (!rc) rc = nb_graph_set_autocast(g, nb_precision_dtype(r->precision));
+  /* placed layers: the ones before the first placed layer run on be */
+  if (!rc && nb_model_device_count(m)) rc = nb_graph_set_device(g, nb_backend_name(be));
   if (!rc) rc = nb_model_build(m, &nn, s->x, &logits);
+  if (!rc) rc = nb_graph_set_device(g, NULL);
   if (!rc) rc = nb_graph_set_autocast(g, NB_F32);
   if (rc) return rc;
   int nd = nb_tensor_ndim(logits);

@@ -65,7 +65,10 @@ static nb_status build(const nb_model *m, int train, int64_t batch, nb_compile_o
   /* the recipe's precision (--precision): autocast, and for fp16 the loss
    * scaling nb_recipe_update adds, as `nabla train` runs it */
   nb_status rc = nb_graph_set_autocast(b->g, nb_precision_dtype(r->precision));
+  /* placed layers: the ones before the first placed layer run on be, as in nb_fit */
+  if (!rc && nb_model_device_count(m)) rc = nb_graph_set_device(b->g, nb_backend_name(be));
   if (!rc) rc = nb_model_build(m, &nn, b->x, &logits);
+  if (!rc) rc = nb_graph_set_device(b->g, NULL);
   if (!rc) rc = nb_graph_set_autocast(b->g, NB_F32);
   if (rc) return rc;
   if (!train) {

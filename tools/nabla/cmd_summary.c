@@ -8,7 +8,7 @@
 #include "nabla/nabla.h"
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: nabla summary MODEL [--batch B] [--vocab N]\n"
+  fprintf(f, "usage: nabla summary MODEL [--batch B] [--vocab N] [--place LAYER=DEVICE,...]\n"
              "\n"
              "Parses the model file MODEL (see docs/model-format.md) and prints its recipe,\n"
              "one row per layer (name, type, output shape for a batch of B, parameters),\n"
@@ -19,12 +19,15 @@ static void usage(FILE *f) {
              "  --batch B   batch size (default: the recipe's batch)\n"
              "  --vocab N   what `vocab` stands for in a text model (default 65; training\n"
              "              takes it from the data)\n"
+             "  --place L=D,...  places layers on devices as `nabla train --place` does,\n"
+             "              and prints each device's share (on logical CPU devices)\n"
              "  --help      print this help\n");
 }
 
 int nabla_cmd_summary(int argc, char **argv) {
   const char *path = NULL;
   long long batch = 0, vocab = 0;
+  const char *place = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -51,6 +54,12 @@ int nabla_cmd_summary(int argc, char **argv) {
                 v ? v : "nothing");
         return 2;
       }
+    } else if (!strcmp(a, "--place")) {
+      place = i + 1 < argc ? argv[++i] : NULL;
+      if (!place) {
+        fprintf(stderr, "nabla summary: --place needs LAYER=DEVICE,...\n");
+        return 2;
+      }
     } else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "nabla summary: unknown option %s (see nabla summary --help)\n", a);
       return 2;
@@ -70,7 +79,8 @@ int nabla_cmd_summary(int argc, char **argv) {
     fprintf(stderr, "nabla summary: %s\n", nb_last_error());
     return 1;
   }
-  if (vocab && nb_model_set_vocab(m, (int64_t)vocab)) {
+  if ((vocab && nb_model_set_vocab(m, (int64_t)vocab)) ||
+      (place && nb_model_set_placement(m, place))) {
     fprintf(stderr, "nabla summary: %s\n", nb_last_error());
     nb_model_free(m);
     return 1;
