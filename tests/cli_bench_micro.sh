@@ -3,7 +3,7 @@
 # step of 64 in 4 micro-batches (gradient accumulation, 1F1B) plans about
 # the memory of one step of 16, not of 64; the thread count follows
 # OMP_NUM_THREADS; bad values fail with one line; a text model trains in
-# micro-batches; bad numbers fail with one line. Usage: cli_bench_micro.sh path/to/nabla repo_root
+# micro-batches. Usage: cli_bench_micro.sh path/to/nabla repo_root
 set -u
 nabla=$1
 root=$2
