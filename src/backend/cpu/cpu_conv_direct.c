@@ -13,15 +13,18 @@
  * output is written.
  *
  * Layout: packed weights [group][k / 8][tap][8] with taps in (r, c, s) order
- * (so that border rows can skip the kernel rows that read only padding) and
- * zero lanes past the group's channel count; results are staged as
+ * (so that border pixels can skip the kernel rows and columns that read only
+ * padding) and zero lanes past the group's channel count; results are staged as
  * [pixel][16 channels] and transposed into NCHW in 8x8 blocks. The input is
  * copied into a zero-padded buffer when the convolution pads, so the inner
  * loop has no bounds checks. The input gradient of a stride-1 convolution
  * is the same forward kernel run on dy with the weights rotated. The weight
  * gradient keeps dy transposed ([pixel][channels]) and accumulates
  * [tap][16 channels] sums. First layers (few taps) use pixels as lanes
- * instead; see "first layers" below.
+ * instead; see "first layers" below. 3x3 stride-1 convolutions go to the
+ * Winograd kernel (cpu_conv_winograd.c) where its cost model says so; it
+ * uses the same register tile. The conv > add + relu epilogue runs in the
+ * tiles' registers (cpu_epilogue_match.c).
  *
  * Every output element is a sum in a fixed order (taps; or blocks of rows,
  * images, then fixed batch parts for the weight gradient), computed by one
@@ -36,15 +39,16 @@
 
 #if NB_CPU_DIRECT_CONV
 
-#include <immintrin.h>
+#include "cpu_conv_tile.h"
+#include "cpu_transpose.h"
 
-#define AVX2        __attribute__((target("avx2,fma")))
-#define INLINE_AVX2 static inline __attribute__((always_inline, target("avx2,fma")))
+#define AVX2        NB_TILE_AVX2
+#define INLINE_AVX2 NB_TILE_INLINE_AVX2
 
-#define QB    6  /* output columns per register tile */
-#define TB    6  /* taps per register tile of the weight gradient */
-#define LANES 8  /* floats per AVX register */
-#define KP    16 /* channels per stage row (two registers) */
+#define QB    NB_TILE_QB    /* output columns per register tile */
+#define TB    6             /* taps per register tile of the weight gradient */
+#define LANES NB_TILE_LANES /* floats per AVX register */
+#define KP    NB_TILE_KP    /* channels per stage row (two registers) */
 /* Pixels summed in registers before the sum is added to the running total of
  * the weight gradient: keeps the float32 rounding of a sum over a whole batch
  * close to that of a blocked GEMM. */
@@ -91,25 +95,79 @@ static in_view view_of(const nb_dconv *d) {
   return v;
 }
 
-/* Copies every channel plane into the padded buffer (zeros outside). */
-static void pad_input(const nb_dconv *d, const in_view *v, const float *x, float *xp, int nt) {
+/* dst[0, n) = src[0, n), or zeros, in whole registers and without loops
+ * below 8 floats: the rows are short (11-34 floats in the reference CNNs),
+ * and libc calls per row cost more than the copy itself (pad_input was 7%
+ * of the CIFAR training step with memset, memcpy, memset per row; GCC turns
+ * short loops into those calls). Longer runs end in a register that
+ * overlaps the previous one instead of a scalar tail. */
+INLINE_AVX2 void copy_floats(float *dst, const float *src, int64_t n) {
+  if (n >= LANES) {
+    for (int64_t j = 0; j + LANES < n; j += LANES)
+      _mm256_storeu_ps(dst + j, _mm256_loadu_ps(src + j));
+    _mm256_storeu_ps(dst + n - LANES, _mm256_loadu_ps(src + n - LANES));
+  } else if (n >= 4) {
+    __m128 a = _mm_loadu_ps(src), b = _mm_loadu_ps(src + n - 4);
+    _mm_storeu_ps(dst, a);
+    _mm_storeu_ps(dst + n - 4, b);
+  } else if (n > 0) {
+    /* 0, n / 2 and n - 1 cover 1 to 3 elements */
+    float a = src[0], b = src[n / 2], c = src[n - 1];
+    dst[0] = a, dst[n / 2] = b, dst[n - 1] = c;
+  }
+}
+
+INLINE_AVX2 void zero_floats(float *dst, int64_t n) {
+  if (n >= LANES) {
+    for (int64_t j = 0; j + LANES < n; j += LANES) _mm256_storeu_ps(dst + j, _mm256_setzero_ps());
+    _mm256_storeu_ps(dst + n - LANES, _mm256_setzero_ps());
+  } else if (n >= 4) {
+    _mm_storeu_ps(dst, _mm_setzero_ps());
+    _mm_storeu_ps(dst + n - 4, _mm_setzero_ps());
+  } else if (n > 0) {
+    dst[0] = dst[n / 2] = dst[n - 1] = 0.0f;
+  }
+}
+
+/* Copies every channel plane into the padded buffer (zeros outside), each
+ * element written once. (GCC would turn the loops of zero_floats into
+ * memset calls of 50-100 bytes.) */
+AVX2 __attribute__((optimize("no-tree-loop-distribute-patterns"))) static void
+pad_input(const nb_dconv *d, const in_view *v, const float *x, float *xp, int nt) {
+  /* rows [i0, i1) of the padded plane hold input rows; columns [j0, j1) */
+  int64_t i0 = d->ph < v->hp ? d->ph : v->hp, i1 = d->ph + d->h < v->hp ? d->ph + d->h : v->hp;
+  int64_t j0 = d->pw < v->wp ? d->pw : v->wp, j1 = d->pw + d->w < v->wp ? d->pw + d->w : v->wp;
+  int64_t wp = v->wp;
+  if (i1 < i0) i1 = i0;
+  if (j1 < j0) j1 = j0;
 #pragma omp parallel for schedule(static) num_threads(nt)
   for (int64_t pl = 0; pl < d->n * d->cin; pl++) {
     const float *src = x + pl * d->h * d->w;
     float *dst = xp + pl * v->plane;
-    for (int64_t i = 0; i < v->hp; i++) {
-      float *row = dst + i * v->wp;
-      int64_t si = i - d->ph;
-      if (si < 0 || si >= d->h) {
-        memset(row, 0, (size_t)v->wp * sizeof(float));
-        continue;
-      }
-      int64_t j0 = d->pw < v->wp ? d->pw : v->wp;
-      int64_t j1 = d->pw + d->w < v->wp ? d->pw + d->w : v->wp;
-      memset(row, 0, (size_t)j0 * sizeof(float));
-      memcpy(row + j0, src + si * d->w, (size_t)(j1 - j0) * sizeof(float));
-      memset(row + j1, 0, (size_t)(v->wp - j1) * sizeof(float));
+    if (j0 == 0 && j1 == wp && wp == d->w) {
+      /* no column padding: the rows are one block */
+      zero_floats(dst, i0 * wp);
+      if (i1 > i0) copy_floats(dst + i0 * wp, src + (i0 - d->ph) * d->w, (i1 - i0) * wp);
+      zero_floats(dst + i1 * wp, (v->hp - i1) * wp);
+      continue;
     }
+    /* the top rows and the first row's left border, then each row's data
+     * and the zeros up to the next row's data (a right border and a left
+     * one), then the rest */
+    zero_floats(dst, i0 * wp + j0);
+    for (int64_t i = i0; i < i1; i++) {
+      float *row = dst + i * wp;
+      copy_floats(row + j0, src + (i - d->ph) * d->w, j1 - j0);
+      int64_t gap = wp - j1 + j0;
+      if (i + 1 < i1 && gap <= LANES && wp >= LANES)
+        /* one register of zeros; what lands on the next row's data is
+         * overwritten by that row's copy right after */
+        _mm256_storeu_ps(row + j1, _mm256_setzero_ps());
+      else if (i + 1 < i1)
+        zero_floats(row + j1, gap);
+    }
+    int64_t rest = i1 > i0 ? (i1 - 1) * wp + j1 : i0 * wp + j0;
+    zero_floats(dst + rest, v->plane - rest);
   }
 }
 
@@ -123,36 +181,13 @@ static void tap_offsets(const nb_dconv *d, const in_view *v, int64_t *off) {
 
 /* ---- transposes ------------------------------------------------------------------ */
 
-INLINE_AVX2 void t8x8(const float *src, int64_t sld, float *dst, int64_t dld) {
-  __m256 r0 = _mm256_loadu_ps(src + 0 * sld), r1 = _mm256_loadu_ps(src + 1 * sld);
-  __m256 r2 = _mm256_loadu_ps(src + 2 * sld), r3 = _mm256_loadu_ps(src + 3 * sld);
-  __m256 r4 = _mm256_loadu_ps(src + 4 * sld), r5 = _mm256_loadu_ps(src + 5 * sld);
-  __m256 r6 = _mm256_loadu_ps(src + 6 * sld), r7 = _mm256_loadu_ps(src + 7 * sld);
-  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-  __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-  __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-  __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  _mm256_storeu_ps(dst + 0 * dld, _mm256_permute2f128_ps(u0, u4, 0x20));
-  _mm256_storeu_ps(dst + 1 * dld, _mm256_permute2f128_ps(u1, u5, 0x20));
-  _mm256_storeu_ps(dst + 2 * dld, _mm256_permute2f128_ps(u2, u6, 0x20));
-  _mm256_storeu_ps(dst + 3 * dld, _mm256_permute2f128_ps(u3, u7, 0x20));
-  _mm256_storeu_ps(dst + 4 * dld, _mm256_permute2f128_ps(u0, u4, 0x31));
-  _mm256_storeu_ps(dst + 5 * dld, _mm256_permute2f128_ps(u1, u5, 0x31));
-  _mm256_storeu_ps(dst + 6 * dld, _mm256_permute2f128_ps(u2, u6, 0x31));
-  _mm256_storeu_ps(dst + 7 * dld, _mm256_permute2f128_ps(u3, u7, 0x31));
-}
-
 /* dst[j * dld + i] = src[i * sld + j] for i < rows, j < cols. */
 AVX2 static void transpose(const float *src, int64_t sld, float *dst, int64_t dld, int64_t rows,
                            int64_t cols) {
   int64_t i = 0;
   for (; i + 8 <= rows; i += 8) {
     int64_t j = 0;
-    for (; j + 8 <= cols; j += 8) t8x8(src + i * sld + j, sld, dst + j * dld + i, dld);
+    for (; j + 8 <= cols; j += 8) nb_cpu_t8x8(src + i * sld + j, sld, dst + j * dld + i, dld);
     for (; j < cols; j++)
       for (int64_t k = 0; k < 8; k++) dst[j * dld + i + k] = src[(i + k) * sld + j];
   }
@@ -162,15 +197,21 @@ AVX2 static void transpose(const float *src, int64_t sld, float *dst, int64_t dl
 
 /* ---- forward register tile ------------------------------------------------------ */
 
-/* st[j * KP + lane] = sum over taps t of w[t][lane] * px[j][off[t]], for
- * nk (1 or 2) registers of 8 channels and nq <= QB output pixels, each given
- * by the address of its first input tap: a tile may span output rows, so
- * rows of any width fill whole tiles (a 1-pixel tail tile runs 4x slower,
- * bound by FMA latency). Written out for every (nk, nq) so that the
- * accumulators stay in registers. */
+typedef nb_tap_ref tap_ref;
+typedef nb_tile_epi tile_epi;
+#define bias_relu nb_tile_bias_relu
+
+/* sp[j][lane] = sum over taps t of w[tl[t].w + lane] * px[j][tl[t].x], for
+ * nk (1 or 2) registers of 8 channels (the second wstride floats after the
+ * first) and nq <= QB output pixels, each given by the address of its first
+ * input tap and of its stage row: a tile may span output rows, so rows of
+ * any width fill whole tiles (a 1-pixel tail tile runs 4x slower, bound by
+ * FMA latency). Written out for every (nk, nq) so that the accumulators
+ * stay in registers. */
 #define FWD_TILE(NK, NQ)                                                                           \
   AVX2 static void fwd_tile_##NK##_##NQ(const float *w, int64_t wstride, const float *const *px,   \
-                                        const int64_t *off, int64_t taps, float *st) {             \
+                                        const tap_ref *tl, int64_t taps, float *const *sp,         \
+                                        const tile_epi *e) {                                       \
     __m256 a[NQ], b[NQ];                                                                           \
     const float *xs[NQ];                                                                           \
     _Pragma("GCC unroll 6") for (int j = 0; j < NQ; j++) {                                         \
@@ -178,18 +219,26 @@ AVX2 static void transpose(const float *src, int64_t sld, float *dst, int64_t dl
       xs[j] = px[j];                                                                               \
     }                                                                                              \
     for (int64_t t = 0; t < taps; t++) {                                                           \
-      int64_t o = off[t];                                                                          \
-      __m256 w0 = _mm256_loadu_ps(w + t * LANES);                                                  \
-      __m256 w1 = NK == 2 ? _mm256_loadu_ps(w + wstride + t * LANES) : w0;                         \
+      int64_t o = tl[t].x;                                                                         \
+      const float *wt = w + tl[t].w;                                                               \
+      __m256 w0 = _mm256_loadu_ps(wt);                                                             \
+      __m256 w1 = NK == 2 ? _mm256_loadu_ps(wt + wstride) : w0;                                    \
       _Pragma("GCC unroll 6") for (int j = 0; j < NQ; j++) {                                       \
         __m256 xv = _mm256_broadcast_ss(xs[j] + o);                                                \
         a[j] = _mm256_fmadd_ps(w0, xv, a[j]);                                                      \
         if (NK == 2) b[j] = _mm256_fmadd_ps(w1, xv, b[j]);                                         \
       }                                                                                            \
     }                                                                                              \
+    if (e) {                                                                                       \
+      __m256 b0 = _mm256_loadu_ps(e->bias), b1 = _mm256_loadu_ps(e->bias + LANES);                 \
+      _Pragma("GCC unroll 6") for (int j = 0; j < NQ; j++) {                                       \
+        a[j] = bias_relu(a[j], b0, e->relu);                                                       \
+        if (NK == 2) b[j] = bias_relu(b[j], b1, e->relu);                                          \
+      }                                                                                            \
+    }                                                                                              \
     _Pragma("GCC unroll 6") for (int j = 0; j < NQ; j++) {                                         \
-      _mm256_storeu_ps(st + j * KP, a[j]);                                                         \
-      if (NK == 2) _mm256_storeu_ps(st + j * KP + LANES, b[j]);                                    \
+      _mm256_storeu_ps(sp[j], a[j]);                                                               \
+      if (NK == 2) _mm256_storeu_ps(sp[j] + LANES, b[j]);                                          \
     }                                                                                              \
   }
 
@@ -206,12 +255,22 @@ FWD_TILE(2, 4)
 FWD_TILE(2, 5)
 FWD_TILE(2, 6)
 
-typedef void (*fwd_tile_fn)(const float *, int64_t, const float *const *, const int64_t *, int64_t,
-                            float *);
+typedef void (*fwd_tile_fn)(const float *, int64_t, const float *const *, const tap_ref *, int64_t,
+                            float *const *, const tile_epi *);
 static const fwd_tile_fn fwd_tiles[2][QB] = {
     {fwd_tile_1_1, fwd_tile_1_2, fwd_tile_1_3, fwd_tile_1_4, fwd_tile_1_5, fwd_tile_1_6},
     {fwd_tile_2_1, fwd_tile_2_2, fwd_tile_2_3, fwd_tile_2_4, fwd_tile_2_5, fwd_tile_2_6},
 };
+
+void nb_conv_tile(int nk, int nq, const float *w, int64_t wstride, const float *const *px,
+                  const nb_tap_ref *tl, int64_t taps, float *const *sp, const nb_tile_epi *e) {
+  fwd_tiles[nk - 1][nq - 1](w, wstride, px, tl, taps, sp, e);
+}
+
+void nb_conv_transpose(const float *src, int64_t sld, float *dst, int64_t dld, int64_t rows,
+                       int64_t cols) {
+  transpose(src, sld, dst, dld, rows, cols);
+}
 
 /* ---- first layers: pixels as lanes ---------------------------------------------------- */
 
@@ -241,7 +300,7 @@ INLINE_AVX2 __m256i tail_mask(int64_t n) {
 #define PV_FWD(NK, TAIL)                                                                           \
   AVX2 static void pv_fwd_##NK##_##TAIL(const float *x, const int64_t *off, int64_t taps,          \
                                         const float *w, int64_t wst, float *y, int64_t yst,        \
-                                        int64_t n) {                                               \
+                                        int64_t n, const tile_epi *e) {                            \
     __m256 a[NK], b[NK];                                                                           \
     _Pragma("GCC unroll 6") for (int k = 0; k < NK; k++) a[k] = b[k] = _mm256_setzero_ps();        \
     for (int64_t t = 0; t < taps; t++) {                                                           \
@@ -251,6 +310,13 @@ INLINE_AVX2 __m256i tail_mask(int64_t n) {
         __m256 wv = _mm256_broadcast_ss(w + k * wst + t);                                          \
         a[k] = _mm256_fmadd_ps(wv, x0, a[k]);                                                      \
         b[k] = _mm256_fmadd_ps(wv, x1, b[k]);                                                      \
+      }                                                                                            \
+    }                                                                                              \
+    if (e) {                                                                                       \
+      _Pragma("GCC unroll 6") for (int k = 0; k < NK; k++) {                                       \
+        __m256 bv = _mm256_broadcast_ss(e->bias + k);                                              \
+        a[k] = bias_relu(a[k], bv, e->relu);                                                       \
+        b[k] = bias_relu(b[k], bv, e->relu);                                                       \
       }                                                                                            \
     }                                                                                              \
     _Pragma("GCC unroll 6") for (int k = 0; k < NK; k++) {                                         \
@@ -280,7 +346,7 @@ PV_FWD(5, 1)
 PV_FWD(6, 1)
 
 typedef void (*pv_fwd_fn)(const float *, const int64_t *, int64_t, const float *, int64_t, float *,
-                          int64_t, int64_t);
+                          int64_t, int64_t, const tile_epi *);
 static const pv_fwd_fn pv_fwds[2][PV_KB] = {
     {pv_fwd_1_0, pv_fwd_2_0, pv_fwd_3_0, pv_fwd_4_0, pv_fwd_5_0, pv_fwd_6_0},
     {pv_fwd_1_1, pv_fwd_2_1, pv_fwd_3_1, pv_fwd_4_1, pv_fwd_5_1, pv_fwd_6_1},
@@ -346,8 +412,18 @@ static const pv_bwd_fn pv_bwds[2][PV_TB] = {
 typedef struct {
   in_view v;
   int64_t taps, kgp, pq;
-  size_t off_wpk, off_tap, off_tmp, off_stage, stage_bytes, fixed;
+  int64_t runs, refs; /* column runs and their tap lists (col_runs()) */
+  size_t off_wpk, off_run, off_ref, off_tmp, off_stage, stage_bytes, fixed;
 } fwd_plan;
+
+/* Output columns [q0, q1) whose taps read real input (not padding) for
+ * kernel columns [lo, hi) only; the run's taps are refs [first, first +
+ * R * cg * (hi - lo)), kernel row by kernel row. */
+typedef struct {
+  int64_t q0, q1, lo, hi, first;
+} col_run;
+
+static int64_t col_runs(const nb_dconv *d, col_run *runs, int64_t *refs);
 
 static fwd_plan fwd_plan_of(const nb_dconv *d) {
   fwd_plan f;
@@ -355,9 +431,11 @@ static fwd_plan fwd_plan_of(const nb_dconv *d) {
   f.taps = d->cg * d->r * d->s;
   f.kgp = round8(d->kg);
   f.pq = d->p * d->q;
+  f.runs = col_runs(d, NULL, &f.refs);
   f.off_wpk = f.v.pad_bytes;
-  f.off_tap = f.off_wpk + align64((size_t)(d->groups * f.kgp * f.taps) * sizeof(float));
-  f.off_tmp = f.off_tap + align64((size_t)f.taps * sizeof(int64_t));
+  f.off_run = f.off_wpk + align64((size_t)(d->groups * f.kgp * f.taps) * sizeof(float));
+  f.off_ref = f.off_run + align64((size_t)f.runs * sizeof(col_run));
+  f.off_tmp = f.off_ref + align64((size_t)f.refs * sizeof(tap_ref));
   f.off_stage = f.off_tmp + align64((size_t)(f.taps * LANES) * sizeof(float));
   f.stage_bytes = align64((size_t)(f.pq * KP) * sizeof(float));
   f.fixed = f.off_stage;
@@ -389,6 +467,7 @@ static size_t pv_fwd_bytes(const nb_dconv *d, size_t *off_w, size_t *off_tap) {
 size_t nb_conv_direct_fwd_workspace(const nb_dconv *d, int threads) {
   size_t a, b;
   if (pixel_lanes(d)) return pv_fwd_bytes(d, &a, &b);
+  if (nb_conv_winograd_applies(d)) return nb_conv_winograd_workspace(d, threads);
   fwd_plan f = fwd_plan_of(d);
   return f.fixed + (size_t)threads * f.stage_bytes;
 }
@@ -429,6 +508,9 @@ static nb_status fwd_pixel_lanes(const nb_dconv *d, const float *x, const float 
   int64_t kblocks = (d->kg + PV_KB - 1) / PV_KB, items = d->n * d->groups * kblocks;
   if (items * pq * taps < ((int64_t)1 << 15)) nt = 1;
   if (nt > items) nt = (int)items;
+  nb_cpu_chan_bias cb;
+  int in_regs = epi && nb_cpu_match_chan_bias(epi, &cb);
+  if (in_regs) nb_cpu_note_fused_epilogue();
   int failed = 0;
 #pragma omp parallel for schedule(static) num_threads(nt) reduction(max : failed)
   for (int64_t it = 0; it < items; it++) {
@@ -437,16 +519,25 @@ static nb_status fwd_pixel_lanes(const nb_dconv *d, const float *x, const float 
     const float *wk = w + (g * d->kg + k0) * taps;
     const float *xin = xp + (n * d->cin + g * d->cg) * v.plane;
     int64_t first = (n * d->cout + g * d->kg + k0) * pq;
+    float bias[PV_KB];
+    tile_epi te = {bias, in_regs ? cb.relu : 0};
+    if (in_regs)
+      for (int64_t k = 0; k < nk; k++) bias[k] = cb.bias[(g * d->kg + k0 + k) * cb.stride];
     for (int64_t p = 0; p < d->p; p++) {
       const float *xrow = xin + p * d->sh * v.ld;
       float *yrow = y + first + p * d->q;
       for (int64_t q0 = 0; q0 < d->q; q0 += 2 * LANES) {
         int64_t m = d->q - q0;
+        /* a short last tile of a row of >= 16 outputs moves back to end at
+         * the row's end: it recomputes some outputs (the same sums, so the
+         * same bits) but stores whole registers instead of going through a
+         * buffer and a variable-length memcpy (a libc call per tile) */
+        if (m < 2 * LANES && d->q >= 2 * LANES) q0 = d->q - 2 * LANES, m = 2 * LANES;
         pv_fwds[m < 2 * LANES][nk - 1](xrow + q0, off, taps, wk, taps, yrow + q0, pq,
-                                       m < 2 * LANES ? m : 2 * LANES);
+                                       m < 2 * LANES ? m : 2 * LANES, in_regs ? &te : NULL);
       }
     }
-    if (epi && nb_cpu_epilogue(epi, first, nk * pq)) failed = 1;
+    if (epi && !in_regs && nb_cpu_epilogue(epi, first, nk * pq)) failed = 1;
   }
   return failed ? nb_error(NB_ERR_OOM, "conv2d (direct): epilogue: out of memory") : NB_OK;
 }
@@ -490,28 +581,66 @@ static void pack_weights(const nb_dconv *d, const float *w, int flip, float *wpk
     }
 }
 
-/* Tap offsets in the forward order (r, c, s): the taps of one kernel row r
- * are contiguous, so a tile whose rows see only some kernel rows (the
- * padded border: a third of the taps of the input gradient of a 3x3
- * convolution on an 11x11 image read zeros) runs just those. */
-static void tap_offsets_rcs(const nb_dconv *d, const in_view *v, int64_t *off) {
-  int64_t t = 0;
-  for (int64_t r = 0; r < d->r; r++)
-    for (int64_t c = 0; c < d->cg; c++)
-      for (int64_t s = 0; s < d->s; s++) off[t++] = c * v->plane + r * d->dh * v->ld + s * d->dw;
-}
-
 static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
-/* Kernel rows [lo, hi) that read real input (not padding) for output row p. */
-static void kernel_rows(const nb_dconv *d, int64_t p, int64_t *lo, int64_t *hi) {
-  int64_t top = d->ph - p * d->sh; /* r * dh must be >= top */
-  int64_t l = top > 0 ? (top + d->dh - 1) / d->dh : 0;
-  int64_t h = floor_div(d->h - 1 + d->ph - p * d->sh, d->dh) + 1;
-  if (h > d->r) h = d->r;
+/* Kernel indices [lo, hi) that read real input (not padding) at output
+ * index o of one axis: input size n, kernel k, stride st, padding pad,
+ * dilation dil. */
+static void kernel_span(int64_t o, int64_t n, int64_t k, int64_t st, int64_t pad, int64_t dil,
+                        int64_t *lo, int64_t *hi) {
+  int64_t top = pad - o * st; /* r * dil must be >= top */
+  int64_t l = top > 0 ? (top + dil - 1) / dil : 0;
+  int64_t h = floor_div(n - 1 + pad - o * st, dil) + 1;
+  if (h > k) h = k;
   if (l > h) l = h;
   *lo = l;
   *hi = h;
+}
+
+/* Kernel rows [lo, hi) that read real input for output row p. */
+static void kernel_rows(const nb_dconv *d, int64_t p, int64_t *lo, int64_t *hi) {
+  kernel_span(p, d->h, d->r, d->sh, d->ph, d->dh, lo, hi);
+}
+
+/* The output columns cut into runs of equal kernel-column spans (both ends
+ * only fall as q grows, so a span never comes back: at most 2 S + 1 runs,
+ * one when nothing pads). With runs, the forward's taps skip the kernel
+ * columns that read padding, as kernel_rows() lets it skip rows: an input
+ * gradient pads by kernel - 1, and on the MNIST conv2 input gradient (11
+ * columns padded to 15) 15% of the taps were zeros. Returns the number of
+ * runs; fills runs (if not NULL) and *refs, the taps of all runs. */
+static int64_t col_runs(const nb_dconv *d, col_run *runs, int64_t *refs) {
+  int64_t n = 0, total = 0, plo = -1, phi = -1;
+  for (int64_t q = 0; q < d->q; q++) {
+    int64_t lo, hi;
+    kernel_span(q, d->w, d->s, d->sw, d->pw, d->dw, &lo, &hi);
+    if (lo == plo && hi == phi) {
+      if (runs) runs[n - 1].q1 = q + 1;
+      continue;
+    }
+    if (runs) runs[n] = (col_run){q, q + 1, lo, hi, total};
+    n++;
+    total += d->r * d->cg * (hi - lo);
+    plo = lo, phi = hi;
+  }
+  *refs = total;
+  return n;
+}
+
+/* The taps of every run in the forward order (r, c, s) less the columns
+ * outside the run's span: kernel row r's taps are contiguous, so a tile
+ * whose rows see only some kernel rows (the padded border) runs just
+ * those. Weights are packed [tap (r, c, s)][8]. */
+static void tap_refs(const nb_dconv *d, const in_view *v, const col_run *runs, int64_t nruns,
+                     tap_ref *refs) {
+  for (int64_t i = 0; i < nruns; i++) {
+    tap_ref *t = refs + runs[i].first;
+    for (int64_t r = 0; r < d->r; r++)
+      for (int64_t c = 0; c < d->cg; c++)
+        for (int64_t s = runs[i].lo; s < runs[i].hi; s++)
+          *t++ = (tap_ref){c * v->plane + r * d->dh * v->ld + s * d->dw,
+                           ((r * d->cg + c) * d->s + s) * LANES};
+  }
 }
 
 static int threads_for(size_t ws_bytes, size_t fixed, size_t per_thread) {
@@ -526,6 +655,7 @@ static int threads_for(size_t ws_bytes, size_t fixed, size_t per_thread) {
 nb_status nb_conv_direct_fwd(const nb_dconv *d, const float *x, const float *w, int flip, float *y,
                              void *ws, size_t ws_bytes, const nb_kernel_call *epi) {
   if (pixel_lanes(d)) return fwd_pixel_lanes(d, x, w, flip, y, ws, ws_bytes, epi);
+  if (nb_conv_winograd_applies(d)) return nb_conv_winograd_fwd(d, x, w, flip, y, ws, ws_bytes, epi);
   fwd_plan f = fwd_plan_of(d);
   if (ws_bytes < f.fixed + f.stage_bytes)
     return nb_error(NB_ERR_INTERNAL, "conv2d (direct): workspace of %zu bytes is too small",
@@ -533,19 +663,24 @@ nb_status nb_conv_direct_fwd(const nb_dconv *d, const float *x, const float *w, 
   int nt = threads_for(ws_bytes, f.fixed, f.stage_bytes);
   unsigned char *base = ws;
   float *xp = (float *)base, *wpk = (float *)(base + f.off_wpk);
-  int64_t *off = (int64_t *)(base + f.off_tap);
+  col_run *runs = (col_run *)(base + f.off_run);
+  tap_ref *refs = (tap_ref *)(base + f.off_ref);
   if (f.v.pad_bytes)
     pad_input(d, &f.v, x, xp, d->n * d->cin * f.v.plane > ((int64_t)1 << 16) ? nt : 1);
   else
     xp = (float *)x;
   pack_weights(d, w, flip, wpk, f.kgp, f.taps, (float *)(base + f.off_tmp));
-  tap_offsets_rcs(d, &f.v, off);
-  int64_t row_taps = d->cg * d->s;
+  int64_t nref;
+  col_runs(d, runs, &nref);
+  tap_refs(d, &f.v, runs, f.runs, refs);
   int64_t kpairs = (f.kgp / LANES + 1) / 2;
   int64_t items = d->n * d->groups * kpairs;
   /* few items (batch 1) and little work: one thread avoids the fork */
   if (items * f.pq * f.taps * KP < ((int64_t)1 << 18)) nt = 1;
   if (nt > items) nt = (int)items;
+  nb_cpu_chan_bias cb;
+  int in_regs = epi && nb_cpu_match_chan_bias(epi, &cb);
+  if (in_regs) nb_cpu_note_fused_epilogue();
   int failed = 0;
 #pragma omp parallel for schedule(static) num_threads(nt) reduction(max : failed)
   for (int64_t it = 0; it < items; it++) {
@@ -556,32 +691,45 @@ nb_status nb_conv_direct_fwd(const nb_dconv *d, const float *x, const float *w, 
     float *st = (float *)(base + f.off_stage + (size_t)tid * f.stage_bytes);
     int64_t kp = it % kpairs, g = (it / kpairs) % d->groups, n = it / (kpairs * d->groups);
     int64_t k8 = 2 * kp, nk = f.kgp / LANES - k8 >= 2 ? 2 : 1;
+    int64_t k0 = k8 * LANES, nvalid = d->kg - k0 < nk * LANES ? d->kg - k0 : nk * LANES;
     const float *wk = wpk + (g * (f.kgp / LANES) + k8) * f.taps * LANES;
     const float *xin = xp + (n * d->cin + g * d->cg) * f.v.plane;
-    int64_t p = 0, q = 0;
-    for (int64_t i0 = 0; i0 < f.pq; i0 += QB) {
-      int64_t nq = f.pq - i0 < QB ? f.pq - i0 : QB, pa = p, lo, hi, lo2, hi2;
-      const float *px[QB];
-      for (int64_t j = 0; j < nq; j++) {
-        px[j] = xin + p * d->sh * f.v.ld + q * d->sw;
-        if (++q == d->q) q = 0, p++;
+    /* the epilogue's bias for the tile's 16 channels (0 past the last) */
+    float bias[KP] = {0};
+    tile_epi te = {bias, in_regs ? cb.relu : 0};
+    if (in_regs)
+      for (int64_t k = 0; k < nvalid; k++) bias[k] = cb.bias[(g * d->kg + k0 + k) * cb.stride];
+    /* each column run in raster order, QB pixels a tile; a tile may span
+     * rows (not runs) */
+    for (int64_t ri = 0; ri < f.runs; ri++) {
+      const col_run *run = &runs[ri];
+      int64_t row_taps = d->cg * (run->hi - run->lo), width = run->q1 - run->q0;
+      int64_t p = 0, q = run->q0;
+      for (int64_t i0 = 0; i0 < d->p * width; i0 += QB) {
+        int64_t nq = d->p * width - i0 < QB ? d->p * width - i0 : QB, pa = p, lo, hi, lo2, hi2;
+        const float *px[QB];
+        float *sp[QB];
+        for (int64_t j = 0; j < nq; j++) {
+          px[j] = xin + p * d->sh * f.v.ld + q * d->sw;
+          sp[j] = st + (p * d->q + q) * KP;
+          if (++q == run->q1) q = run->q0, p++;
+        }
+        /* the tile's rows pa..pb need the union of their kernel rows: lo of
+         * the last row, hi of the first (both only fall as p grows) */
+        int64_t pb = q == run->q0 ? p - 1 : p;
+        kernel_rows(d, pa, &lo, &hi);
+        kernel_rows(d, pb, &lo2, &hi2);
+        int64_t t0 = lo2 * row_taps, t1 = hi * row_taps;
+        if (t1 < t0) t1 = t0;
+        fwd_tiles[nk - 1][nq - 1](wk, f.taps * LANES, px, refs + run->first + t0, t1 - t0, sp,
+                                  in_regs ? &te : NULL);
       }
-      /* the tile's rows pa..pb need the union of their kernel rows: lo of
-       * the last row, hi of the first (both only fall as p grows) */
-      int64_t pb = q == 0 ? p - 1 : p;
-      kernel_rows(d, pa, &lo, &hi);
-      kernel_rows(d, pb, &lo2, &hi2);
-      int64_t t0 = lo2 * row_taps, t1 = hi * row_taps;
-      if (t1 < t0) t1 = t0;
-      fwd_tiles[nk - 1][nq - 1](wk + t0 * LANES, f.taps * LANES, px, off + t0, t1 - t0,
-                                st + i0 * KP);
     }
-    int64_t k0 = k8 * LANES, nvalid = d->kg - k0 < nk * LANES ? d->kg - k0 : nk * LANES;
     int64_t first = (n * d->cout + g * d->kg + k0) * f.pq;
     transpose(st, KP, y + first, f.pq, f.pq, nvalid);
     /* the item's channels are consecutive planes: run the epilogue on them
      * while they are in cache */
-    if (epi && nb_cpu_epilogue(epi, first, nvalid * f.pq)) failed = 1;
+    if (epi && !in_regs && nb_cpu_epilogue(epi, first, nvalid * f.pq)) failed = 1;
   }
   /* the epilogue's own message is on the worker thread that failed */
   return failed ? nb_error(NB_ERR_OOM, "conv2d (direct): epilogue: out of memory") : NB_OK;
@@ -699,6 +847,15 @@ static pvw_plan pvw_plan_of(const nb_dconv *d) {
   return b;
 }
 
+/* Taps [t0, t0 + n) of tap block tb: the blocks are as even as possible
+ * (27 taps: 5, 5, 6, 5, 6 rather than 6, 6, 6, 6, 3; 9 taps: 4 and 5), as a
+ * tile of 2 channels x 3 taps has too few independent sums to hide the FMA
+ * latency. A tap's sum does not depend on its block. */
+static void pv_tap_block(const pvw_plan *b, int64_t tb, int64_t *t0, int64_t *n) {
+  *t0 = b->taps * tb / b->tblocks;
+  *n = b->taps * (tb + 1) / b->tblocks - *t0;
+}
+
 size_t nb_conv_direct_bwdw_workspace(const nb_dconv *d, int threads) {
   (void)threads;
   if (pixel_lanes(d)) return pvw_plan_of(d).total;
@@ -727,29 +884,43 @@ static nb_status bwdw_pixel_lanes(const nb_dconv *d, const float *x, const float
   int64_t rows = SUM_PIXELS * LANES / d->q;
   if (rows < 1) rows = 1;
   if (nt > items) nt = (int)items;
-#pragma omp parallel for schedule(static) num_threads(nt)
-  for (int64_t it = 0; it < items; it++) {
-    int64_t part = it % b.parts, u = it / b.parts;
-    int64_t tb = u % b.tblocks, kp = (u / b.tblocks) % b.kpairs, g = u / (b.tblocks * b.kpairs);
-    int64_t k0 = 2 * kp, nk = d->kg - k0 < 2 ? d->kg - k0 : 2;
-    int64_t t0 = tb * PV_TB, ntap = b.taps - t0 < PV_TB ? b.taps - t0 : PV_TB;
-    float *acc = accs + it * 2 * PV_TB * LANES;
-    memset(acc, 0, (size_t)(2 * PV_TB * LANES) * sizeof(float));
-    /* one block of rows per call: the registers hold that block's sums
-     * (SUM_PIXELS / 8 terms per lane), which are then added to acc */
-    for (int64_t n = d->n * part / b.parts; n < d->n * (part + 1) / b.parts; n++)
-      for (int64_t p0 = 0; p0 < d->p; p0 += rows) {
-        int64_t np = d->p - p0 < rows ? d->p - p0 : rows;
-        pv_bwds[nk - 1][ntap - 1](dy + (n * d->cout + g * d->kg + k0) * pq + p0 * d->q, pq,
-                                  xp + (n * d->cin + g * d->cg) * b.v.plane + p0 * d->sh * b.v.ld,
-                                  off + t0, np, d->q, d->sh * b.v.ld, d->q, acc);
+  memset(accs, 0, (size_t)(items * 2 * PV_TB * LANES) * sizeof(float));
+  /* Each thread takes a contiguous range of items and walks the images in
+   * the outer loop: one image's input and dy stay in cache while all of
+   * the thread's channel pairs and tap blocks read them, instead of the
+   * whole batch streaming through once per item (CIFAR conv1: 40 items,
+   * 14 KB of input and 64 KB of dy per image). Every item still sums its
+   * images and row blocks in the same order, so the bits do not change. */
+#pragma omp parallel num_threads(nt)
+  {
+    int64_t id = 0, nth = 1;
+#ifdef _OPENMP
+    id = omp_get_thread_num(), nth = omp_get_num_threads();
+#endif
+    int64_t i0 = items * id / nth, i1 = items * (id + 1) / nth;
+    for (int64_t n = 0; n < d->n; n++)
+      for (int64_t it = i0; it < i1; it++) {
+        int64_t part = it % b.parts, u = it / b.parts;
+        if (n < d->n * part / b.parts || n >= d->n * (part + 1) / b.parts) continue;
+        int64_t tb = u % b.tblocks, kp = (u / b.tblocks) % b.kpairs, g = u / (b.tblocks * b.kpairs);
+        int64_t k0 = 2 * kp, nk = d->kg - k0 < 2 ? d->kg - k0 : 2, t0, ntap;
+        pv_tap_block(&b, tb, &t0, &ntap);
+        float *acc = accs + it * 2 * PV_TB * LANES;
+        /* one block of rows per call: the registers hold that block's sums
+         * (SUM_PIXELS / 8 terms per lane), which are then added to acc */
+        for (int64_t p0 = 0; p0 < d->p; p0 += rows) {
+          int64_t np = d->p - p0 < rows ? d->p - p0 : rows;
+          pv_bwds[nk - 1][ntap - 1](dy + (n * d->cout + g * d->kg + k0) * pq + p0 * d->q, pq,
+                                    xp + (n * d->cin + g * d->cg) * b.v.plane + p0 * d->sh * b.v.ld,
+                                    off + t0, np, d->q, d->sh * b.v.ld, d->q, acc);
+        }
       }
   }
   /* dw = sum over parts, then over lanes, in order */
   for (int64_t u = 0; u < b.units; u++) {
     int64_t tb = u % b.tblocks, kp = (u / b.tblocks) % b.kpairs, g = u / (b.tblocks * b.kpairs);
-    int64_t k0 = 2 * kp, nk = d->kg - k0 < 2 ? d->kg - k0 : 2;
-    int64_t t0 = tb * PV_TB, ntap = b.taps - t0 < PV_TB ? b.taps - t0 : PV_TB;
+    int64_t k0 = 2 * kp, nk = d->kg - k0 < 2 ? d->kg - k0 : 2, t0, ntap;
+    pv_tap_block(&b, tb, &t0, &ntap);
     for (int64_t k = 0; k < nk; k++)
       for (int64_t j = 0; j < ntap; j++) {
         float v = 0.0f;

@@ -22,6 +22,24 @@ typedef struct nb_cpu_kernel_entry {
 nb_status nb_cpu_epilogue(const nb_kernel_call *c, int64_t start, int64_t len);
 nb_status nb_cpu_epilogue_all(const nb_kernel_call *c);
 
+/* Epilogues that kernels apply in registers (cpu_epilogue_match.c): 1 if
+ * call->group is exactly that group, with *m filled in; 0 otherwise (the
+ * kernel then runs the group through nb_cpu_epilogue). */
+typedef struct {
+  const float *bias; /* out[n][k][...] = prod + bias[k * stride], then ReLU if relu */
+  int64_t stride;
+  int relu;
+} nb_cpu_chan_bias;
+int nb_cpu_match_chan_bias(const nb_kernel_call *c, nb_cpu_chan_bias *m);
+typedef struct {
+  const float *t; /* out[i] = prod[i] * (t[i] > s ? 1 : 0): ReLU's gradient */
+  float s;
+} nb_cpu_relu_grad;
+int nb_cpu_match_relu_grad(const nb_kernel_call *c, nb_cpu_relu_grad *m);
+/* Counts launches that applied a matched epilogue themselves (for tests). */
+void nb_cpu_note_fused_epilogue(void);
+int64_t nb_cpu_fused_epilogues(void);
+
 /* Each kernel family fills its entries of the table (indexed by opcode). */
 void nb_cpu_register_elementwise(nb_cpu_kernel_entry *t);
 void nb_cpu_register_copy(nb_cpu_kernel_entry *t);
@@ -105,6 +123,14 @@ size_t nb_conv_direct_bwdw_workspace(const nb_dconv *d, int threads);
  * epi: a call whose group runs on each finished chunk of out, or NULL. */
 nb_status nb_conv_direct_fwd(const nb_dconv *d, const float *in, const float *w, int flip,
                              float *out, void *ws, size_t ws_bytes, const nb_kernel_call *epi);
+/* Winograd F(2x2, 3x3) (cpu_conv_winograd.c), which nb_conv_direct_fwd
+ * runs where it takes fewer operations (3x3, stride 1, undilated, enough
+ * images; NABLA_CONV=direct turns it off). Same contract as
+ * nb_conv_direct_fwd. */
+int nb_conv_winograd_applies(const nb_dconv *d);
+size_t nb_conv_winograd_workspace(const nb_dconv *d, int threads);
+nb_status nb_conv_winograd_fwd(const nb_dconv *d, const float *in, const float *w, int flip,
+                               float *out, void *ws, size_t ws_bytes, const nb_kernel_call *epi);
 /* dw [cout][cg][r][s] = gradient of conv(in, w) given dy = dL/dout. */
 nb_status nb_conv_direct_bwd_weight(const nb_dconv *d, const float *in, const float *dy, float *dw,
                                     void *ws, size_t ws_bytes);
