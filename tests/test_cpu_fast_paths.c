@@ -18,36 +18,6 @@ static int64_t numel(int nd, const int64_t *s) { return nb_shape_numel(nd, s); }
 
 /* ---- running a graph ------------------------------------------------------------- */
 
-typedef struct {
-  nb_backend *be;
-  nb_state *st;
-  nb_plan *plan;
-} runner;
-
-static void compile(nb_graph *g, const nb_compile_options *opt, runner *r) {
-  if (nb_graph_status(g)) fail_msg("graph build failed: %s", nb_graph_error(g));
-  TU_OK(nb_backend_new("cpu", &r->be));
-  TU_OK(nb_state_new(r->be, &r->st));
-  TU_OK(nb_compile(g, r->be, r->st, opt, &r->plan));
-}
-
-static void feed(runner *r, nb_tensor *in, const float *data) {
-  TU_OK(nb_plan_set_input(r->plan, in, data, (size_t)nb_tensor_numel(in) * sizeof(float)));
-}
-
-static float *fetch(runner *r, nb_tensor *t) {
-  int64_t n = nb_tensor_numel(t);
-  float *out = malloc((size_t)(n ? n : 1) * sizeof(float));
-  TU_OK(nb_plan_get(r->plan, t, out, (size_t)n * sizeof(float)));
-  return out;
-}
-
-static void release(runner *r) {
-  nb_plan_free(r->plan);
-  nb_state_free(r->st);
-  nb_backend_free(r->be);
-}
-
 /* ---- convolution ------------------------------------------------------------------- */
 
 typedef struct {
@@ -113,16 +83,16 @@ static void run_conv(const conv_case *c, const float *x, const float *w, const f
   nb_tensor *outs[3] = {nb_conv2d(g, xi, wi, &p), nb_conv2d_backward_input(g, di, wi, c->x, &p),
                         nb_conv2d_backward_weight(g, xi, di, c->w, &p)};
   for (int i = 0; i < 3; i++) nb_tensor_set_output(outs[i]);
-  runner r;
-  compile(g, NULL, &r);
-  feed(&r, xi, x);
-  feed(&r, wi, w);
-  feed(&r, di, dy);
+  tu_runner r;
+  tu_runner_compile(g, NULL, &r);
+  tu_runner_feed(&r, xi, x);
+  tu_runner_feed(&r, wi, w);
+  tu_runner_feed(&r, di, dy);
   TU_OK(nb_plan_run(r.plan));
-  *y = fetch(&r, outs[0]);
-  *dx = fetch(&r, outs[1]);
-  *dw = fetch(&r, outs[2]);
-  release(&r);
+  *y = tu_runner_fetch(&r, outs[0]);
+  *dx = tu_runner_fetch(&r, outs[1]);
+  *dw = tu_runner_fetch(&r, outs[2]);
+  tu_runner_free(&r);
   nb_graph_free(g);
 }
 
@@ -213,12 +183,12 @@ static step_result train(const nb_compile_options *opt, int adam) {
     TU_OK(nb_optimizer_adam(g, 0.9f, 0.999f, 1e-8f, 0.0f, 0, &o));
   else
     TU_OK(nb_optimizer_sgd(g, 0.9f, 0.0f, 0, &o));
-  runner r;
-  compile(g, opt, &r);
+  tu_runner r;
+  tu_runner_compile(g, opt, &r);
   float *xd = tu_rand((size_t)numel(4, xs), -1, 1, 5);
   int64_t yd[4] = {0, 3, 5, 1};
   for (int t = 1; t <= 3; t++) {
-    feed(&r, x, xd);
+    tu_runner_feed(&r, x, xd);
     TU_OK(nb_plan_set_input(r.plan, y, yd, sizeof yd));
     TU_OK(nb_optimizer_feed(o, r.plan, t, 0.05f));
     TU_OK(nb_plan_run(r.plan));
@@ -231,13 +201,13 @@ static step_result train(const nb_compile_options *opt, int adam) {
   res.params = malloc((size_t)res.n * sizeof(float));
   int64_t at = 0;
   for (int i = 0; i < 4; i++) {
-    float *v = fetch(&r, ps[i]);
+    float *v = tu_runner_fetch(&r, ps[i]);
     memcpy(res.params + at, v, (size_t)nb_tensor_numel(ps[i]) * sizeof(float));
     at += nb_tensor_numel(ps[i]);
     free(v);
   }
   free(xd);
-  release(&r);
+  tu_runner_free(&r);
   nb_optimizer_free(o);
   nb_graph_free(g);
   return res;
@@ -290,11 +260,11 @@ static void test_maxpool_2x2_edges(void **state) {
       nb_tensor *dx = nb_graph_grad(g, xi);
       nb_tensor_set_output(y);
       nb_tensor_set_output(dx);
-      runner r;
-      compile(g, NULL, &r);
-      feed(&r, xi, x);
+      tu_runner r;
+      tu_runner_compile(g, NULL, &r);
+      tu_runner_feed(&r, xi, x);
       TU_OK(nb_plan_run(r.plan));
-      float *yg = fetch(&r, y), *dxg = fetch(&r, dx);
+      float *yg = tu_runner_fetch(&r, y), *dxg = tu_runner_fetch(&r, dx);
       float *yw = malloc((size_t)(ny ? ny : 1) * sizeof(float));
       double *dxw = calloc((size_t)n, sizeof(double));
       for (int64_t pl = 0; pl < 6; pl++)
@@ -319,7 +289,7 @@ static void test_maxpool_2x2_edges(void **state) {
                ceil_mode);
       assert_close_d(what, dxg, dxw, n, 0, 0);
       free(x), free(dyd), free(yg), free(dxg), free(yw), free(dxw);
-      release(&r);
+      tu_runner_free(&r);
       nb_graph_free(g);
     }
 }
@@ -340,20 +310,20 @@ static void test_transposed_elementwise(void **state) {
     nb_tensor *ci = nb_input(g, "c", NB_F32, 2, cs);
     nb_tensor *y = nb_add(g, nb_mul(g, ai, nb_transpose(g, bi, 1, 2)), ci);
     nb_tensor_set_output(y);
-    runner r;
-    compile(g, NULL, &r);
-    feed(&r, ai, a);
-    feed(&r, bi, b);
-    feed(&r, ci, cc);
+    tu_runner r;
+    tu_runner_compile(g, NULL, &r);
+    tu_runner_feed(&r, ai, a);
+    tu_runner_feed(&r, bi, b);
+    tu_runner_feed(&r, ci, cc);
     TU_OK(nb_plan_run(r.plan));
-    float *yg = fetch(&r, y), *yw = malloc((size_t)(B * R * C) * sizeof(float));
+    float *yg = tu_runner_fetch(&r, y), *yw = malloc((size_t)(B * R * C) * sizeof(float));
     for (int64_t n = 0; n < B; n++)
       for (int64_t i = 0; i < R; i++)
         for (int64_t j = 0; j < C; j++)
           yw[(n * R + i) * C + j] = a[(n * R + i) * C + j] * b[(n * C + j) * R + i] + cc[j];
     tu_assert_close("a * b^T + c", yg, yw, (size_t)(B * R * C), 0, 0);
     free(a), free(b), free(cc), free(yg), free(yw);
-    release(&r);
+    tu_runner_free(&r);
     nb_graph_free(g);
   }
 }
@@ -367,12 +337,12 @@ static float *bias_grad(const int64_t *xs, int naxes, const int *axes, const flo
   nb_tensor *xi = nb_input(g, "x", NB_F32, 4, xs);
   nb_tensor *s = nb_sum(g, xi, naxes, axes, 0);
   nb_tensor_set_output(s);
-  runner r;
-  compile(g, NULL, &r);
-  feed(&r, xi, x);
+  tu_runner r;
+  tu_runner_compile(g, NULL, &r);
+  tu_runner_feed(&r, xi, x);
   TU_OK(nb_plan_run(r.plan));
-  float *out = fetch(&r, s);
-  release(&r);
+  float *out = tu_runner_fetch(&r, s);
+  tu_runner_free(&r);
   nb_graph_free(g);
   nb_set_num_threads(0);
   return out;
@@ -429,22 +399,22 @@ static void test_one_row_matmul(void **state) {
       nb_tensor *bv = tb ? nb_transpose(g, bi, 0, 1) : bi;
       nb_tensor *y = nb_matmul(g, av, bv);
       nb_tensor_set_output(y);
-      runner r;
-      compile(g, NULL, &r);
-      feed(&r, ai, a);
+      tu_runner r;
+      tu_runner_compile(g, NULL, &r);
+      tu_runner_feed(&r, ai, a);
       /* b holds B [k, n] or, transposed, B^T [n, k] */
       float *bd = malloc((size_t)(k * n) * sizeof(float));
       for (int64_t i = 0; i < k; i++)
         for (int64_t j = 0; j < n; j++) bd[tb ? j * k + i : i * n + j] = b[i * n + j];
-      feed(&r, bi, bd);
+      tu_runner_feed(&r, bi, bd);
       TU_OK(nb_plan_run(r.plan));
-      float *yg = fetch(&r, y);
+      float *yg = tu_runner_fetch(&r, y);
       double *want = calloc((size_t)n, sizeof(double));
       for (int64_t j = 0; j < n; j++)
         for (int64_t i = 0; i < k; i++) want[j] += (double)a[i] * b[i * n + j];
       assert_close_d("1-row matmul", yg, want, n, 1e-5, 1e-5);
       free(bd), free(yg), free(want);
-      release(&r);
+      tu_runner_free(&r);
       nb_graph_free(g);
     }
   free(a), free(b);

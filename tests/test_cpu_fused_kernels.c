@@ -24,36 +24,6 @@
 #include "../src/backend/cpu/cpu_internal.h"
 #include "test_util.h"
 
-typedef struct {
-  nb_backend *be;
-  nb_state *st;
-  nb_plan *plan;
-} runner;
-
-static void compile(nb_graph *g, const nb_compile_options *opt, runner *r) {
-  if (nb_graph_status(g)) fail_msg("graph build failed: %s", nb_graph_error(g));
-  TU_OK(nb_backend_new("cpu", &r->be));
-  TU_OK(nb_state_new(r->be, &r->st));
-  TU_OK(nb_compile(g, r->be, r->st, opt, &r->plan));
-}
-
-static void feed(runner *r, nb_tensor *in, const float *data) {
-  TU_OK(nb_plan_set_input(r->plan, in, data, (size_t)nb_tensor_numel(in) * sizeof(float)));
-}
-
-static float *fetch(runner *r, nb_tensor *t) {
-  int64_t n = nb_tensor_numel(t);
-  float *out = malloc((size_t)(n ? n : 1) * sizeof(float));
-  TU_OK(nb_plan_get(r->plan, t, out, (size_t)n * sizeof(float)));
-  return out;
-}
-
-static void release(runner *r) {
-  nb_plan_free(r->plan);
-  nb_state_free(r->st);
-  nb_backend_free(r->be);
-}
-
 static void assert_same_bits(const char *what, const float *a, const float *b, int64_t n) {
   for (int64_t i = 0; i < n; i++)
     if (memcmp(&a[i], &b[i], sizeof(float)))
@@ -136,14 +106,14 @@ static float *conv_bias_relu(const conv_case *c, const float *x, const float *w,
   nb_tensor *y = nb_add(g, nb_conv2d(g, xi, wi, &p), bv);
   if (c->relu) y = nb_relu(g, y);
   nb_tensor_set_output(y);
-  runner r;
-  compile(g, opt, &r);
-  feed(&r, xi, x);
-  feed(&r, wi, w);
-  feed(&r, bi, b);
+  tu_runner r;
+  tu_runner_compile(g, opt, &r);
+  tu_runner_feed(&r, xi, x);
+  tu_runner_feed(&r, wi, w);
+  tu_runner_feed(&r, bi, b);
   TU_OK(nb_plan_run(r.plan));
-  float *out = fetch(&r, y);
-  release(&r);
+  float *out = tu_runner_fetch(&r, y);
+  tu_runner_free(&r);
   nb_graph_free(g);
   return out;
 }
@@ -226,13 +196,13 @@ static void relu_pool_grad(const pool_case *pc, const float *x, const float *dy,
   nb_tensor *dxt = nb_graph_grad(g, xi);
   nb_tensor_set_output(p);
   nb_tensor_set_output(dxt);
-  runner r;
-  compile(g, opt, &r);
-  feed(&r, xi, x);
+  tu_runner r;
+  tu_runner_compile(g, opt, &r);
+  tu_runner_feed(&r, xi, x);
   TU_OK(nb_plan_run(r.plan));
-  *y = fetch(&r, p);
-  *dx = fetch(&r, dxt);
-  release(&r);
+  *y = tu_runner_fetch(&r, p);
+  *dx = tu_runner_fetch(&r, dxt);
+  tu_runner_free(&r);
   nb_graph_free(g);
 }
 
@@ -316,16 +286,16 @@ static void conv3(const conv_case *c, const float *x, const float *w, const floa
   nb_tensor *outs[3] = {nb_conv2d(g, xi, wi, &p), nb_conv2d_backward_input(g, di, wi, c->x, &p),
                         nb_conv2d_backward_weight(g, xi, di, c->w, &p)};
   for (int i = 0; i < 3; i++) nb_tensor_set_output(outs[i]);
-  runner r;
-  compile(g, NULL, &r);
-  feed(&r, xi, x);
-  feed(&r, wi, w);
-  feed(&r, di, dy);
+  tu_runner r;
+  tu_runner_compile(g, NULL, &r);
+  tu_runner_feed(&r, xi, x);
+  tu_runner_feed(&r, wi, w);
+  tu_runner_feed(&r, di, dy);
   TU_OK(nb_plan_run(r.plan));
-  *y = fetch(&r, outs[0]);
-  *dx = fetch(&r, outs[1]);
-  *dw = fetch(&r, outs[2]);
-  release(&r);
+  *y = tu_runner_fetch(&r, outs[0]);
+  *dx = tu_runner_fetch(&r, outs[1]);
+  *dw = tu_runner_fetch(&r, outs[2]);
+  tu_runner_free(&r);
   nb_graph_free(g);
   nb_set_num_threads(0);
 }
@@ -532,18 +502,18 @@ static void test_sqrt_bits(void **state) {
     nb_tensor *xi = nb_input(g, "x", NB_F32, 1, s);
     nb_tensor *y = recip ? nb_rsqrt(g, xi) : nb_sqrt(g, xi);
     nb_tensor_set_output(y);
-    runner r;
-    compile(g, NULL, &r);
-    feed(&r, xi, x);
+    tu_runner r;
+    tu_runner_compile(g, NULL, &r);
+    tu_runner_feed(&r, xi, x);
     TU_OK(nb_plan_run(r.plan));
-    float *got = fetch(&r, y);
+    float *got = tu_runner_fetch(&r, y);
     for (int i = 0; i < N; i++) {
       float want = recip ? 1.0f / sqrtf(x[i]) : sqrtf(x[i]);
       if (isnan(want) ? !isnan(got[i]) : memcmp(&want, &got[i], sizeof want))
         fail_msg("%s(%g): got %.9g, want %.9g", recip ? "rsqrt" : "sqrt", x[i], got[i], want);
     }
     free(got);
-    release(&r);
+    tu_runner_free(&r);
     nb_graph_free(g);
   }
 }

@@ -326,3 +326,29 @@ int32_t *tu_text_tokens(const char *path, int64_t *n, int *vocab) {
   *vocab = v.size;
   return ids;
 }
+
+/* ---- one compiled graph ------------------------------------------------------ */
+
+void tu_runner_compile(nb_graph *g, const nb_compile_options *opt, tu_runner *r) {
+  if (nb_graph_status(g)) fail_msg("graph build failed: %s", nb_graph_error(g));
+  TU_OK(nb_backend_new("cpu", &r->be));
+  TU_OK(nb_state_new(r->be, &r->st));
+  TU_OK(nb_compile(g, r->be, r->st, opt, &r->plan));
+}
+
+void tu_runner_feed(tu_runner *r, nb_tensor *in, const float *data) {
+  TU_OK(nb_plan_set_input(r->plan, in, data, (size_t)nb_tensor_numel(in) * sizeof(float)));
+}
+
+float *tu_runner_fetch(tu_runner *r, nb_tensor *t) {
+  int64_t n = nb_tensor_numel(t);
+  float *out = malloc((size_t)(n ? n : 1) * sizeof(float));
+  TU_OK(nb_plan_get(r->plan, t, out, (size_t)n * sizeof(float)));
+  return out;
+}
+
+void tu_runner_free(tu_runner *r) {
+  nb_plan_free(r->plan);
+  nb_state_free(r->st);
+  nb_backend_free(r->be);
+}

@@ -53,6 +53,24 @@ void tu_forward(tu_build_fn build, void *ctx, int n_in, const tu_input *inputs, 
 void tu_gradcheck(const char *name, tu_build_fn build, void *ctx, int n_in, const tu_input *inputs,
                   double eps, double atol, double rtol);
 
+/* ---- one compiled graph ------------------------------------------------------ */
+
+/* A graph compiled on a fresh CPU backend and state. */
+typedef struct tu_runner {
+  nb_backend *be;
+  nb_state *st;
+  nb_plan *plan;
+} tu_runner;
+
+/* Compiles g (which must have built without error) with opt (NULL:
+ * defaults); fails the test if it cannot. */
+void tu_runner_compile(nb_graph *g, const nb_compile_options *opt, tu_runner *r);
+/* Feeds f32 data for input `in` (numel floats). */
+void tu_runner_feed(tu_runner *r, nb_tensor *in, const float *data);
+/* A malloc'ed copy of output t (f32). */
+float *tu_runner_fetch(tu_runner *r, nb_tensor *t);
+void tu_runner_free(tu_runner *r);
+
 /* ---- state snapshots --------------------------------------------------------- */
 
 /* A copy of every variable of a state (name, bytes, values), to compare a
