@@ -73,6 +73,10 @@ expect_error "empty number" "--epochs expects a number, got ''" "$nabla" train "
 expect_error "NaN learning rate" "--lr expects a number, got 'nan'" "$nabla" train "$root/models/mnist_cnn.cfg" --lr nan
 expect_error "a range error names its flag" "nabla predict: --top-k must be >= 1" \
   "$nabla" predict a.cfg w.safetensors x.png --top-k 0
+expect_error "a count past int" "nabla train: --epochs is out of range, got '99999999999'" \
+  "$nabla" train a.cfg --epochs 99999999999
+expect_error "a flag of another command" "nabla train: unknown option --top-k" \
+  "$nabla" train a.cfg --top-k 3
 # a flag the model's kind ignores is an error, not silently dropped
 expect_error "--steps on an image model" "--steps and --eval-every apply to text models" \
   "$nabla" train "$root/models/mnist_cnn.cfg" --steps 5

@@ -1,6 +1,7 @@
 /* `nabla train`, `nabla eval` and `nabla predict`: the classic workflow on
  * a model file. The dataset follows from the model's input shape (1x28x28:
  * MNIST, 3x32x32: CIFAR-10) unless --dataset names one. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,6 +136,17 @@ static int parse(const char *cmd, int argc, char **argv, int positional, cli *c)
     }
     char *end = NULL;
     int bad = 0;
+    /* the int-valued flags: parsed wide, so an out-of-range value is an
+     * error instead of a silently truncated count */
+    static const char *const ints[] = {"--micro-batches", "--device-threads", "--epochs",
+                                       "--threads", "--top-k"};
+    for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) {
+      long long n = strcmp(a, ints[k]) ? 0 : strtoll(v, NULL, 10);
+      if (n > INT_MAX || n < INT_MIN) {
+        fprintf(stderr, "nabla %s: %s is out of range, got '%s'\n", cmd, a, v);
+        return 2;
+      }
+    }
     if (!strcmp(cmd, "train") && !strcmp(a, "--init-from"))
       c->init_from = v;
     else if (!strcmp(cmd, "train") && !strcmp(a, "--place"))
@@ -167,7 +179,7 @@ static int parse(const char *cmd, int argc, char **argv, int positional, cli *c)
       c->epochs = (int)strtol(v, &end, 10);
     else if (!strcmp(a, "--threads"))
       c->threads = (int)strtol(v, &end, 10);
-    else if (!strcmp(a, "--top-k"))
+    else if (!strcmp(cmd, "predict") && !strcmp(a, "--top-k"))
       c->top_k = (int)strtol(v, &end, 10);
     else if (!strcmp(a, "--batch"))
       c->batch = strtoll(v, &end, 10);
