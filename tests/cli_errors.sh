@@ -77,6 +77,8 @@ expect_error "a count past int" "nabla train: --epochs is out of range, got '999
   "$nabla" train a.cfg --epochs 99999999999
 expect_error "a flag of another command" "nabla train: unknown option --top-k" \
   "$nabla" train a.cfg --top-k 3
+expect_error "--limit on a text model" "--limit applies to image models; .*tiny_gpt.cfg is a text model" \
+  "$nabla" eval "$root/tests/data/tiny_gpt.cfg" w.safetensors --data "$root/tests/data/tiny_text.txt" --limit 5
 # a flag the model's kind ignores is an error, not silently dropped
 expect_error "--steps on an image model" "--steps and --eval-every apply to text models" \
   "$nabla" train "$root/models/mnist_cnn.cfg" --steps 5

@@ -482,6 +482,12 @@ int nabla_cmd_eval(int argc, char **argv) {
   memset(&test, 0, sizeof test);
   double loss = 0;
   nb_status rc = nb_model_load(c.model, &m);
+  /* a flag the model's kind ignores would silently evaluate something else */
+  if (!rc && nb_model_is_text(m) && c.limit)
+    rc = nb_error(NB_ERR_INVALID_ARG,
+                  "--limit applies to image models; %s is a text model, evaluated over the "
+                  "whole validation part of the text",
+                  c.model);
   if (!rc && nb_model_is_text(m)) {
     nabla_text_args ta = text_args(&c);
     int code = nabla_text_eval(m, &ta);
