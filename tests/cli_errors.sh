@@ -41,6 +41,12 @@ if [ -f "$mnist/t10k-images-idx3-ubyte.gz" ] &&
   expect_error "resume with nothing left to train" "has trained 1 epochs already, the run asks for 1" \
     "$nabla" train "$root/models/mnist_cnn.cfg" --data "$mnist" --limit 128 --epochs 1 \
     --resume "$tmp/ok/checkpoint.safetensors" --out "$tmp/ok2"
+  # a learning rate that blows the weights up: stop, keep the checkpoint
+  cp "$tmp/ok/checkpoint.safetensors" "$tmp/ok/keep.safetensors"
+  expect_error "diverging run" "training diverged: the loss is .*nan at epoch 1, batch 2; the last checkpoint is left" \
+    "$nabla" train "$root/models/mnist_cnn.cfg" --data "$mnist" --limit 128 --epochs 1 --lr 1e30 \
+    --out "$tmp/ok"
+  check "the checkpoint of a diverged run is untouched" cmp -s "$tmp/ok/checkpoint.safetensors" "$tmp/ok/keep.safetensors"
   # another batch size would continue with another data order
   expect_error "resume with another batch" "trained with batches of 64 examples, this run asks for 32; give --batch 64" \
     "$nabla" train "$root/models/mnist_cnn.cfg" --data "$mnist" --limit 128 --epochs 2 --batch 32 \

@@ -2,6 +2,7 @@
  * clipping, optimizer), eval plans that share the variables, per-epoch
  * evaluation, logs and checkpoints that resume bit for bit. */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -373,6 +374,14 @@ nb_status nb_fit(const nb_model *m, nb_backend *be, nb_state *st, const nb_datas
       }
       float l = 0, c = 0;
       if (!rc) rc = nb_plan_get(s.plan, s.loss, &l, sizeof l);
+      /* diverged: stop before garbage weights overwrite the last checkpoint
+       * (fp16's loss scaler skips the steps whose loss overflowed) */
+      if (!rc && !isfinite(l) && r.precision != NB_PRECISION_FP16)
+        rc = nb_error(NB_ERR_STATE,
+                      "training diverged: the loss is %g at epoch %lld, batch %lld; the last "
+                      "checkpoint is left as it was (try a lower --lr, or clip_grad_norm in "
+                      "[train])",
+                      (double)l, (long long)epoch + 1, (long long)b + 1);
       if (!rc) rc = nb_plan_get(s.plan, s.correct, &c, sizeof c);
       loss_sum += l;
       hits += c;
