@@ -106,7 +106,9 @@ differs() { ! cmp -s "$1" "$2"; }
 check "--tokenizer-vocab writes its own vocab.bpe" differs "$v" "$tmp/run4/vocab.bpe"
 expect_error "--tokenizer-vocab below 256" "--tokenizer-vocab 100 is too small" \
   "$nabla" train "$tmp/tiny.cfg" --data "$text" --out "$tmp/run5" --tokenizer-vocab 100
-expect_error "--tokenizer-vocab on a char model" "needs a model with \[net\] tokenizer = bpe" \
+expect_error "--tokenizer-vocab on a char model" "needs a text model with \[net\] tokenizer = bpe (this one reads characters)" \
   "$nabla" train "$src/tests/data/tiny_gpt.cfg" --data "$text" --out "$tmp/run6" \
   --tokenizer-vocab 300
+expect_error "--tokenizer-vocab on an image model" "tokenizer = bpe (this is not a text model)" \
+  "$nabla" train "$src/models/mnist_cnn.cfg" --tokenizer-vocab 300
 finish

@@ -29,11 +29,10 @@ const char *nb_model_tokenizer_file(const nb_model *m) {
 nb_status nb_model_set_tokenizer_vocab(nb_model *m, int64_t n) {
   if (!m) return nb_error(NB_ERR_INVALID_ARG, "nb_model_set_tokenizer_vocab: model is NULL");
   if (!m->tokenizer)
-    return nb_error(
-        NB_ERR_INVALID_ARG,
-        "%s: --tokenizer-vocab needs a model with [net] tokenizer = bpe (this one reads "
-        "characters)",
-        m->source);
+    return nb_error(NB_ERR_INVALID_ARG,
+                    "%s: --tokenizer-vocab needs a text model with [net] tokenizer = bpe (%s)",
+                    m->source,
+                    nb_model_is_text(m) ? "this one reads characters" : "this is not a text model");
   if (n < 256)
     return nb_error(NB_ERR_INVALID_ARG,
                     "%s: a BPE vocabulary holds the 256 bytes and more: --tokenizer-vocab %lld is "
