@@ -1,6 +1,7 @@
 /* IDX reader (MNIST). Format: 2 zero bytes, a type code, a rank, then rank
  * big-endian u32 dimensions and the data, big-endian. gzip is read through
  * zlib, which also reads uncompressed files transparently. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -65,7 +66,7 @@ nb_status nb_idx_load(const char *path, nb_idx *out) {
   if (!path || !out) return nb_error(NB_ERR_INVALID_ARG, "nb_idx_load: NULL argument");
   memset(out, 0, sizeof *out);
   gzFile f = gzopen(path, "rb");
-  if (!f) return nb_error(NB_ERR_IO, "%s: cannot open", path);
+  if (!f) return nb_error(NB_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
   unsigned char head[4];
   size_t pos = 0;
   nb_status st = read_exact(f, head, 4, path, &pos, "the header");

@@ -8,6 +8,7 @@
  * computed with overflow checks, so a hostile file costs one NB_ERR_FORMAT
  * naming the file and the reason. */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -359,7 +360,7 @@ nb_status nb_npy_load(const char *path, nb_npy *out) {
   if (!path || !out) return nb_error(NB_ERR_INVALID_ARG, "nb_npy_load: NULL argument");
   memset(out, 0, sizeof *out);
   FILE *f = fopen(path, "rb");
-  if (!f) return nb_error(NB_ERR_IO, "%s: cannot open", path);
+  if (!f) return nb_error(NB_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
   struct stat sb;
   if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
     fclose(f);

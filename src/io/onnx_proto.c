@@ -7,6 +7,7 @@
  * length), never from a number stored in the file, so a corrupt file cannot
  * ask for a huge allocation. */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -557,7 +558,7 @@ nb_status ox_decode_tensor(ox_arena *a, const uint8_t *buf, size_t len, size_t b
 /* Reads a whole file into malloc'ed memory. */
 static nb_status read_file(const char *path, uint8_t **out, size_t *len) {
   FILE *f = fopen(path, "rb");
-  if (!f) return nb_error(NB_ERR_IO, "%s: cannot open", path);
+  if (!f) return nb_error(NB_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
   if (fseek(f, 0, SEEK_END) != 0) {
     fclose(f);
     return nb_error(NB_ERR_IO, "%s: cannot seek", path);
