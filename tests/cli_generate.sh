@@ -62,7 +62,7 @@ check "seeded sampling is reproducible" cmp -s "$tmp/s1" "$tmp/s2"
 
 expect_error "character outside the vocabulary" "'Z' at position 2" gen "$w" --prompt "a Z"
 expect_error "missing vocabulary" "nope/vocab.txt" gen "$tmp/nope/weights.safetensors"
-expect_error "full context without sliding" "context of 16 positions is full" gen "$w" \
+expect_error "full context without sliding" "context of 16 positions is full .*without --no-slide" gen "$w" \
   --prompt "the " --tokens 30 --no-slide
 expect_error "default prompt (a newline) outside the vocabulary" "byte 0x0a at position 0" gen "$w"
 expect_error "bad number" "--temperature" gen "$w" --temperature hot

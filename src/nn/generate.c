@@ -169,7 +169,8 @@ nb_status nb_generate(nb_decoder *d, const int32_t *prompt, int64_t n, const nb_
   if (n > cap && !o->slide)
     return nb_error(NB_ERR_INVALID_ARG,
                     "nb_generate: the prompt has %lld tokens, more than the context of %lld "
-                    "(shorten it, or set slide to keep its last %lld)",
+                    "(shorten it, or let it slide: nb_generate_options.slide = 1, `nabla "
+                    "generate` without --no-slide, keeps its last %lld)",
                     (long long)n, (long long)cap, (long long)keep);
   nb_sampler *s;
   nb_status st = nb_sampler_new(d->vocab, &o->sample, &s);
@@ -206,7 +207,8 @@ nb_status nb_generate(nb_decoder *d, const int32_t *prompt, int64_t n, const nb_
     } else {
       st = nb_error(NB_ERR_INVALID_ARG,
                     "nb_generate: the context of %lld positions is full after %lld new tokens "
-                    "(set slide to go on with the last %lld)",
+                    "(sliding goes on with the last %lld: nb_generate_options.slide = 1, "
+                    "`nabla generate` without --no-slide)",
                     (long long)cap, (long long)made, (long long)keep);
     }
   }
