@@ -105,7 +105,10 @@ static nb_status bwd_add(nb_graph *g, nb_tensor *node, nb_tensor *gout, nb_tenso
 
 static nb_status bwd_sub(nb_graph *g, nb_tensor *node, nb_tensor *gout, nb_tensor **gin) {
   if (nb_needs_grad(A)) gin[0] = sum_to_in(g, gout, A);
-  if (nb_needs_grad(B)) gin[1] = sum_to_in(g, nb_neg(g, gout), B);
+  /* sum, then negate: a broadcast B (x - mean) then negates its few sums
+   * instead of the whole gradient, and -sum(d) == sum(-d) under
+   * round-to-nearest (but for the sign of an exact zero) */
+  if (nb_needs_grad(B)) gin[1] = nb_neg(g, sum_to_in(g, gout, B));
   return NB_OK;
 }
 
