@@ -70,30 +70,12 @@ static void assert_close_d(const char *what, const float *got, const double *wan
 /* conv2d and its two gradient ops in one plan. */
 static void run_conv(const conv_case *c, const float *x, const float *w, const float *dy, float **y,
                      float **dx, float **dw) {
-  int64_t ys[4];
-  conv_yshape(c, ys);
   nb_conv2d_params p = nb_conv2d_defaults();
   p.stride[0] = p.stride[1] = c->stride;
   p.padding[0] = p.padding[1] = c->pad;
   p.dilation[0] = p.dilation[1] = c->dil;
   p.groups = c->groups;
-  nb_graph *g = nb_graph_new();
-  nb_tensor *xi = nb_input(g, "x", NB_F32, 4, c->x), *wi = nb_input(g, "w", NB_F32, 4, c->w);
-  nb_tensor *di = nb_input(g, "dy", NB_F32, 4, ys);
-  nb_tensor *outs[3] = {nb_conv2d(g, xi, wi, &p), nb_conv2d_backward_input(g, di, wi, c->x, &p),
-                        nb_conv2d_backward_weight(g, xi, di, c->w, &p)};
-  for (int i = 0; i < 3; i++) nb_tensor_set_output(outs[i]);
-  tu_runner r;
-  tu_runner_compile(g, NULL, &r);
-  tu_runner_feed(&r, xi, x);
-  tu_runner_feed(&r, wi, w);
-  tu_runner_feed(&r, di, dy);
-  TU_OK(nb_plan_run(r.plan));
-  *y = tu_runner_fetch(&r, outs[0]);
-  *dx = tu_runner_fetch(&r, outs[1]);
-  *dw = tu_runner_fetch(&r, outs[2]);
-  tu_runner_free(&r);
-  nb_graph_free(g);
+  tu_conv_all(c->x, c->w, &p, x, w, dy, y, dx, dw);
 }
 
 static void test_conv_paths(void **state) {

@@ -352,3 +352,26 @@ void tu_runner_free(tu_runner *r) {
   nb_state_free(r->st);
   nb_backend_free(r->be);
 }
+
+void tu_conv_all(const int64_t *xs, const int64_t *ws, const nb_conv2d_params *p, const float *x,
+                 const float *w, const float *dy, float **y, float **dx, float **dw) {
+  nb_graph *g = nb_graph_new();
+  nb_tensor *xi = nb_input(g, "x", NB_F32, 4, xs), *wi = nb_input(g, "w", NB_F32, 4, ws);
+  nb_tensor *yi = nb_conv2d(g, xi, wi, p);
+  TU_OK(nb_graph_status(g));
+  nb_tensor *di = nb_input(g, "dy", NB_F32, 4, nb_tensor_shape(yi));
+  nb_tensor *outs[3] = {yi, nb_conv2d_backward_input(g, di, wi, xs, p),
+                        nb_conv2d_backward_weight(g, xi, di, ws, p)};
+  for (int i = 0; i < 3; i++) nb_tensor_set_output(outs[i]);
+  tu_runner r;
+  tu_runner_compile(g, NULL, &r);
+  tu_runner_feed(&r, xi, x);
+  tu_runner_feed(&r, wi, w);
+  tu_runner_feed(&r, di, dy);
+  TU_OK(nb_plan_run(r.plan));
+  *y = tu_runner_fetch(&r, outs[0]);
+  *dx = tu_runner_fetch(&r, outs[1]);
+  *dw = tu_runner_fetch(&r, outs[2]);
+  tu_runner_free(&r);
+  nb_graph_free(g);
+}

@@ -71,6 +71,11 @@ void tu_runner_feed(tu_runner *r, nb_tensor *in, const float *data);
 float *tu_runner_fetch(tu_runner *r, nb_tensor *t);
 void tu_runner_free(tu_runner *r);
 
+/* conv2d of x [xs] by w [ws] with p, and both its gradient ops for the
+ * output gradient dy, in one CPU plan: malloc'ed y, dx and dw. */
+void tu_conv_all(const int64_t *xs, const int64_t *ws, const nb_conv2d_params *p, const float *x,
+                 const float *w, const float *dy, float **y, float **dx, float **dw);
+
 /* ---- state snapshots --------------------------------------------------------- */
 
 /* A copy of every variable of a state (name, bytes, values), to compare a
