@@ -510,7 +510,6 @@ static nb_status fwd_pixel_lanes(const nb_dconv *d, const float *x, const float 
   if (nt > items) nt = (int)items;
   nb_cpu_chan_bias cb;
   int in_regs = epi && nb_cpu_match_chan_bias(epi, &cb);
-  if (in_regs) nb_cpu_note_fused_epilogue();
   int failed = 0;
 #pragma omp parallel for schedule(static) num_threads(nt) reduction(max : failed)
   for (int64_t it = 0; it < items; it++) {
@@ -680,7 +679,6 @@ nb_status nb_conv_direct_fwd(const nb_dconv *d, const float *x, const float *w, 
   if (nt > items) nt = (int)items;
   nb_cpu_chan_bias cb;
   int in_regs = epi && nb_cpu_match_chan_bias(epi, &cb);
-  if (in_regs) nb_cpu_note_fused_epilogue();
   int failed = 0;
 #pragma omp parallel for schedule(static) num_threads(nt) reduction(max : failed)
   for (int64_t it = 0; it < items; it++) {

@@ -286,7 +286,6 @@ nb_status nb_conv_winograd_fwd(const nb_dconv *d, const float *x, const float *w
   for (int64_t c = 0; c < d->cg; c++) refs[c] = (nb_tap_ref){c, c * LANES};
   nb_cpu_chan_bias cb;
   int in_regs = epi && nb_cpu_match_chan_bias(epi, &cb);
-  if (in_regs) nb_cpu_note_fused_epilogue();
   int failed = 0;
 #pragma omp parallel for schedule(static) num_threads(nt) reduction(max : failed)
   for (int64_t it = 0; it < items; it++) {

@@ -80,6 +80,7 @@ int nb_cpu_match_chan_bias(const nb_kernel_call *c, nb_cpu_chan_bias *m) {
   m->bias = ext_data(c, be);
   m->stride = s;
   m->relu = g->n_ops == 2;
+  nb_cpu_note_fused_epilogue(); /* every caller applies what matched */
   return 1;
 }
 

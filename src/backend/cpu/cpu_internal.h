@@ -24,7 +24,9 @@ nb_status nb_cpu_epilogue_all(const nb_kernel_call *c);
 
 /* Epilogues that kernels apply in registers (cpu_epilogue_match.c): 1 if
  * call->group is exactly that group, with *m filled in; 0 otherwise (the
- * kernel then runs the group through nb_cpu_epilogue). */
+ * kernel then runs the group through nb_cpu_epilogue). A channel-bias
+ * match counts itself as applied (nb_cpu_note_fused_epilogue); callers of
+ * the ReLU-gradient match note it when they apply it. */
 typedef struct {
   const float *bias; /* out[n][k][...] = prod + bias[k * stride], then ReLU if relu */
   int64_t stride;
